@@ -1,0 +1,217 @@
+/* SPDX-License-Identifier: MIT
+ * cache/cache.h - the guest's source of truth, and the only interface fs/
+ * uses.  (fs/ never includes transport/transport.h for anything but the
+ * connection settings in struct hs_tr_config.)
+ *
+ * Inode numbers are the cache's own, stable across mounts of the same
+ * cache folder; 1 is the root.  Every function returns 0 (or a count where
+ * said) or -errno.  -ETIMEDOUT / -ENOTCONN mean "the host was needed and
+ * could not be reached in time"; fs/ turns those into EIO.
+ *
+ * Functions that take a deadline may need the host (a lookup of a name the
+ * cache has never seen, a cold read, a listing older than attr_timeout);
+ * they answer from the cache when the link is down and the answer is
+ * cached, and otherwise give up at @dl.  Functions without a deadline never
+ * touch the network.
+ *
+ * Thread model: every function may be called from any thread at once
+ * (FUSE workers, the control socket thread).  Handles (struct hs_handle,
+ * struct hs_dir) may be used by several threads, but must not be used after
+ * release.
+ */
+#ifndef HS_CACHE_H
+#define HS_CACHE_H
+
+#include <stdint.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/types.h>
+
+#include "../common/common.h"
+#include "../transport/transport.h" /* struct hs_tr_config only */
+
+struct hs_cache;
+struct hs_handle; /* one open file description */
+struct hs_dir;    /* one open directory: a snapshot of its entries */
+
+enum hs_fsync_mode {
+	HS_FSYNC_LOCAL = 0, /* fsync returns once durable in the guest cache */
+	HS_FSYNC_HOST = 1,  /* ... once on the host */
+};
+
+/* Opens one connection to the host (default: hs_tr_open() of cfg->tr).
+ * Tests pass their own to run the cache over a local folder or a faulty
+ * wrapper. */
+typedef int (*hs_dial_fn)(void *arg, hs_deadline_t dl,
+			  struct hs_transport **ret, char *err, size_t errlen);
+
+struct hs_cache_config {
+	hs_dial_fn dial;               /* NULL: hs_tr_open(tr, ...) */
+	void *dial_arg;
+	const char *dir;               /* per-source cache folder (created 0700) */
+	const char *source;            /* the SOURCE as the user wrote it */
+	const struct hs_tr_config *tr; /* how to reach the host; borrowed for the
+					* lifetime of the cache */
+	int op_timeout_ms;      /* deadline of an operation that needs the host */
+	int attr_timeout_ms;    /* how long host attributes/listings are trusted */
+	int writeback_delay_ms; /* age of a change before the flusher sends it */
+	int connect_timeout_ms; /* first connect and each reconnect attempt */
+	int allow_offline;      /* start offline when the host is unreachable
+				 * and this cache already holds the folder */
+	enum hs_fsync_mode fsync_mode;
+
+	/* Ownership as the guest sees it.  With idmap_user, files the host
+	 * gives the login user appear owned by local_uid/local_gid.
+	 * force_uid/force_gid >= 0 make every file appear owned by them. */
+	int idmap_user;
+	uint32_t local_uid, local_gid;
+	int64_t force_uid, force_gid;
+};
+
+/* Opens the cache folder (creating it and its database), takes its lock
+ * (one daemon per cache folder), connects to the host and starts the
+ * background threads.  On failure returns -errno and one line for the user
+ * in @err ("cache folder '/x' is in use by another hostshare (pid 123)",
+ * a transport error, "cache database '/x/meta.db' is corrupt: ..."). */
+int hs_cache_open(const struct hs_cache_config *cfg, struct hs_cache **ret,
+		  char *err, size_t errlen);
+
+/* Stops the threads and closes everything.  Pending host work stays in the
+ * journal for the next mount of the same folder.  Accepts NULL. */
+void hs_cache_close(struct hs_cache *c);
+
+/* ---- names and attributes ---- */
+
+/* Finds @name in directory @parent; fills @ret (st_ino is the inode) and
+ * takes one lookup reference on it.  -ENOENT, -ENOTDIR, -ENAMETOOLONG. */
+int hs_cache_lookup(struct hs_cache *c, uint64_t parent, const char *name,
+		    struct stat *ret, hs_deadline_t dl);
+/* Takes one more lookup reference on @ino (readdirplus entries). */
+void hs_cache_ref(struct hs_cache *c, uint64_t ino);
+/* Drops @nlookup lookup references (FUSE forget). */
+void hs_cache_forget(struct hs_cache *c, uint64_t ino, uint64_t nlookup);
+
+int hs_cache_getattr(struct hs_cache *c, uint64_t ino, struct stat *ret);
+
+enum hs_setattr_flags {
+	HS_SET_MODE = 1 << 0,
+	HS_SET_UID = 1 << 1,
+	HS_SET_GID = 1 << 2,
+	HS_SET_SIZE = 1 << 3,
+	HS_SET_ATIME = 1 << 4,
+	HS_SET_MTIME = 1 << 5,
+	HS_SET_ATIME_NOW = 1 << 6,
+	HS_SET_MTIME_NOW = 1 << 7,
+	HS_SET_CTIME = 1 << 8,
+};
+/* Changes what @to_set selects from @attr; @h is the handle for ftruncate
+ * (may be NULL).  Fills @ret with the new attributes.  A size change of a
+ * file whose data is not cached may need the host (the kept part). */
+int hs_cache_setattr(struct hs_cache *c, uint64_t ino, const struct stat *attr,
+		     unsigned to_set, struct hs_handle *h, struct stat *ret,
+		     hs_deadline_t dl);
+
+/* Target of symlink @ino into @buf, NUL-terminated.  -EINVAL if not a link. */
+int hs_cache_readlink(struct hs_cache *c, uint64_t ino, char *buf, size_t size,
+		      hs_deadline_t dl);
+
+/* Each of these takes one lookup reference on the new inode (@ret). */
+int hs_cache_mknod(struct hs_cache *c, uint64_t parent, const char *name,
+		   mode_t mode, dev_t rdev, struct stat *ret, hs_deadline_t dl);
+int hs_cache_mkdir(struct hs_cache *c, uint64_t parent, const char *name,
+		   mode_t mode, struct stat *ret, hs_deadline_t dl);
+int hs_cache_symlink(struct hs_cache *c, uint64_t parent, const char *name,
+		     const char *target, struct stat *ret, hs_deadline_t dl);
+int hs_cache_link(struct hs_cache *c, uint64_t ino, uint64_t newparent,
+		  const char *newname, struct stat *ret, hs_deadline_t dl);
+
+int hs_cache_unlink(struct hs_cache *c, uint64_t parent, const char *name,
+		    hs_deadline_t dl);
+int hs_cache_rmdir(struct hs_cache *c, uint64_t parent, const char *name,
+		   hs_deadline_t dl);
+
+/* @flags: RENAME_NOREPLACE (others: -EINVAL). */
+int hs_cache_rename(struct hs_cache *c, uint64_t parent, const char *name,
+		    uint64_t newparent, const char *newname, unsigned flags,
+		    hs_deadline_t dl);
+
+/* ---- file data ---- */
+
+/* Opens file @ino with open(2) @flags (O_TRUNC honoured).  Close-to-open:
+ * if the host copy changed and the guest holds no changes, the cached data
+ * is dropped and *ret_keep_cache is 0 (the kernel must drop its pages). */
+int hs_cache_open_file(struct hs_cache *c, uint64_t ino, int flags,
+		       struct hs_handle **ret_h, int *ret_keep_cache,
+		       hs_deadline_t dl);
+/* Creates and opens @name (-EEXIST with O_EXCL if it exists). Takes one
+ * lookup reference. */
+int hs_cache_create(struct hs_cache *c, uint64_t parent, const char *name,
+		    mode_t mode, int flags, struct stat *ret,
+		    struct hs_handle **ret_h, hs_deadline_t dl);
+
+/* Reads up to @size bytes at @off into @buf; returns the count (short only
+ * at end of file).  Missing blocks are fetched from the host. */
+ssize_t hs_cache_read(struct hs_cache *c, struct hs_handle *h, void *buf,
+		      size_t size, off_t off, hs_deadline_t dl);
+/* Writes into the cache; never touches the network.  Returns @size. */
+ssize_t hs_cache_write(struct hs_cache *c, struct hs_handle *h,
+		       const void *buf, size_t size, off_t off);
+/* close(2) of one descriptor: once this returns the data written through
+ * @h and its journal entry survive a kill of the daemon. */
+int hs_cache_flush(struct hs_cache *c, struct hs_handle *h);
+/* fsync(2): durable in the guest cache against a power cut; with
+ * fsync=host, also on the host (may then wait until @dl). */
+int hs_cache_fsync(struct hs_cache *c, struct hs_handle *h, int datasync,
+		   hs_deadline_t dl);
+/* Frees @h. */
+void hs_cache_release(struct hs_cache *c, struct hs_handle *h);
+
+/* ---- directories ---- */
+
+struct hs_dir_entry {
+	const char *name;
+	struct stat st; /* st_ino is the inode */
+};
+
+/* Snapshots the entries of directory @ino ("." and ".." not included). */
+int hs_cache_opendir(struct hs_cache *c, uint64_t ino, struct hs_dir **ret,
+		     hs_deadline_t dl);
+size_t hs_dir_count(const struct hs_dir *d);
+/* Entry @i (< hs_dir_count) of the snapshot; valid until release. */
+const struct hs_dir_entry *hs_dir_entry(const struct hs_dir *d, size_t i);
+void hs_cache_releasedir(struct hs_cache *c, struct hs_dir *d);
+
+/* Host free space from a recent answer; never waits on the network. */
+int hs_cache_statfs(struct hs_cache *c, struct statvfs *ret);
+
+/* ---- control ---- */
+
+enum hs_link_state {
+	HS_LINK_CONNECTED = 0,
+	HS_LINK_RECONNECTING = 1,
+	HS_LINK_OFFLINE = 2,
+};
+const char *hs_link_state_name(enum hs_link_state s);
+
+struct hs_cache_status {
+	char source[512];
+	char transport[16];       /* "sftp" */
+	enum hs_link_state link;
+	int64_t link_since_ns;    /* wall clock of the last state change */
+	uint64_t pending_ops;     /* journal entries not yet on the host */
+	uint64_t pending_bytes;   /* dirty data not yet on the host */
+	uint64_t flushed_ops;     /* since mount */
+	uint64_t flushed_bytes;   /* since mount */
+	uint64_t failed_ops;      /* entries the host refused (kept, see log) */
+	uint64_t cache_bytes;     /* data held in the cache folder */
+	char cache_dir[512];
+	char last_error[256];     /* "" when none */
+};
+int hs_cache_get_status(struct hs_cache *c, struct hs_cache_status *ret);
+
+/* Sends everything pending now (ignoring writeback_delay) and waits until
+ * the journal is empty.  -ETIMEDOUT at @dl; -EIO if the host refused an
+ * entry (it stays counted in failed_ops). */
+int hs_cache_sync(struct hs_cache *c, hs_deadline_t dl);
+
+#endif
