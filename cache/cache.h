@@ -153,9 +153,12 @@ int hs_cache_create(struct hs_cache *c, uint64_t parent, const char *name,
  * at end of file).  Missing blocks are fetched from the host. */
 ssize_t hs_cache_read(struct hs_cache *c, struct hs_handle *h, void *buf,
 		      size_t size, off_t off, hs_deadline_t dl);
-/* Writes into the cache; never touches the network.  Returns @size. */
+/* Writes into the cache and returns @size.  Touches the network only to
+ * complete a partly overwritten 4 KiB block of host data that is not cached
+ * yet (read-modify-write of at most two blocks, bounded by @dl). */
 ssize_t hs_cache_write(struct hs_cache *c, struct hs_handle *h,
-		       const void *buf, size_t size, off_t off);
+		       const void *buf, size_t size, off_t off,
+		       hs_deadline_t dl);
 /* close(2) of one descriptor: once this returns the data written through
  * @h and its journal entry survive a kill of the daemon. */
 int hs_cache_flush(struct hs_cache *c, struct hs_handle *h);

@@ -5,6 +5,7 @@
 #ifndef HS_CHECK_H
 #define HS_CHECK_H
 
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,0 +1,282 @@
+/* SPDX-License-Identifier: MIT
+ * cache/cache_i.h - what the files of cache/ share.  Not for fs/.
+ *
+ * Lock order (outer first), written once here:
+ *     files_lock  ->  hs_file.lock  ->  db_lock
+ *     link->lock is a leaf: nothing else is taken while it is held.
+ * No lock is held across transport I/O.
+ */
+#ifndef HS_CACHE_I_H
+#define HS_CACHE_I_H
+
+#include <pthread.h>
+#include <semaphore.h>
+#include <sqlite3.h>
+#include <stdatomic.h>
+
+#include "bitmap.h"
+#include "cache.h"
+
+#define HS_BLOCK 4096ULL
+#define HS_ROOT_INO 1ULL
+
+/* ---- meta.c: the sqlite database ---- */
+
+/* Journal operations.  The numbers are stored in the database: never
+ * renumber. */
+enum hs_jop {
+	HS_J_MKDIR = 1,   /* path, mode */
+	HS_J_CREATE = 2,  /* new file: upload whole content to a temp name, rename to path */
+	HS_J_DATA = 3,    /* dirty blocks (and size, times) of a file on the host */
+	HS_J_SETATTR = 4, /* path, valid + fields */
+	HS_J_UNLINK = 5,  /* path */
+	HS_J_RMDIR = 6,   /* path */
+	HS_J_RENAME = 7,  /* path -> path2, flags */
+	HS_J_SYMLINK = 8, /* path, path2 = target */
+	HS_J_LINK = 9,    /* path (existing) -> path2 (new name) */
+};
+
+/* Journal entry states (column "state"). */
+enum hs_jstate {
+	HS_JS_PENDING = 0, /* waiting; may still be coalesced */
+	HS_JS_RUNNING = 1, /* being sent by the flusher; never coalesced */
+	HS_JS_FAILED = 2,  /* the host refused it; kept for the user, skipped */
+};
+
+/* Journal entry flags. */
+enum hs_jflags {
+	HS_JF_REPLACED = 1 << 0, /* a rename that replaced an existing name */
+	HS_JF_NOREPLACE = 1 << 1,
+};
+
+struct hs_jentry {
+	int64_t seq;
+	int op, state;
+	unsigned flags;
+	uint64_t ino;
+	char *path, *path2;
+	struct hs_attr attr; /* SETATTR: attr.valid selects; MKDIR: attr.mode */
+	int64_t created_ns;  /* monotonic at append (0 after a restart) */
+};
+
+/* An inode row. */
+struct hs_inode {
+	uint64_t ino;
+	uint32_t mode, uid, gid, nlink; /* guest-visible ids */
+	uint64_t size;
+	int64_t atime, mtime, ctime; /* ns */
+	char *hpath;                 /* where it is on the host, NULL: not there */
+	int64_t host_size, host_mtime; /* host version last seen; -1 unknown */
+	int64_t listed_at;           /* dirs: monotonic ns of the last listing; -1: complete forever (new local dir) */
+	int64_t checked_at;          /* files: monotonic ns of the last host check */
+	int64_t local;               /* journal entries naming this inode */
+	uint64_t dver;               /* data version: bumped when the host copy changed */
+};
+
+void hs_inode_release(struct hs_inode *i);
+void hs_jentry_release(struct hs_jentry *e);
+
+/* ---- link.c: connections to the host ---- */
+
+enum hs_slot {
+	HS_SLOT_FETCH = 0, /* lookups, listings, cold reads (FUSE workers) */
+	HS_SLOT_FLUSH = 1, /* the flusher */
+	HS_NSLOTS = 2,
+};
+
+struct hs_link;
+
+int hs_link_new(hs_dial_fn dial, void *dial_arg, int connect_timeout_ms,
+		int keepalive_s, struct hs_link **ret);
+void hs_link_free(struct hs_link *l);
+/* Dials @slot now (mount time).  0 or -errno with a line in @err. */
+int hs_link_connect(struct hs_link *l, int slot, char *err, size_t errlen);
+/* Starts the background reconnect/keepalive thread. */
+int hs_link_start(struct hs_link *l, int (*on_ping)(void *arg, struct hs_transport *t), void *arg);
+/* A usable connection for @slot.  With @wait, waits for a reconnect until
+ * @dl; without, answers -ENOTCONN at once when the slot is down. */
+int hs_link_get(struct hs_link *l, int slot, int wait, hs_deadline_t dl,
+		struct hs_transport **ret);
+/* Returns a connection taken with hs_link_get(); @result is what the last
+ * call on it returned (a link-class error schedules a reconnect). */
+void hs_link_put(struct hs_link *l, struct hs_transport *t, int result);
+enum hs_link_state hs_link_get_state(struct hs_link *l, int64_t *ret_since);
+void hs_link_last_error(struct hs_link *l, char *buf, size_t size);
+/* Remote login ids (from the first connection); (uint32_t)-1 unknown. */
+void hs_link_remote_ids(struct hs_link *l, uint32_t *uid, uint32_t *gid);
+unsigned hs_link_caps(struct hs_link *l);
+
+/* ---- file.c: in-memory state of a file's data ---- */
+
+/*
+ * Block states of one cached file (one bit each in present/dirty/writing):
+ *
+ *   state      present dirty writing  meaning
+ *   ABSENT        0      0      0     not in the cache file (a hole)
+ *   CLEAN         1      0      0     same bytes as the host copy
+ *   DIRTY         1      1      0     guest bytes the host has not seen
+ *   WRITING       1      0      1     being sent by the flusher
+ *   WRITING2      1      1      1     written again while being sent
+ *
+ * ABSENT->CLEAN only when a fetch lands (and only for blocks still ABSENT);
+ * ->DIRTY only in hs_cache_write(); DIRTY->WRITING when the flusher takes a
+ * snapshot; WRITING->CLEAN when the host acknowledged; a failed send puts
+ * WRITING back to DIRTY.  Dirty and writing blocks are never dropped.
+ * What is persisted as "dirty" is dirty|writing, so a crash mid-send resends.
+ */
+struct hs_file {
+	uint64_t ino;
+	int refs;              /* protected by c->files_lock */
+	struct hs_file *next;  /* hash chain, protected by c->files_lock */
+
+	pthread_mutex_t lock;  /* protects everything below */
+	int loaded;
+	int fd;                /* cache file, -1 until needed */
+	struct hs_bitmap present, dirty, writing;
+	uint64_t size;         /* guest size */
+	int64_t mtime, ctime;  /* guest times (ns), newer than the row while attr_dirty */
+	int64_t trunc_min;     /* smallest size since the last data flush, -1 none */
+	int attr_dirty;        /* size/times differ from the row */
+	int map_dirty;         /* bitmaps differ from the row */
+	int writers;           /* open handles that may write */
+	int64_t last_write_ns; /* monotonic */
+	uint64_t jgen;         /* c->jgen when jpending was computed */
+	int jpending;          /* a PENDING CREATE/DATA entry exists */
+	uint64_t dver;         /* data version the bitmaps belong to */
+	uint64_t kernel_dver;  /* data version the kernel's page cache holds */
+	uint64_t ra_next;      /* readahead: where the last fetch ended */
+	uint64_t ra_size;      /* readahead: current window, bytes */
+};
+
+struct hs_handle {
+	struct hs_file *f;
+	int flags; /* open(2) flags */
+};
+
+/* ---- the cache ---- */
+
+struct hs_cache {
+	struct hs_cache_config cfg;
+	char *dir;        /* cache folder */
+	char *datadir;    /* dir/data */
+	char *source;
+	int lockfd;
+
+	pthread_mutex_t db_lock; /* protects db and the prepared statements */
+	sqlite3 *db;
+
+	pthread_mutex_t files_lock; /* protects files[] chains and refs */
+	struct hs_file *files[1024];
+
+	struct hs_link *link;
+	uint32_t remote_uid, remote_gid;
+
+	atomic_uint_fast64_t jgen;  /* bumped whenever a PENDING entry goes away or starts */
+
+	/* flusher; protected by flush_lock */
+	pthread_mutex_t flush_lock;
+	pthread_cond_t flush_cond;  /* work appended, sync requested, stop */
+	pthread_cond_t done_cond;   /* an entry finished */
+	pthread_t flusher;
+	int flusher_started;
+	int stop;
+	int force;                  /* sync waiters present: ignore delays */
+	uint64_t flushed_ops, flushed_bytes, failed_ops;
+	int64_t busy_seq;           /* entry being sent, 0 none */
+
+	sem_t fetch_sem;            /* bounds FUSE workers waiting on the host */
+
+	pthread_mutex_t stat_lock;  /* protects statfs cache */
+	struct statvfs statfs;
+	int have_statfs;
+};
+
+/* meta.c */
+int hs_meta_open(struct hs_cache *c, char *err, size_t errlen);
+void hs_meta_close(struct hs_cache *c);
+/* Runs @sql (no results) under the caller's db_lock. */
+int hs_meta_exec(struct hs_cache *c, const char *sql);
+int hs_meta_begin(struct hs_cache *c);
+int hs_meta_commit(struct hs_cache *c);
+void hs_meta_rollback(struct hs_cache *c);
+int hs_meta_errno(struct hs_cache *c, int rc);
+int hs_meta_get_inode(struct hs_cache *c, uint64_t ino, struct hs_inode *ret);
+int hs_meta_lookup(struct hs_cache *c, uint64_t parent, const char *name,
+		   uint64_t *ret_ino);
+int hs_meta_put_inode(struct hs_cache *c, const struct hs_inode *i);
+int hs_meta_new_inode(struct hs_cache *c, struct hs_inode *i); /* sets i->ino */
+int hs_meta_add_dentry(struct hs_cache *c, uint64_t parent, const char *name,
+		       uint64_t ino);
+int hs_meta_del_dentry(struct hs_cache *c, uint64_t parent, const char *name);
+/* Guest path of @ino ("/a/b"), malloc'ed; -ENOENT when unlinked. */
+int hs_meta_path(struct hs_cache *c, uint64_t ino, char **ret);
+int hs_meta_dir_empty(struct hs_cache *c, uint64_t ino);
+/* Inode whose host path is @hpath, 0 if none. */
+uint64_t hs_meta_by_hpath(struct hs_cache *c, const char *hpath);
+int hs_meta_set_hpath(struct hs_cache *c, uint64_t ino, const char *hpath);
+/* Moves host paths @from and everything below it to @to. */
+int hs_meta_move_hpaths(struct hs_cache *c, const char *from, const char *to);
+int hs_meta_load_maps(struct hs_cache *c, uint64_t ino, struct hs_bitmap *present,
+		      struct hs_bitmap *dirty, int64_t *ret_trunc_min);
+int hs_meta_save_maps(struct hs_cache *c, uint64_t ino,
+		      const struct hs_bitmap *present, const struct hs_bitmap *dirty,
+		      int64_t trunc_min);
+sqlite3_stmt *hs_meta_prepare(struct hs_cache *c, const char *sql);
+/* Makes every committed change durable against a power cut. */
+int hs_meta_sync(struct hs_cache *c);
+
+/* journal.c (caller holds db_lock, inside a transaction) */
+int hs_journal_append(struct hs_cache *c, const struct hs_jentry *e);
+/* True when a PENDING CREATE or DATA entry exists for @ino. */
+int hs_journal_has_data(struct hs_cache *c, uint64_t ino);
+int hs_journal_has_pending_create(struct hs_cache *c, uint64_t ino);
+/* Coalescing, see journal.c. */
+int hs_journal_unlinked(struct hs_cache *c, uint64_t ino, int *ret_dropped);
+int hs_journal_renamed(struct hs_cache *c, uint64_t ino, const char *to,
+		       int *ret_folded);
+int hs_journal_next(struct hs_cache *c, int64_t after, struct hs_jentry *ret);
+int hs_journal_set_state(struct hs_cache *c, int64_t seq, int state, const char *error);
+int hs_journal_done(struct hs_cache *c, const struct hs_jentry *e);
+int hs_journal_counts(struct hs_cache *c, uint64_t *ret_pending,
+		      uint64_t *ret_bytes, uint64_t *ret_failed);
+void hs_journal_wake(struct hs_cache *c);
+
+/* file.c */
+struct hs_file *hs_file_get(struct hs_cache *c, uint64_t ino);
+void hs_file_put(struct hs_cache *c, struct hs_file *f);
+/* Loads @f from the database if needed; caller holds f->lock. */
+int hs_file_load(struct hs_cache *c, struct hs_file *f);
+int hs_file_open_fd(struct hs_cache *c, struct hs_file *f);
+/* Persists size/times/bitmaps if changed; caller holds f->lock. */
+int hs_file_persist(struct hs_cache *c, struct hs_file *f);
+/* Drops cached data of @ino (host copy changed); caller holds nothing. */
+int hs_file_invalidate(struct hs_cache *c, uint64_t ino);
+/* Notes a data change (journal entry if needed); caller holds f->lock. */
+int hs_file_note_dirty(struct hs_cache *c, struct hs_file *f);
+int hs_file_truncate(struct hs_cache *c, struct hs_file *f, uint64_t size);
+char *hs_file_data_path(struct hs_cache *c, uint64_t ino);
+void hs_file_remove_data(struct hs_cache *c, uint64_t ino);
+/* If @ino is loaded, overlays its in-memory size/times on @st. */
+void hs_file_overlay(struct hs_cache *c, uint64_t ino, struct stat *st);
+/* Fetches blocks [first, last) from the host into the cache file. */
+int hs_file_fetch(struct hs_cache *c, struct hs_file *f, uint64_t first,
+		  uint64_t last, hs_deadline_t dl);
+
+/* dir.c */
+/* Makes the listing of @dir fresh.  @need: the caller cannot answer without
+ * it (waits for the link until @dl); otherwise only refreshes when the link
+ * is up and gives up quietly. */
+int hs_dir_refresh(struct hs_cache *c, uint64_t dir, int need, hs_deadline_t dl);
+int hs_cache_revalidate(struct hs_cache *c, uint64_t ino, int *ret_changed,
+			hs_deadline_t dl);
+
+/* flusher.c */
+int hs_flusher_start(struct hs_cache *c);
+void hs_flusher_stop(struct hs_cache *c);
+
+/* cache.c */
+void hs_cache_fill_stat(struct hs_cache *c, const struct hs_inode *i, struct stat *st);
+void hs_cache_attr_in(struct hs_cache *c, const struct hs_attr *a, struct hs_inode *i);
+int64_t hs_cache_deadline_fetch(struct hs_cache *c);
+
+#endif

@@ -1,0 +1,473 @@
+/* SPDX-License-Identifier: MIT
+ * cache/dir.c - directory listings: refreshing the guest namespace from the
+ * host, close-to-open checks of single files, and directory snapshots.
+ *
+ * A directory's listing is trusted for attr_timeout after it was read; a
+ * directory the guest created is complete by construction until it reached
+ * the host.  A refresh lists the host folder with attributes in one call and
+ * merges it under one transaction:
+ *   - a host name the guest does not have is added, unless some inode still
+ *     sits at that host path (renamed or deleted in the guest, not yet
+ *     replayed);
+ *   - a guest entry whose inode is the host object at that path and has no
+ *     pending journal rows takes the host's attributes; if size or mtime
+ *     changed, its cached data is dropped (data version bumped);
+ *   - a guest entry that was on the host at that path, is gone there and has
+ *     no pending rows is removed;
+ *   - everything with pending rows is left alone (guest changes win until
+ *     they are replayed).
+ * Concurrency: network I/O happens before db_lock is taken; two refreshes
+ * of one directory may overlap and merge the same answer twice, harmlessly.
+ */
+#include "cache_i.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct hent {
+	char *name;
+	struct hs_attr attr;
+};
+
+struct hlist {
+	struct hent *v;
+	size_t n, cap;
+};
+
+static int collect(void *arg, const char *name, const struct hs_attr *attr)
+{
+	struct hlist *l = arg;
+
+	if (l->n == l->cap) {
+		size_t cap = l->cap ? l->cap * 2 : 64;
+		struct hent *v = realloc(l->v, cap * sizeof(*v));
+
+		if (!v)
+			return -ENOMEM;
+		l->v = v;
+		l->cap = cap;
+	}
+	l->v[l->n].name = strdup(name);
+	if (!l->v[l->n].name)
+		return -ENOMEM;
+	l->v[l->n].attr = *attr;
+	l->n++;
+	return 0;
+}
+
+static void hlist_release(struct hlist *l)
+{
+	size_t i;
+
+	for (i = 0; i < l->n; i++)
+		free(l->v[i].name);
+	free(l->v);
+}
+
+static int cmp_hent(const void *a, const void *b)
+{
+	return strcmp(((const struct hent *)a)->name, ((const struct hent *)b)->name);
+}
+
+static char *join(const char *dir, const char *name)
+{
+	char *p;
+
+	if (asprintf(&p, "%s%s%s", dir, strcmp(dir, "/") ? "/" : "", name) < 0)
+		return NULL;
+	return p;
+}
+
+static int fresh(struct hs_cache *c, const struct hs_inode *d)
+{
+	if (d->listed_at == -1)
+		return 1;
+	return d->listed_at > 0 &&
+	       hs_now_ns() - d->listed_at < c->cfg.attr_timeout_ms * HS_NSEC_PER_MSEC;
+}
+
+static int same_version(const struct hs_inode *x, const struct hs_attr *a)
+{
+	return x->host_size == (int64_t)a->size &&
+	       x->host_mtime / HS_NSEC_PER_SEC == a->mtime_ns / HS_NSEC_PER_SEC;
+}
+
+/* Merges one host entry; appends to @inval inodes whose data went stale. */
+static int merge_one(struct hs_cache *c, uint64_t dir, const char *dhpath,
+		     const struct hent *h, uint64_t *inval, size_t *ninval)
+{
+	struct hs_inode x, n;
+	uint64_t ino;
+	char *hp = join(dhpath, h->name);
+	int r;
+
+	if (!hp)
+		return -ENOMEM;
+	r = hs_meta_lookup(c, dir, h->name, &ino);
+	if (r == 0) {
+		r = hs_meta_get_inode(c, ino, &x);
+		if (r < 0)
+			goto out;
+		if (x.hpath && !strcmp(x.hpath, hp) && x.local == 0 &&
+		    (x.mode & S_IFMT) == (h->attr.mode & S_IFMT)) {
+			n = x;
+			hs_cache_attr_in(c, &h->attr, &n);
+			if (S_ISREG(x.mode) && !same_version(&x, &h->attr)) {
+				n.dver = x.dver + 1;
+				inval[(*ninval)++] = ino;
+			} else if (S_ISREG(x.mode)) {
+				/* same version: keep the guest's finer times */
+				n.mtime = x.mtime;
+				n.atime = x.atime;
+				n.ctime = x.ctime;
+			}
+			n.host_size = (int64_t)h->attr.size;
+			n.host_mtime = h->attr.mtime_ns;
+			r = hs_meta_put_inode(c, &n);
+		}
+		hs_inode_release(&x);
+		goto out;
+	}
+	if (r != -ENOENT)
+		goto out;
+	r = 0;
+	if (hs_meta_by_hpath(c, hp))
+		goto out; /* moved or deleted in the guest, not replayed yet */
+	memset(&n, 0, sizeof(n));
+	hs_cache_attr_in(c, &h->attr, &n);
+	n.hpath = hp;
+	n.host_size = (int64_t)h->attr.size;
+	n.host_mtime = h->attr.mtime_ns;
+	n.listed_at = -2;
+	r = hs_meta_new_inode(c, &n);
+	if (r == 0)
+		r = hs_meta_add_dentry(c, dir, h->name, n.ino);
+out:
+	free(hp);
+	return r;
+}
+
+/* Removes guest entries of @dir that the host no longer has. */
+static int merge_gone(struct hs_cache *c, uint64_t dir, const char *dhpath,
+		      struct hlist *l)
+{
+	static const char sql[] =
+		"SELECT d.name, d.ino, i.hpath, i.mode FROM dentry d JOIN inode i"
+		" ON d.ino=i.ino WHERE d.parent=? AND i.local=0 AND i.hpath IS NOT NULL";
+	static const char drop[] =
+		"UPDATE inode SET nlink=0, hpath=NULL WHERE ino=?";
+	static const char drop_below[] =
+		"UPDATE inode SET hpath=NULL WHERE hpath >= ?1 || '/' AND hpath < ?1 || '0'";
+	struct { char *name; uint64_t ino; char *hpath; } *gone = NULL;
+	size_t ngone = 0, cap = 0, i;
+	sqlite3_stmt *st = hs_meta_prepare(c, sql);
+	int r = 0;
+
+	if (!st)
+		return -EIO;
+	sqlite3_bind_int64(st, 1, (int64_t)dir);
+	while (sqlite3_step(st) == SQLITE_ROW) {
+		struct hent key = { .name = (char *)sqlite3_column_text(st, 0) };
+		char *hp = join(dhpath, key.name);
+
+		if (!hp) {
+			r = -ENOMEM;
+			break;
+		}
+		if (!strcmp(hp, (const char *)sqlite3_column_text(st, 2)) &&
+		    (!l->n || !bsearch(&key, l->v, l->n, sizeof(*l->v), cmp_hent))) {
+			if (ngone == cap) {
+				void *v;
+
+				cap = cap ? cap * 2 : 16;
+				v = realloc(gone, cap * sizeof(*gone));
+				if (!v) {
+					free(hp);
+					r = -ENOMEM;
+					break;
+				}
+				gone = v;
+			}
+			gone[ngone].name = strdup(key.name);
+			gone[ngone].ino = (uint64_t)sqlite3_column_int64(st, 1);
+			gone[ngone].hpath = hp;
+			ngone++;
+		} else {
+			free(hp);
+		}
+	}
+	sqlite3_reset(st);
+	for (i = 0; i < ngone; i++) {
+		if (r == 0)
+			r = hs_meta_del_dentry(c, dir, gone[i].name);
+		if (r == 0 && (st = hs_meta_prepare(c, drop_below))) {
+			sqlite3_bind_text(st, 1, gone[i].hpath, -1, SQLITE_STATIC);
+			sqlite3_step(st);
+			sqlite3_reset(st);
+		}
+		if (r == 0 && (st = hs_meta_prepare(c, drop))) {
+			sqlite3_bind_int64(st, 1, (int64_t)gone[i].ino);
+			sqlite3_step(st);
+			sqlite3_reset(st);
+		}
+		free(gone[i].name);
+		free(gone[i].hpath);
+	}
+	free(gone);
+	return r;
+}
+
+int hs_dir_refresh(struct hs_cache *c, uint64_t dir, int need, hs_deadline_t dl)
+{
+	struct hlist l = { 0 };
+	struct hs_transport *t;
+	struct hs_inode d;
+	uint64_t *inval = NULL;
+	size_t ninval = 0, i;
+	char *hpath;
+	int r, listed;
+
+	pthread_mutex_lock(&c->db_lock);
+	r = hs_meta_get_inode(c, dir, &d);
+	pthread_mutex_unlock(&c->db_lock);
+	if (r < 0)
+		return r;
+	if (!S_ISDIR(d.mode)) {
+		hs_inode_release(&d);
+		return -ENOTDIR;
+	}
+	listed = d.listed_at != -2;
+	if (fresh(c, &d) || !d.hpath) {
+		hs_inode_release(&d);
+		return 0;
+	}
+	hpath = d.hpath;
+	d.hpath = NULL;
+	r = hs_link_get(c->link, HS_SLOT_FETCH, need && !listed, dl, &t);
+	if (r < 0) {
+		free(hpath);
+		return listed ? 0 : r;
+	}
+	r = hs_tr_readdir(t, hpath, collect, &l, dl);
+	hs_link_put(c->link, t, r);
+	if (r < 0) {
+		hlist_release(&l);
+		free(hpath);
+		if (r == -ENOENT || r == -ENOTDIR || listed)
+			return listed ? 0 : -ENOENT;
+		return r;
+	}
+	if (l.n)
+		qsort(l.v, l.n, sizeof(*l.v), cmp_hent);
+	inval = calloc(l.n + 1, sizeof(*inval));
+	if (!inval) {
+		hlist_release(&l);
+		free(hpath);
+		return -ENOMEM;
+	}
+	pthread_mutex_lock(&c->db_lock);
+	r = hs_meta_begin(c);
+	if (r == 0) {
+		struct hs_inode now;
+
+		/* the folder may have moved on the host while we listed */
+		r = hs_meta_get_inode(c, dir, &now);
+		if (r == 0 && (!now.hpath || strcmp(now.hpath, hpath))) {
+			hs_inode_release(&now);
+			hs_meta_rollback(c);
+			goto unlock;
+		}
+		for (i = 0; r == 0 && i < l.n; i++)
+			r = merge_one(c, dir, hpath, &l.v[i], inval, &ninval);
+		if (r == 0)
+			r = merge_gone(c, dir, hpath, &l);
+		if (r == 0) {
+			now.listed_at = hs_now_ns();
+			r = hs_meta_put_inode(c, &now);
+		}
+		hs_inode_release(&now);
+		if (r == 0)
+			r = hs_meta_commit(c);
+		if (r < 0)
+			hs_meta_rollback(c);
+	}
+unlock:
+	pthread_mutex_unlock(&c->db_lock);
+	for (i = 0; r == 0 && i < ninval; i++)
+		hs_file_invalidate(c, inval[i]);
+	free(inval);
+	hlist_release(&l);
+	free(hpath);
+	return r;
+}
+
+int hs_cache_revalidate(struct hs_cache *c, uint64_t ino, int *ret_changed,
+			hs_deadline_t dl)
+{
+	struct hs_transport *t;
+	struct hs_inode x;
+	struct hs_attr a;
+	char *hpath;
+	int r;
+
+	*ret_changed = 0;
+	pthread_mutex_lock(&c->db_lock);
+	r = hs_meta_get_inode(c, ino, &x);
+	pthread_mutex_unlock(&c->db_lock);
+	if (r < 0)
+		return r;
+	hpath = x.hpath;
+	x.hpath = NULL;
+	hs_inode_release(&x);
+	if (!hpath)
+		return 0;
+	r = hs_link_get(c->link, HS_SLOT_FETCH, 0, dl, &t);
+	if (r < 0) {
+		free(hpath);
+		return r;
+	}
+	r = hs_tr_lstat(t, hpath, &a, dl);
+	hs_link_put(c->link, t, r);
+	if (r < 0) {
+		free(hpath);
+		return r;
+	}
+	pthread_mutex_lock(&c->db_lock);
+	r = hs_meta_begin(c);
+	if (r == 0)
+		r = hs_meta_get_inode(c, ino, &x);
+	if (r == 0) {
+		if (x.hpath && !strcmp(x.hpath, hpath) && x.local == 0 &&
+		    (x.mode & S_IFMT) == (a.mode & S_IFMT)) {
+			struct hs_inode n = x;
+
+			hs_cache_attr_in(c, &a, &n);
+			if (!same_version(&x, &a)) {
+				n.dver = x.dver + 1;
+				*ret_changed = 1;
+			} else {
+				n.mtime = x.mtime;
+				n.atime = x.atime;
+				n.ctime = x.ctime;
+			}
+			n.host_size = (int64_t)a.size;
+			n.host_mtime = a.mtime_ns;
+			n.checked_at = hs_now_ns();
+			r = hs_meta_put_inode(c, &n);
+		}
+		hs_inode_release(&x);
+	}
+	if (r == 0)
+		r = hs_meta_commit(c);
+	else
+		hs_meta_rollback(c);
+	pthread_mutex_unlock(&c->db_lock);
+	free(hpath);
+	if (r == 0 && *ret_changed)
+		r = hs_file_invalidate(c, ino);
+	return r;
+}
+
+/* ---- snapshots for readdir ---- */
+
+struct hs_dir {
+	struct hs_dir_entry *v;
+	size_t n;
+};
+
+size_t hs_dir_count(const struct hs_dir *d)
+{
+	return d->n;
+}
+
+const struct hs_dir_entry *hs_dir_entry(const struct hs_dir *d, size_t i)
+{
+	return &d->v[i];
+}
+
+int hs_cache_opendir(struct hs_cache *c, uint64_t ino, struct hs_dir **ret,
+		     hs_deadline_t dl)
+{
+	static const char sql[] =
+		"SELECT d.name, i.ino, i.mode, i.uid, i.gid, i.nlink, i.size,"
+		" i.atime, i.mtime, i.ctime FROM dentry d JOIN inode i"
+		" ON d.ino=i.ino WHERE d.parent=?";
+	struct hs_dir *d;
+	sqlite3_stmt *st;
+	size_t cap = 0, k;
+	int r;
+
+	r = hs_dir_refresh(c, ino, 1, dl);
+	if (r < 0)
+		return r;
+	d = calloc(1, sizeof(*d));
+	if (!d)
+		return -ENOMEM;
+	pthread_mutex_lock(&c->db_lock);
+	st = hs_meta_prepare(c, sql);
+	if (!st) {
+		r = -EIO;
+		goto out;
+	}
+	sqlite3_bind_int64(st, 1, (int64_t)ino);
+	while ((r = sqlite3_step(st)) == SQLITE_ROW) {
+		struct hs_inode x = { 0 };
+		struct hs_dir_entry *e;
+
+		if (d->n == cap) {
+			void *v;
+
+			cap = cap ? cap * 2 : 32;
+			v = realloc(d->v, cap * sizeof(*d->v));
+			if (!v) {
+				r = -ENOMEM;
+				break;
+			}
+			d->v = v;
+		}
+		e = &d->v[d->n];
+		e->name = strdup((const char *)sqlite3_column_text(st, 0));
+		if (!e->name) {
+			r = -ENOMEM;
+			break;
+		}
+		x.ino = (uint64_t)sqlite3_column_int64(st, 1);
+		x.mode = (uint32_t)sqlite3_column_int64(st, 2);
+		x.uid = (uint32_t)sqlite3_column_int64(st, 3);
+		x.gid = (uint32_t)sqlite3_column_int64(st, 4);
+		x.nlink = (uint32_t)sqlite3_column_int64(st, 5);
+		x.size = (uint64_t)sqlite3_column_int64(st, 6);
+		x.atime = sqlite3_column_int64(st, 7);
+		x.mtime = sqlite3_column_int64(st, 8);
+		x.ctime = sqlite3_column_int64(st, 9);
+		hs_cache_fill_stat(c, &x, &e->st);
+		d->n++;
+	}
+	sqlite3_reset(st);
+	r = r == SQLITE_DONE ? 0 : r < 0 ? r : hs_meta_errno(c, r);
+out:
+	pthread_mutex_unlock(&c->db_lock);
+	if (r < 0) {
+		hs_cache_releasedir(c, d);
+		return r;
+	}
+	for (k = 0; k < d->n; k++)
+		if (S_ISREG(d->v[k].st.st_mode))
+			hs_file_overlay(c, d->v[k].st.st_ino, &d->v[k].st);
+	*ret = d;
+	return 0;
+}
+
+void hs_cache_releasedir(struct hs_cache *c, struct hs_dir *d)
+{
+	size_t i;
+
+	if (!d)
+		return;
+	for (i = 0; i < d->n; i++)
+		free((char *)d->v[i].name);
+	free(d->v);
+	free(d);
+}

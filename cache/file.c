@@ -1,0 +1,738 @@
+/* SPDX-License-Identifier: MIT
+ * cache/file.c - file data: cache files, block states, reads with fetch
+ * and readahead, writes, close/fsync durability.
+ *
+ * Each regular file with cached data has a sparse cache file
+ * <cache>/data/<xx>/<ino> whose size is always the guest size, and an
+ * in-memory struct hs_file (block state table in cache_i.h) while it is open
+ * or being flushed.  The bitmaps are persisted to the inode row on close,
+ * fsync, and after the flusher's sends.
+ *
+ * Durability: write() puts the bytes in the cache file (page cache) and, on
+ * the first change since the last send, a journal row in sqlite (WAL,
+ * synchronous=NORMAL); close() persists size, times and bitmaps, so closed
+ * files survive a kill of the daemon.  fsync() adds fdatasync of the cache
+ * file and a synchronous WAL commit, so they also survive a power cut.
+ *
+ * Fetches: a read of ABSENT blocks fetches a run of at least the request
+ * (growing to 8 MiB while reads stay sequential) on the fetch connection,
+ * with the caller's deadline; at most HS_FETCHERS workers wait on the host at
+ * once, so cached requests always find a free FUSE worker.  Fetched bytes
+ * land only in blocks still ABSENT and only if the file's data version did
+ * not change meanwhile, so they never overwrite guest writes.
+ *
+ * Locking: c->files_lock guards the table and refs; hs_file.lock guards the
+ * rest; db_lock is taken inside hs_file.lock, never the other way round.
+ * No lock is held during transport I/O.
+ *
+ * Not handled here: conflict detection against concurrent host edits (the
+ * invalidation keeps guest changes and skips files that have any).
+ */
+#include "cache_i.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define RA_MIN (1ULL << 20)
+#define RA_MAX (8ULL << 20)
+
+static unsigned bucket(uint64_t ino)
+{
+	return (unsigned)(ino % HS_ARRAY_SIZE(((struct hs_cache *)0)->files));
+}
+
+char *hs_file_data_path(struct hs_cache *c, uint64_t ino)
+{
+	char *p;
+
+	if (asprintf(&p, "%s/%02x/%llu", c->datadir, (unsigned)(ino & 0xff),
+		     (unsigned long long)ino) < 0)
+		return NULL;
+	return p;
+}
+
+void hs_file_remove_data(struct hs_cache *c, uint64_t ino)
+{
+	char *p = hs_file_data_path(c, ino);
+
+	if (p)
+		unlink(p);
+	free(p);
+}
+
+struct hs_file *hs_file_get(struct hs_cache *c, uint64_t ino)
+{
+	struct hs_file *f;
+	unsigned b = bucket(ino);
+
+	pthread_mutex_lock(&c->files_lock);
+	for (f = c->files[b]; f; f = f->next)
+		if (f->ino == ino)
+			break;
+	if (!f) {
+		f = calloc(1, sizeof(*f));
+		if (!f) {
+			pthread_mutex_unlock(&c->files_lock);
+			return NULL;
+		}
+		f->ino = ino;
+		f->fd = -1;
+		f->trunc_min = -1;
+		pthread_mutex_init(&f->lock, NULL);
+		hs_bitmap_init(&f->present);
+		hs_bitmap_init(&f->dirty);
+		hs_bitmap_init(&f->writing);
+		f->next = c->files[b];
+		c->files[b] = f;
+	}
+	f->refs++;
+	pthread_mutex_unlock(&c->files_lock);
+	return f;
+}
+
+/* Deletes the inode row and data of an unlinked inode nobody needs. */
+static void reclaim(struct hs_cache *c, uint64_t ino)
+{
+	static const char sql[] = "DELETE FROM inode WHERE ino=? AND nlink=0"
+				  " AND local=0 AND NOT EXISTS"
+				  " (SELECT 1 FROM dentry WHERE ino=?)";
+	sqlite3_stmt *st;
+	int gone = 0;
+
+	pthread_mutex_lock(&c->db_lock);
+	st = hs_meta_prepare(c, sql);
+	if (st) {
+		sqlite3_bind_int64(st, 1, (int64_t)ino);
+		sqlite3_bind_int64(st, 2, (int64_t)ino);
+		if (sqlite3_step(st) == SQLITE_DONE)
+			gone = sqlite3_changes(c->db) > 0;
+		sqlite3_reset(st);
+	}
+	pthread_mutex_unlock(&c->db_lock);
+	if (gone)
+		hs_file_remove_data(c, ino);
+}
+
+void hs_file_put(struct hs_cache *c, struct hs_file *f)
+{
+	struct hs_file **pp;
+	uint64_t ino = f->ino;
+
+	pthread_mutex_lock(&c->files_lock);
+	if (--f->refs > 0) {
+		pthread_mutex_unlock(&c->files_lock);
+		return;
+	}
+	pthread_mutex_lock(&f->lock);
+	if (f->loaded)
+		hs_file_persist(c, f);
+	pthread_mutex_unlock(&f->lock);
+	for (pp = &c->files[bucket(f->ino)]; *pp; pp = &(*pp)->next) {
+		if (*pp == f) {
+			*pp = f->next;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&c->files_lock);
+	if (f->fd >= 0)
+		close(f->fd);
+	hs_bitmap_release(&f->present);
+	hs_bitmap_release(&f->dirty);
+	hs_bitmap_release(&f->writing);
+	pthread_mutex_destroy(&f->lock);
+	free(f);
+	reclaim(c, ino);
+}
+
+int hs_file_load(struct hs_cache *c, struct hs_file *f)
+{
+	struct hs_inode in;
+	int r;
+
+	if (f->loaded)
+		return 0;
+	pthread_mutex_lock(&c->db_lock);
+	r = hs_meta_get_inode(c, f->ino, &in);
+	if (r == 0)
+		r = hs_meta_load_maps(c, f->ino, &f->present, &f->dirty,
+				      &f->trunc_min);
+	pthread_mutex_unlock(&c->db_lock);
+	if (r < 0)
+		return r;
+	f->size = in.size;
+	f->mtime = in.mtime;
+	f->ctime = in.ctime;
+	f->dver = in.dver;
+	f->kernel_dver = (uint64_t)-1;
+	f->ra_size = RA_MIN;
+	f->loaded = 1;
+	hs_inode_release(&in);
+	return 0;
+}
+
+int hs_file_open_fd(struct hs_cache *c, struct hs_file *f)
+{
+	char *p, *slash;
+	struct stat st;
+	int fd;
+
+	if (f->fd >= 0)
+		return 0;
+	p = hs_file_data_path(c, f->ino);
+	if (!p)
+		return -ENOMEM;
+	fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0 && errno == ENOENT) {
+		slash = strrchr(p, '/');
+		*slash = 0;
+		mkdir(p, 0700);
+		*slash = '/';
+		fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	}
+	if (fd < 0) {
+		int e = errno;
+
+		hs_err("cannot open cache file '%s': %s", p, strerror(e));
+		free(p);
+		return -e;
+	}
+	free(p);
+	if (fstat(fd, &st) == 0 && (uint64_t)st.st_size != f->size &&
+	    ftruncate(fd, (off_t)f->size) < 0) {
+		int e = errno;
+
+		close(fd);
+		return -e;
+	}
+	f->fd = fd;
+	return 0;
+}
+
+int hs_file_persist(struct hs_cache *c, struct hs_file *f)
+{
+	static const char sql[] = "UPDATE inode SET size=?, mtime=?, ctime=? WHERE ino=?";
+	struct hs_bitmap all;
+	sqlite3_stmt *st;
+	int r = 0;
+
+	if (!f->attr_dirty && !f->map_dirty)
+		return 0;
+	pthread_mutex_lock(&c->db_lock);
+	r = hs_meta_begin(c);
+	if (r == 0 && f->attr_dirty) {
+		st = hs_meta_prepare(c, sql);
+		if (!st) {
+			r = -EIO;
+		} else {
+			sqlite3_bind_int64(st, 1, (int64_t)f->size);
+			sqlite3_bind_int64(st, 2, f->mtime);
+			sqlite3_bind_int64(st, 3, f->ctime);
+			sqlite3_bind_int64(st, 4, (int64_t)f->ino);
+			if (sqlite3_step(st) != SQLITE_DONE)
+				r = hs_meta_errno(c, sqlite3_errcode(c->db));
+			sqlite3_reset(st);
+		}
+	}
+	if (r == 0 && f->map_dirty) {
+		/* "dirty" on disk is dirty|writing: a crash mid-send resends. */
+		hs_bitmap_init(&all);
+		r = hs_bitmap_or(&all, &f->dirty);
+		if (r == 0)
+			r = hs_bitmap_or(&all, &f->writing);
+		if (r == 0)
+			r = hs_meta_save_maps(c, f->ino, &f->present, &all,
+					      f->trunc_min);
+		hs_bitmap_release(&all);
+	}
+	if (r == 0)
+		r = hs_meta_commit(c);
+	if (r < 0)
+		hs_meta_rollback(c);
+	pthread_mutex_unlock(&c->db_lock);
+	if (r == 0)
+		f->attr_dirty = f->map_dirty = 0;
+	return r;
+}
+
+int hs_file_note_dirty(struct hs_cache *c, struct hs_file *f)
+{
+	uint64_t gen = atomic_load(&c->jgen);
+	struct hs_inode in;
+	struct hs_jentry e;
+	int r;
+
+	if (f->jpending && f->jgen == gen)
+		return 0;
+	pthread_mutex_lock(&c->db_lock);
+	r = hs_meta_begin(c);
+	if (r < 0)
+		goto out;
+	r = hs_meta_get_inode(c, f->ino, &in);
+	if (r < 0)
+		goto out_rollback;
+	r = hs_journal_has_data(c, f->ino);
+	if (r == 0 && hs_journal_has_pending_create(c, f->ino) > 0)
+		r = 1;
+	if (r == 0 && !(in.nlink == 0 && !in.hpath)) {
+		memset(&e, 0, sizeof(e));
+		e.op = HS_J_DATA;
+		e.ino = f->ino;
+		e.path = in.hpath;
+		r = hs_journal_append(c, &e);
+	}
+	hs_inode_release(&in);
+	if (r < 0)
+		goto out_rollback;
+	r = hs_meta_commit(c);
+	if (r < 0)
+		goto out_rollback;
+	f->jpending = 1;
+	f->jgen = gen;
+	pthread_mutex_unlock(&c->db_lock);
+	return 0;
+out_rollback:
+	hs_meta_rollback(c);
+out:
+	pthread_mutex_unlock(&c->db_lock);
+	return r;
+}
+
+int hs_file_truncate(struct hs_cache *c, struct hs_file *f, uint64_t size)
+{
+	uint64_t old = f->size;
+	int r;
+
+	r = hs_file_open_fd(c, f);
+	if (r < 0)
+		return r;
+	if (ftruncate(f->fd, (off_t)size) < 0)
+		return -errno;
+	if (size < old) {
+		uint64_t keep = (size + HS_BLOCK - 1) / HS_BLOCK;
+
+		hs_bitmap_truncate(&f->present, keep);
+		hs_bitmap_truncate(&f->dirty, keep);
+		if (f->trunc_min < 0 || (int64_t)size < f->trunc_min)
+			f->trunc_min = (int64_t)size;
+	} else if (size > old) {
+		/* The new part reads as zeros, in the cache file as on the
+		 * host after the final size is sent. */
+		r = hs_bitmap_set(&f->present, (old + HS_BLOCK - 1) / HS_BLOCK,
+				  (size + HS_BLOCK - 1) / HS_BLOCK);
+		if (r < 0)
+			return r;
+	}
+	f->size = size;
+	f->mtime = f->ctime = hs_wall_ns();
+	f->attr_dirty = f->map_dirty = 1;
+	f->last_write_ns = hs_now_ns();
+	if (size != old || size == 0)
+		return hs_file_note_dirty(c, f);
+	return 0;
+}
+
+void hs_file_overlay(struct hs_cache *c, uint64_t ino, struct stat *st)
+{
+	struct hs_file *f;
+
+	pthread_mutex_lock(&c->files_lock);
+	for (f = c->files[bucket(ino)]; f; f = f->next)
+		if (f->ino == ino)
+			break;
+	if (f) {
+		pthread_mutex_lock(&f->lock);
+		if (f->loaded) {
+			st->st_size = (off_t)f->size;
+			st->st_blocks = (blkcnt_t)((f->size + 511) / 512);
+			st->st_mtim.tv_sec = f->mtime / HS_NSEC_PER_SEC;
+			st->st_mtim.tv_nsec = f->mtime % HS_NSEC_PER_SEC;
+			st->st_ctim.tv_sec = f->ctime / HS_NSEC_PER_SEC;
+			st->st_ctim.tv_nsec = f->ctime % HS_NSEC_PER_SEC;
+		}
+		pthread_mutex_unlock(&f->lock);
+	}
+	pthread_mutex_unlock(&c->files_lock);
+}
+
+int hs_file_invalidate(struct hs_cache *c, uint64_t ino)
+{
+	struct hs_file *f = hs_file_get(c, ino);
+	struct hs_inode in;
+	int r;
+
+	if (!f)
+		return -ENOMEM;
+	pthread_mutex_lock(&f->lock);
+	r = hs_file_load(c, f);
+	if (r < 0)
+		goto out;
+	if (!hs_bitmap_empty(&f->dirty) || !hs_bitmap_empty(&f->writing) ||
+	    f->trunc_min >= 0 || f->attr_dirty)
+		goto out; /* guest changes win; never dropped */
+	pthread_mutex_lock(&c->db_lock);
+	r = hs_meta_get_inode(c, ino, &in);
+	pthread_mutex_unlock(&c->db_lock);
+	if (r < 0)
+		goto out;
+	hs_bitmap_release(&f->present);
+	f->size = in.size;
+	f->mtime = in.mtime;
+	f->ctime = in.ctime;
+	f->dver = in.dver;
+	f->map_dirty = 1;
+	f->ra_next = 0;
+	hs_inode_release(&in);
+	if (f->fd >= 0) {
+		if (ftruncate(f->fd, 0) < 0 || ftruncate(f->fd, (off_t)f->size) < 0)
+			r = -errno;
+	} else {
+		hs_file_remove_data(c, ino);
+	}
+	hs_file_persist(c, f);
+out:
+	pthread_mutex_unlock(&f->lock);
+	hs_file_put(c, f);
+	return r;
+}
+
+/* Reads [off, off+len) of the host copy at @path into @buf; returns the
+ * bytes read (short at the host's end of file) or -errno. */
+static ssize_t host_read(struct hs_cache *c, const char *path, char *buf,
+			 size_t len, uint64_t off, hs_deadline_t dl)
+{
+	struct hs_transport *t;
+	struct hs_tr_file *rf = NULL;
+	size_t got = 0;
+	ssize_t n = 0;
+	int r;
+
+	r = hs_link_get(c->link, HS_SLOT_FETCH, 1, dl, &t);
+	if (r < 0)
+		return r;
+	r = hs_tr_fopen(t, path, O_RDONLY, 0, &rf, dl);
+	if (r == 0) {
+		while (got < len) {
+			n = hs_tr_pread(t, rf, buf + got, len - got, off + got, dl);
+			if (n <= 0)
+				break;
+			got += (size_t)n;
+		}
+		hs_tr_fclose(t, rf, dl);
+		if (n < 0)
+			r = (int)n;
+	}
+	hs_link_put(c->link, t, r);
+	return r < 0 ? r : (ssize_t)got;
+}
+
+int hs_file_fetch(struct hs_cache *c, struct hs_file *f, uint64_t first,
+		  uint64_t last, hs_deadline_t dl)
+{
+	struct hs_inode in;
+	struct timespec ts;
+	uint64_t dver, b, len, size;
+	ssize_t got;
+	char *buf;
+	int r;
+
+	pthread_mutex_lock(&f->lock);
+	dver = f->dver;
+	size = f->size;
+	pthread_mutex_unlock(&f->lock);
+	pthread_mutex_lock(&c->db_lock);
+	r = hs_meta_get_inode(c, f->ino, &in);
+	pthread_mutex_unlock(&c->db_lock);
+	if (r < 0)
+		return r;
+	if (last * HS_BLOCK > size)
+		last = (size + HS_BLOCK - 1) / HS_BLOCK;
+	if (first >= last) {
+		hs_inode_release(&in);
+		return 0;
+	}
+	len = (last - first) * HS_BLOCK;
+	buf = calloc(1, len);
+	if (!buf) {
+		hs_inode_release(&in);
+		return -ENOMEM;
+	}
+	got = 0;
+	if (in.hpath && in.host_size != 0) {
+		ts = hs_deadline_ts(dl);
+		if (sem_clockwait(&c->fetch_sem, CLOCK_MONOTONIC, &ts) < 0) {
+			free(buf);
+			hs_inode_release(&in);
+			return -ETIMEDOUT;
+		}
+		got = host_read(c, in.hpath, buf, len, first * HS_BLOCK, dl);
+		sem_post(&c->fetch_sem);
+		if (got < 0) {
+			free(buf);
+			hs_inode_release(&in);
+			return (int)got;
+		}
+	}
+	/* else: a file the host does not have (yet): its unwritten blocks
+	 * are zeros */
+	hs_inode_release(&in);
+	pthread_mutex_lock(&f->lock);
+	r = 0;
+	if (f->dver == dver && hs_file_open_fd(c, f) == 0) {
+		for (b = first; b < last; b++) {
+			uint64_t boff = b * HS_BLOCK, blen;
+
+			if (hs_bitmap_test(&f->present, b) || boff >= f->size)
+				continue;
+			blen = HS_MIN(HS_BLOCK, f->size - boff);
+			if (pwrite(f->fd, buf + (boff - first * HS_BLOCK), blen,
+				   (off_t)boff) != (ssize_t)blen) {
+				r = -errno;
+				break;
+			}
+			r = hs_bitmap_set(&f->present, b, b + 1);
+			if (r < 0)
+				break;
+			f->map_dirty = 1;
+		}
+	}
+	pthread_mutex_unlock(&f->lock);
+	free(buf);
+	return r;
+}
+
+/* ---- the public data path ---- */
+
+int hs_cache_open_file(struct hs_cache *c, uint64_t ino, int flags,
+		       struct hs_handle **ret_h, int *ret_keep_cache,
+		       hs_deadline_t dl)
+{
+	struct hs_handle *h;
+	struct hs_inode in;
+	struct hs_file *f;
+	int r, changed = 0;
+
+	pthread_mutex_lock(&c->db_lock);
+	r = hs_meta_get_inode(c, ino, &in);
+	pthread_mutex_unlock(&c->db_lock);
+	if (r < 0)
+		return r;
+	if (S_ISDIR(in.mode)) {
+		hs_inode_release(&in);
+		return -EISDIR;
+	}
+	if (!S_ISREG(in.mode)) {
+		hs_inode_release(&in);
+		return -EACCES;
+	}
+	/* Close-to-open: a file the guest has not changed is checked against
+	 * the host when its attributes are older than attr_timeout. */
+	if (in.hpath && in.local == 0 &&
+	    hs_now_ns() - in.checked_at > c->cfg.attr_timeout_ms * HS_NSEC_PER_MSEC)
+		hs_cache_revalidate(c, ino, &changed, dl);
+	hs_inode_release(&in);
+
+	h = calloc(1, sizeof(*h));
+	f = hs_file_get(c, ino);
+	if (!h || !f) {
+		free(h);
+		if (f)
+			hs_file_put(c, f);
+		return -ENOMEM;
+	}
+	pthread_mutex_lock(&f->lock);
+	r = hs_file_load(c, f);
+	if (r == 0 && (flags & O_TRUNC) && (flags & O_ACCMODE) != O_RDONLY)
+		r = hs_file_truncate(c, f, 0);
+	if (r == 0) {
+		if ((flags & O_ACCMODE) != O_RDONLY)
+			f->writers++;
+		*ret_keep_cache = f->kernel_dver == f->dver;
+		f->kernel_dver = f->dver;
+	}
+	pthread_mutex_unlock(&f->lock);
+	if (r < 0) {
+		hs_file_put(c, f);
+		free(h);
+		return r;
+	}
+	h->f = f;
+	h->flags = flags;
+	*ret_h = h;
+	return 0;
+}
+
+ssize_t hs_cache_read(struct hs_cache *c, struct hs_handle *h, void *buf,
+		      size_t size, off_t off, hs_deadline_t dl)
+{
+	struct hs_file *f = h->f;
+	uint64_t first, last, miss, end, nblocks, uoff = (uint64_t)off;
+	int tries, r;
+	ssize_t n;
+
+	for (tries = 0; tries < 4; tries++) {
+		pthread_mutex_lock(&f->lock);
+		r = hs_file_load(c, f);
+		if (r == 0)
+			r = hs_file_open_fd(c, f);
+		if (r < 0) {
+			pthread_mutex_unlock(&f->lock);
+			return r;
+		}
+		if (uoff >= f->size) {
+			pthread_mutex_unlock(&f->lock);
+			return 0;
+		}
+		if (size > f->size - uoff)
+			size = (size_t)(f->size - uoff);
+		first = uoff / HS_BLOCK;
+		last = (uoff + size + HS_BLOCK - 1) / HS_BLOCK;
+		miss = hs_bitmap_next_clear(&f->present, first, last);
+		if (miss == HS_BITMAP_NONE) {
+			n = pread(f->fd, buf, size, off);
+			pthread_mutex_unlock(&f->lock);
+			return n < 0 ? -errno : n;
+		}
+		/* Readahead: grow the window while reads stay sequential. */
+		if (miss * HS_BLOCK == f->ra_next)
+			f->ra_size = HS_MIN(f->ra_size * 2, RA_MAX);
+		else
+			f->ra_size = RA_MIN;
+		nblocks = (f->size + HS_BLOCK - 1) / HS_BLOCK;
+		end = HS_MAX(last, miss + f->ra_size / HS_BLOCK);
+		if (end > nblocks)
+			end = nblocks;
+		/* stop the window at cached data past the request */
+		if (end > last) {
+			uint64_t p = hs_bitmap_next_set(&f->present, last, end);
+
+			if (p != HS_BITMAP_NONE)
+				end = p;
+		}
+		f->ra_next = end * HS_BLOCK;
+		pthread_mutex_unlock(&f->lock);
+		r = hs_file_fetch(c, f, miss, end, dl);
+		if (r < 0)
+			return r;
+	}
+	return -EIO;
+}
+
+/* Makes block @b present before a partial overwrite; caller holds f->lock,
+ * which is dropped during the fetch.  Returns 1 if the lock was dropped. */
+static int need_block(struct hs_cache *c, struct hs_file *f, uint64_t b,
+		      hs_deadline_t dl, int *ret)
+{
+	if (hs_bitmap_test(&f->present, b) || b * HS_BLOCK >= f->size)
+		return 0;
+	pthread_mutex_unlock(&f->lock);
+	*ret = hs_file_fetch(c, f, b, b + 1, dl);
+	pthread_mutex_lock(&f->lock);
+	return 1;
+}
+
+ssize_t hs_cache_write(struct hs_cache *c, struct hs_handle *h,
+		       const void *buf, size_t size, off_t off,
+		       hs_deadline_t dl)
+{
+	struct hs_file *f = h->f;
+	uint64_t uoff = (uint64_t)off, end = uoff + size, old;
+	int r = 0, tries;
+	ssize_t n;
+
+	if (size == 0)
+		return 0;
+	pthread_mutex_lock(&f->lock);
+	r = hs_file_load(c, f);
+	if (r == 0)
+		r = hs_file_open_fd(c, f);
+	for (tries = 0; r == 0 && tries < 4; tries++) {
+		int dropped = 0;
+
+		if (uoff % HS_BLOCK)
+			dropped |= need_block(c, f, uoff / HS_BLOCK, dl, &r);
+		if (r == 0 && end % HS_BLOCK && end < f->size)
+			dropped |= need_block(c, f, end / HS_BLOCK, dl, &r);
+		if (!dropped)
+			break;
+	}
+	if (r < 0)
+		goto out;
+	n = pwrite(f->fd, buf, size, off);
+	if (n != (ssize_t)size) {
+		r = n < 0 ? -errno : -EIO;
+		goto out;
+	}
+	old = f->size;
+	if (end > old) {
+		/* a gap between the old end and @off reads as zeros */
+		r = hs_bitmap_set(&f->present, (old + HS_BLOCK - 1) / HS_BLOCK,
+				  uoff / HS_BLOCK);
+		f->size = end;
+	}
+	if (r == 0)
+		r = hs_bitmap_set(&f->present, uoff / HS_BLOCK,
+				  (end + HS_BLOCK - 1) / HS_BLOCK);
+	if (r == 0)
+		r = hs_bitmap_set(&f->dirty, uoff / HS_BLOCK,
+				  (end + HS_BLOCK - 1) / HS_BLOCK);
+	if (r < 0)
+		goto out;
+	f->mtime = f->ctime = hs_wall_ns();
+	f->attr_dirty = f->map_dirty = 1;
+	f->last_write_ns = hs_now_ns();
+	r = hs_file_note_dirty(c, f);
+out:
+	pthread_mutex_unlock(&f->lock);
+	return r < 0 ? r : (ssize_t)size;
+}
+
+int hs_cache_flush(struct hs_cache *c, struct hs_handle *h)
+{
+	int r;
+
+	pthread_mutex_lock(&h->f->lock);
+	r = hs_file_persist(c, h->f);
+	pthread_mutex_unlock(&h->f->lock);
+	return r;
+}
+
+int hs_cache_fsync(struct hs_cache *c, struct hs_handle *h, int datasync,
+		   hs_deadline_t dl)
+{
+	struct hs_file *f = h->f;
+	int r = 0;
+
+	pthread_mutex_lock(&f->lock);
+	if (f->fd >= 0 && (datasync ? fdatasync(f->fd) : fsync(f->fd)) < 0)
+		r = -errno;
+	if (r == 0)
+		r = hs_file_persist(c, f);
+	pthread_mutex_unlock(&f->lock);
+	if (r == 0) {
+		pthread_mutex_lock(&c->db_lock);
+		r = hs_meta_sync(c);
+		pthread_mutex_unlock(&c->db_lock);
+	}
+	if (r == 0 && c->cfg.fsync_mode == HS_FSYNC_HOST)
+		r = hs_cache_sync(c, dl);
+	return r;
+}
+
+void hs_cache_release(struct hs_cache *c, struct hs_handle *h)
+{
+	struct hs_file *f = h->f;
+
+	pthread_mutex_lock(&f->lock);
+	if ((h->flags & O_ACCMODE) != O_RDONLY && f->writers > 0)
+		f->writers--;
+	hs_file_persist(c, f);
+	pthread_mutex_unlock(&f->lock);
+	hs_file_put(c, f);
+	free(h);
+	hs_journal_wake(c);
+}

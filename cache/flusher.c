@@ -1,0 +1,571 @@
+/* SPDX-License-Identifier: MIT
+ * cache/flusher.c - the thread that replays the journal to the host.
+ *
+ * It takes the oldest live journal row, waits until the change is
+ * writeback_delay old (files: since their last write; a file still open for
+ * writing waits until closed or 30 s old), sends it on the flush connection
+ * and deletes the row in the same transaction that records the effect on
+ * the host (the inode's host path and host version).  Order is strict: a row
+ * is only sent once every older row is on the host or refused.
+ *
+ * How each row is sent:
+ *   CREATE   the whole file to "<dir>/.hs-tmp.<name>.<random>", then mode and
+ *            times, then a rename over the final name: the host never holds
+ *            a partly written file under a name the guest gave it.
+ *   DATA     a snapshot of the dirty blocks (DIRTY->WRITING) as runs of
+ *            whole 4 KiB blocks (the last one cut at end of file), preceded
+ *            by a truncate to the smallest size seen since the last send
+ *            and followed by one setattr of size and times.
+ *   others   one transport call each.  Replays are idempotent: a row cut
+ *            short by a crash is sent again, and "already done" answers
+ *            (mkdir: exists; unlink: no such file) count as success.
+ * Each transport call gets its own deadline of op_timeout, so a big upload
+ * is never cut for being big, only for stalling.
+ *
+ * Failures: a link failure puts the row (and the dirty blocks) back and the
+ * flusher waits for the link thread to reconnect; a refusal by the host
+ * (EACCES, ENOSPC, ...) marks the row FAILED with the reason, logs it once
+ * and goes on; the guest keeps its data.
+ *
+ * Thread model: one flusher thread per cache; it holds no lock while
+ * talking to the host.
+ */
+#include "cache_i.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define CHUNK (4U << 20)
+#define OPEN_FILE_MAX_WAIT_NS (30 * HS_NSEC_PER_SEC)
+
+static hs_deadline_t call_dl(struct hs_cache *c)
+{
+	return hs_deadline_in_ms(c->cfg.op_timeout_ms);
+}
+
+static const char *op_name(int op)
+{
+	static const char *const names[] = {
+		[HS_J_MKDIR] = "mkdir", [HS_J_CREATE] = "create",
+		[HS_J_DATA] = "write", [HS_J_SETATTR] = "setattr",
+		[HS_J_UNLINK] = "unlink", [HS_J_RMDIR] = "rmdir",
+		[HS_J_RENAME] = "rename", [HS_J_SYMLINK] = "symlink",
+		[HS_J_LINK] = "link",
+	};
+	return op > 0 && op < (int)HS_ARRAY_SIZE(names) ? names[op] : "?";
+}
+
+/* Runs @sql binding (?1 text @a, ?2 int @n); db_lock held. */
+static void exec_tn(struct hs_cache *c, const char *sql, const char *a, int64_t n)
+{
+	sqlite3_stmt *st = hs_meta_prepare(c, sql);
+
+	if (!st)
+		return;
+	if (a)
+		sqlite3_bind_text(st, 1, a, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, n);
+	sqlite3_step(st);
+	sqlite3_reset(st);
+}
+
+/* Sends [0, size) or the runs of @runs from the cache file to @rf. */
+static int send_blocks(struct hs_cache *c, struct hs_transport *t,
+		       struct hs_tr_file *rf, int fd, const struct hs_bitmap *runs,
+		       uint64_t size, uint64_t *ret_bytes)
+{
+	uint64_t nblocks = (size + HS_BLOCK - 1) / HS_BLOCK, b = 0, e;
+	char *buf = malloc(CHUNK);
+	int r = 0;
+
+	if (!buf)
+		return -ENOMEM;
+	while (b < nblocks) {
+		if (runs) {
+			b = hs_bitmap_next_set(runs, b, nblocks);
+			if (b == HS_BITMAP_NONE)
+				break;
+			e = hs_bitmap_next_clear(runs, b, nblocks);
+			if (e == HS_BITMAP_NONE)
+				e = nblocks;
+		} else {
+			e = nblocks;
+		}
+		while (b < e) {
+			uint64_t off = b * HS_BLOCK;
+			uint64_t len = HS_MIN((e - b) * HS_BLOCK, (uint64_t)CHUNK);
+			ssize_t n;
+
+			if (off + len > size)
+				len = size - off;
+			n = pread(fd, buf, len, (off_t)off);
+			if (n < 0) {
+				r = -errno;
+				goto out;
+			}
+			if ((uint64_t)n < len)
+				memset(buf + n, 0, len - (uint64_t)n);
+			n = hs_tr_pwrite(t, rf, buf, len, off, call_dl(c));
+			if (n < 0) {
+				r = (int)n;
+				goto out;
+			}
+			*ret_bytes += len;
+			b += (len + HS_BLOCK - 1) / HS_BLOCK;
+		}
+	}
+out:
+	free(buf);
+	return r;
+}
+
+struct snap {
+	struct hs_file *f;
+	uint64_t size;
+	int64_t trunc;
+	int64_t mtime, atime;
+	uint32_t mode, uid, gid;
+	char *hpath;
+	uint32_t nlink;
+};
+
+/* DIRTY -> WRITING for every dirty block; reads what the send needs. */
+static int take_snapshot(struct hs_cache *c, uint64_t ino, struct snap *s)
+{
+	struct hs_inode x;
+	int r;
+
+	memset(s, 0, sizeof(*s));
+	s->f = hs_file_get(c, ino);
+	if (!s->f)
+		return -ENOMEM;
+	pthread_mutex_lock(&s->f->lock);
+	r = hs_file_load(c, s->f);
+	if (r == 0)
+		r = hs_file_open_fd(c, s->f);
+	if (r == 0) {
+		r = hs_bitmap_or(&s->f->writing, &s->f->dirty);
+		hs_bitmap_release(&s->f->dirty);
+		s->size = s->f->size;
+		s->trunc = s->f->trunc_min;
+		s->f->trunc_min = -1;
+		s->mtime = s->f->mtime;
+		/* the persisted maps stay dirty|writing until the send ends */
+	}
+	pthread_mutex_unlock(&s->f->lock);
+	if (r < 0)
+		return r;
+	pthread_mutex_lock(&c->db_lock);
+	r = hs_meta_get_inode(c, ino, &x);
+	pthread_mutex_unlock(&c->db_lock);
+	if (r < 0)
+		return r;
+	s->atime = x.atime;
+	s->mode = x.mode;
+	s->uid = x.uid;
+	s->gid = x.gid;
+	s->nlink = x.nlink;
+	s->hpath = x.hpath;
+	return 0;
+}
+
+static void end_snapshot(struct hs_cache *c, struct snap *s, int ok)
+{
+	struct hs_file *f = s->f;
+
+	if (!f)
+		return;
+	pthread_mutex_lock(&f->lock);
+	if (ok) {
+		hs_bitmap_release(&f->writing);
+	} else {
+		hs_bitmap_or(&f->dirty, &f->writing);
+		hs_bitmap_release(&f->writing);
+		if (s->trunc >= 0 && (f->trunc_min < 0 || s->trunc < f->trunc_min))
+			f->trunc_min = s->trunc;
+	}
+	f->map_dirty = 1;
+	hs_file_persist(c, f);
+	pthread_mutex_unlock(&f->lock);
+	hs_file_put(c, f);
+	free(s->hpath);
+	s->f = NULL;
+}
+
+static int send_data(struct hs_cache *c, struct hs_transport *t,
+		     const struct hs_jentry *e, struct snap *s, uint64_t *bytes)
+{
+	struct hs_tr_file *rf = NULL;
+	struct hs_attr a = { 0 };
+	int r;
+
+	if (!s->hpath || s->nlink == 0)
+		return 0; /* not on the host (any more): nothing to send */
+	if (s->trunc >= 0) {
+		a.valid = HS_ATTR_SIZE;
+		a.size = (uint64_t)s->trunc;
+		r = hs_tr_setattr(t, s->hpath, &a, call_dl(c));
+		if (r < 0)
+			return r;
+	}
+	if (!hs_bitmap_empty(&s->f->writing)) {
+		r = hs_tr_fopen(t, s->hpath, O_WRONLY, 0, &rf, call_dl(c));
+		if (r < 0)
+			return r;
+		r = send_blocks(c, t, rf, s->f->fd, &s->f->writing, s->size, bytes);
+		if (r < 0) {
+			hs_tr_fclose(t, rf, call_dl(c));
+			return r;
+		}
+		r = hs_tr_fclose(t, rf, call_dl(c));
+		if (r < 0)
+			return r;
+	}
+	a.valid = HS_ATTR_SIZE | HS_ATTR_ATIME | HS_ATTR_MTIME;
+	a.size = s->size;
+	a.atime_ns = s->atime;
+	a.mtime_ns = s->mtime;
+	return hs_tr_setattr(t, s->hpath, &a, call_dl(c));
+}
+
+static char *temp_name(const char *path)
+{
+	const char *slash = strrchr(path, '/');
+	char *p;
+
+	if (asprintf(&p, "%.*s/.hs-tmp.%.40s.%08x", (int)(slash - path), path,
+		     slash + 1, (unsigned)random()) < 0)
+		return NULL;
+	return p;
+}
+
+static int send_create(struct hs_cache *c, struct hs_transport *t,
+		       const struct hs_jentry *e, struct snap *s, uint64_t *bytes)
+{
+	struct hs_tr_file *rf = NULL;
+	struct hs_attr a = { 0 };
+	char *tmp;
+	int r;
+
+	if (s->nlink == 0)
+		return 0;
+	tmp = temp_name(e->path);
+	if (!tmp)
+		return -ENOMEM;
+	r = hs_tr_fopen(t, tmp, O_WRONLY | O_CREAT | O_EXCL | O_TRUNC, 0600, &rf,
+			call_dl(c));
+	if (r < 0)
+		goto out;
+	r = send_blocks(c, t, rf, s->f->fd, NULL, s->size, bytes);
+	if (r < 0) {
+		hs_tr_fclose(t, rf, call_dl(c));
+		goto out_unlink;
+	}
+	r = hs_tr_fclose(t, rf, call_dl(c));
+	if (r < 0)
+		goto out_unlink;
+	a.valid = HS_ATTR_MODE | HS_ATTR_ATIME | HS_ATTR_MTIME;
+	a.mode = s->mode & 07777;
+	a.atime_ns = s->atime;
+	a.mtime_ns = s->mtime;
+	r = hs_tr_setattr(t, tmp, &a, call_dl(c));
+	if (r < 0)
+		goto out_unlink;
+	r = hs_tr_rename(t, tmp, e->path, 0, call_dl(c));
+	if (r == 0)
+		goto out;
+out_unlink:
+	if (!t->broken)
+		hs_tr_unlink(t, tmp, call_dl(c));
+out:
+	free(tmp);
+	return r;
+}
+
+static int send_setattr(struct hs_cache *c, struct hs_transport *t,
+			const struct hs_jentry *e)
+{
+	struct hs_attr a = e->attr;
+	struct hs_inode x;
+	int r;
+
+	if (a.valid & (HS_ATTR_ATIME | HS_ATTR_MTIME)) {
+		/* times go as a pair, as the guest has them now */
+		pthread_mutex_lock(&c->db_lock);
+		r = hs_meta_get_inode(c, e->ino, &x);
+		pthread_mutex_unlock(&c->db_lock);
+		if (r < 0)
+			return r == -ENOENT ? 0 : r;
+		a.atime_ns = x.atime;
+		a.mtime_ns = x.mtime;
+		hs_inode_release(&x);
+		if (S_ISREG(x.mode)) {
+			struct stat st = { 0 };
+
+			hs_file_overlay(c, e->ino, &st);
+			if (st.st_mtim.tv_sec || st.st_mtim.tv_nsec)
+				a.mtime_ns = st.st_mtim.tv_sec * HS_NSEC_PER_SEC +
+					     st.st_mtim.tv_nsec;
+		}
+		a.valid |= HS_ATTR_ATIME | HS_ATTR_MTIME;
+	}
+	r = hs_tr_setattr(t, e->path, &a, call_dl(c));
+	return r == -ENOENT ? 0 : r;
+}
+
+static int send_simple(struct hs_cache *c, struct hs_transport *t,
+		       const struct hs_jentry *e)
+{
+	struct hs_attr a;
+	char buf[4096];
+	int r;
+
+	switch (e->op) {
+	case HS_J_MKDIR:
+		r = hs_tr_mkdir(t, e->path, e->attr.mode & 07777, call_dl(c));
+		if (r == -EEXIST && hs_tr_lstat(t, e->path, &a, call_dl(c)) == 0 &&
+		    S_ISDIR(a.mode))
+			r = 0;
+		return r;
+	case HS_J_SYMLINK:
+		r = hs_tr_symlink(t, e->path2, e->path, call_dl(c));
+		if (r == -EEXIST &&
+		    hs_tr_readlink(t, e->path, buf, sizeof(buf), call_dl(c)) >= 0 &&
+		    !strcmp(buf, e->path2))
+			r = 0;
+		return r;
+	case HS_J_UNLINK:
+		r = hs_tr_unlink(t, e->path, call_dl(c));
+		return r == -ENOENT ? 0 : r;
+	case HS_J_RMDIR:
+		r = hs_tr_rmdir(t, e->path, call_dl(c));
+		return r == -ENOENT ? 0 : r;
+	case HS_J_RENAME:
+		r = hs_tr_rename(t, e->path, e->path2,
+				 (e->flags & HS_JF_NOREPLACE) ? HS_RENAME_NOREPLACE : 0,
+				 call_dl(c));
+		if (r == -ENOENT && hs_tr_lstat(t, e->path2, &a, call_dl(c)) == 0)
+			r = 0; /* done before a crash */
+		return r;
+	case HS_J_LINK:
+		r = hs_tr_link(t, e->path, e->path2, call_dl(c));
+		return r == -EEXIST ? 0 : r;
+	case HS_J_SETATTR:
+		return send_setattr(c, t, e);
+	}
+	return -EINVAL;
+}
+
+/* Records on success what the host now holds; db_lock held. */
+static void record(struct hs_cache *c, const struct hs_jentry *e,
+		   const struct snap *s)
+{
+	static const char clear[] = "UPDATE inode SET hpath=NULL WHERE hpath=?1 AND ?2=?2";
+	static const char clear_below[] =
+		"UPDATE inode SET hpath=NULL WHERE hpath >= ?1 || '/' AND hpath < ?1 || '0' AND ?2=?2";
+	static const char version[] =
+		"UPDATE inode SET host_size=?, host_mtime=?, checked_at=? WHERE ino=?";
+	static const char listed[] = "UPDATE inode SET listed=1, listed_at=?2 WHERE hpath=?1";
+	sqlite3_stmt *st;
+
+	switch (e->op) {
+	case HS_J_MKDIR:
+		hs_meta_set_hpath(c, e->ino, e->path);
+		exec_tn(c, listed, e->path, hs_now_ns());
+		break;
+	case HS_J_SYMLINK:
+		hs_meta_set_hpath(c, e->ino, e->path);
+		break;
+	case HS_J_CREATE:
+		hs_meta_set_hpath(c, e->ino, e->path);
+		/* fall through */
+	case HS_J_DATA:
+		st = hs_meta_prepare(c, version);
+		if (st && s->f) {
+			sqlite3_bind_int64(st, 1, (int64_t)s->size);
+			sqlite3_bind_int64(st, 2, s->mtime);
+			sqlite3_bind_int64(st, 3, hs_now_ns());
+			sqlite3_bind_int64(st, 4, (int64_t)e->ino);
+			sqlite3_step(st);
+			sqlite3_reset(st);
+		}
+		break;
+	case HS_J_UNLINK:
+		exec_tn(c, clear, e->path, 0);
+		break;
+	case HS_J_RMDIR:
+		exec_tn(c, clear, e->path, 0);
+		exec_tn(c, clear_below, e->path, 0);
+		break;
+	case HS_J_RENAME:
+		exec_tn(c, clear, e->path2, 0);
+		exec_tn(c, clear_below, e->path2, 0);
+		hs_meta_move_hpaths(c, e->path, e->path2);
+		break;
+	}
+}
+
+/* When @e may be sent, monotonic ns (0: now). */
+static int64_t ready_at(struct hs_cache *c, const struct hs_jentry *e)
+{
+	int64_t delay = (int64_t)c->cfg.writeback_delay_ms * HS_NSEC_PER_MSEC;
+	int64_t at = e->created_ns ? e->created_ns + delay : 0;
+	struct hs_file *f;
+	unsigned b;
+
+	if (e->op != HS_J_CREATE && e->op != HS_J_DATA)
+		return at;
+	b = (unsigned)(e->ino % HS_ARRAY_SIZE(c->files));
+	pthread_mutex_lock(&c->files_lock);
+	for (f = c->files[b]; f; f = f->next)
+		if (f->ino == e->ino)
+			break;
+	if (f) {
+		pthread_mutex_lock(&f->lock);
+		if (f->last_write_ns)
+			at = HS_MAX(at, f->last_write_ns + delay);
+		if (f->writers > 0 && e->created_ns &&
+		    hs_now_ns() - e->created_ns < OPEN_FILE_MAX_WAIT_NS)
+			at = HS_MAX(at, HS_MIN(e->created_ns + OPEN_FILE_MAX_WAIT_NS,
+					       hs_now_ns() + HS_NSEC_PER_SEC));
+		pthread_mutex_unlock(&f->lock);
+	}
+	pthread_mutex_unlock(&c->files_lock);
+	return at;
+}
+
+static void wait_until(struct hs_cache *c, int64_t at)
+{
+	struct timespec ts = hs_deadline_ts(at);
+
+	pthread_mutex_lock(&c->flush_lock);
+	if (!c->stop && !(c->force && at > hs_now_ns() + HS_NSEC_PER_SEC / 2))
+		pthread_cond_clockwait(&c->flush_cond, &c->flush_lock,
+				       CLOCK_MONOTONIC, &ts);
+	pthread_mutex_unlock(&c->flush_lock);
+}
+
+static int stopping(struct hs_cache *c)
+{
+	int s;
+
+	pthread_mutex_lock(&c->flush_lock);
+	s = c->stop;
+	pthread_mutex_unlock(&c->flush_lock);
+	return s;
+}
+
+static void *flusher_thread(void *arg)
+{
+	struct hs_cache *c = arg;
+	int64_t backoff = HS_NSEC_PER_SEC / 4;
+
+	while (!stopping(c)) {
+		struct hs_transport *t;
+		struct hs_jentry e;
+		struct snap s = { 0 };
+		uint64_t bytes = 0;
+		int64_t at;
+		int r, force;
+
+		pthread_mutex_lock(&c->db_lock);
+		r = hs_journal_next(c, 0, &e);
+		pthread_mutex_unlock(&c->db_lock);
+		if (r < 0) {
+			wait_until(c, hs_now_ns() + HS_NSEC_PER_SEC);
+			continue;
+		}
+		pthread_mutex_lock(&c->flush_lock);
+		force = c->force;
+		pthread_mutex_unlock(&c->flush_lock);
+		at = ready_at(c, &e);
+		if (!force && at > hs_now_ns()) {
+			hs_jentry_release(&e);
+			wait_until(c, at);
+			continue;
+		}
+		r = hs_link_get(c->link, HS_SLOT_FLUSH, 0, HS_DEADLINE_NEVER, &t);
+		if (r < 0) {
+			hs_jentry_release(&e);
+			wait_until(c, hs_now_ns() + HS_NSEC_PER_SEC);
+			continue;
+		}
+		pthread_mutex_lock(&c->db_lock);
+		hs_journal_set_state(c, e.seq, HS_JS_RUNNING, NULL);
+		pthread_mutex_unlock(&c->db_lock);
+		if (e.op == HS_J_CREATE || e.op == HS_J_DATA) {
+			r = take_snapshot(c, e.ino, &s);
+			if (r == 0)
+				r = e.op == HS_J_CREATE ? send_create(c, t, &e, &s, &bytes) :
+							  send_data(c, t, &e, &s, &bytes);
+			if (r == -ENOENT && e.op == HS_J_DATA)
+				r = 0; /* the host lost it; listing will tell */
+		} else {
+			r = send_simple(c, t, &e);
+		}
+		hs_link_put(c->link, t, r);
+
+		pthread_mutex_lock(&c->db_lock);
+		if (r == 0) {
+			hs_meta_begin(c);
+			record(c, &e, &s);
+			hs_journal_done(c, &e);
+			if (hs_meta_commit(c) < 0)
+				hs_meta_rollback(c);
+		} else if (hs_tr_err_is_link(r) || t->broken) {
+			hs_journal_set_state(c, e.seq, HS_JS_PENDING, NULL);
+		} else {
+			char msg[512];
+
+			snprintf(msg, sizeof(msg), "%s", strerror(-r));
+			hs_journal_set_state(c, e.seq, HS_JS_FAILED, msg);
+			hs_warn("host refused %s of '%s': %s (kept in the cache)",
+				op_name(e.op), e.path ? e.path : s.hpath ? s.hpath : "?",
+				msg);
+		}
+		pthread_mutex_unlock(&c->db_lock);
+		end_snapshot(c, &s, r == 0);
+
+		pthread_mutex_lock(&c->flush_lock);
+		if (r == 0) {
+			c->flushed_ops++;
+			c->flushed_bytes += bytes;
+			backoff = HS_NSEC_PER_SEC / 4;
+		} else if (!(hs_tr_err_is_link(r) || r == -ETIMEDOUT)) {
+			c->failed_ops++;
+		}
+		pthread_cond_broadcast(&c->done_cond);
+		pthread_mutex_unlock(&c->flush_lock);
+		if (r < 0 && (hs_tr_err_is_link(r) || r == -ETIMEDOUT)) {
+			wait_until(c, hs_now_ns() + backoff);
+			backoff = HS_MIN(backoff * 2, 8 * HS_NSEC_PER_SEC);
+		}
+		hs_jentry_release(&e);
+	}
+	return NULL;
+}
+
+int hs_flusher_start(struct hs_cache *c)
+{
+	int r = -pthread_create(&c->flusher, NULL, flusher_thread, c);
+
+	if (r == 0)
+		c->flusher_started = 1;
+	return r;
+}
+
+void hs_flusher_stop(struct hs_cache *c)
+{
+	if (!c->flusher_started)
+		return;
+	pthread_mutex_lock(&c->flush_lock);
+	c->stop = 1;
+	pthread_cond_broadcast(&c->flush_cond);
+	pthread_mutex_unlock(&c->flush_lock);
+	pthread_join(c->flusher, NULL);
+	c->flusher_started = 0;
+}

@@ -1,0 +1,325 @@
+/* SPDX-License-Identifier: MIT
+ * cache/journal.c - the journal of host operations the guest still owes.
+ *
+ * Every guest change that the host must see appends one row, in the same
+ * sqlite transaction as the namespace change itself, so the journal and the
+ * guest view never disagree after a crash.  Rows are replayed by the flusher
+ * in seq order: replaying them in order turns the host namespace into the
+ * guest namespace (paths in a row are guest paths at the time of the change,
+ * which are host paths at that point of the replay).
+ *
+ * Row states: PENDING -> RUNNING -> (deleted) on success; RUNNING ->
+ * PENDING after a link failure; RUNNING -> FAILED when the host refused it
+ * (kept for the user, skipped by the replay).
+ *
+ * Coalescing (only PENDING rows, only files and symlinks that never reached
+ * the host):
+ *   - created then unlinked: every row of the inode goes; a rename of it that
+ *     replaced another name becomes an UNLINK of that name.
+ *   - created then renamed (the editor's write-temp-then-rename): the
+ *     CREATE moves to the rename's place with the new path, so the content
+ *     is uploaded once, straight to its final name.
+ *   - data and attribute changes of a file whose CREATE is pending append
+ *     nothing: the CREATE sends the content and attributes current at the
+ *     time it runs.
+ *
+ * Concurrency: every function here runs under c->db_lock, inside the
+ * caller's transaction.
+ */
+#include "cache_i.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int step(struct hs_cache *c, sqlite3_stmt *st)
+{
+	int rc = sqlite3_step(st);
+
+	sqlite3_reset(st);
+	return rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : hs_meta_errno(c, rc);
+}
+
+static int add_local(struct hs_cache *c, uint64_t ino, int64_t delta)
+{
+	static const char sql[] = "UPDATE inode SET local=MAX(local+?,0) WHERE ino=?";
+	sqlite3_stmt *st;
+
+	if (!ino)
+		return 0;
+	st = hs_meta_prepare(c, sql);
+	if (!st)
+		return -EIO;
+	sqlite3_bind_int64(st, 1, delta);
+	sqlite3_bind_int64(st, 2, (int64_t)ino);
+	return step(c, st);
+}
+
+void hs_journal_wake(struct hs_cache *c)
+{
+	pthread_mutex_lock(&c->flush_lock);
+	pthread_cond_broadcast(&c->flush_cond);
+	pthread_mutex_unlock(&c->flush_lock);
+}
+
+int hs_journal_append(struct hs_cache *c, const struct hs_jentry *e)
+{
+	static const char sql[] =
+		"INSERT INTO journal(op, state, flags, ino, path, path2, valid, mode,"
+		" uid, gid, size, atime, mtime, created)"
+		" VALUES(?,0,?,?,?,?,?,?,?,?,?,?,?,?)";
+	sqlite3_stmt *st = hs_meta_prepare(c, sql);
+	int r;
+
+	if (!st)
+		return -EIO;
+	sqlite3_bind_int(st, 1, e->op);
+	sqlite3_bind_int(st, 2, (int)e->flags);
+	sqlite3_bind_int64(st, 3, (int64_t)e->ino);
+	sqlite3_bind_text(st, 4, e->path, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 5, e->path2, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 6, e->attr.valid);
+	sqlite3_bind_int64(st, 7, e->attr.mode);
+	sqlite3_bind_int64(st, 8, e->attr.uid);
+	sqlite3_bind_int64(st, 9, e->attr.gid);
+	sqlite3_bind_int64(st, 10, (int64_t)e->attr.size);
+	sqlite3_bind_int64(st, 11, e->attr.atime_ns);
+	sqlite3_bind_int64(st, 12, e->attr.mtime_ns);
+	sqlite3_bind_int64(st, 13, hs_now_ns());
+	r = step(c, st);
+	if (r == 0)
+		r = add_local(c, e->ino, 1);
+	if (r == 0)
+		hs_journal_wake(c);
+	return r;
+}
+
+static int exists(struct hs_cache *c, const char *sql, uint64_t ino)
+{
+	sqlite3_stmt *st = hs_meta_prepare(c, sql);
+	int rc;
+
+	if (!st)
+		return -EIO;
+	sqlite3_bind_int64(st, 1, (int64_t)ino);
+	rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	if (rc == SQLITE_ROW)
+		return 1;
+	return rc == SQLITE_DONE ? 0 : hs_meta_errno(c, rc);
+}
+
+int hs_journal_has_data(struct hs_cache *c, uint64_t ino)
+{
+	static const char sql[] = "SELECT 1 FROM journal WHERE ino=? AND state=0"
+				  " AND op IN (2,3) LIMIT 1";
+	return exists(c, sql, ino);
+}
+
+int hs_journal_has_pending_create(struct hs_cache *c, uint64_t ino)
+{
+	static const char sql[] = "SELECT 1 FROM journal WHERE ino=? AND state=0"
+				  " AND op IN (2,8) LIMIT 1";
+	return exists(c, sql, ino);
+}
+
+/* True if @ino has a row that blocks coalescing: one being sent, one the
+ * host refused, or a hard link made from it. */
+static int has_blocker(struct hs_cache *c, uint64_t ino)
+{
+	static const char sql[] = "SELECT 1 FROM journal WHERE ino=? AND"
+				  " (state<>0 OR op=9) LIMIT 1";
+	return exists(c, sql, ino);
+}
+
+int hs_journal_unlinked(struct hs_cache *c, uint64_t ino, int *ret_dropped)
+{
+	static const char conv[] =
+		"UPDATE journal SET op=5, ino=0, path=path2, path2=NULL, flags=0"
+		" WHERE ino=? AND state=0 AND op=7 AND (flags & 1)";
+	static const char del[] = "DELETE FROM journal WHERE ino=? AND state=0";
+	sqlite3_stmt *st;
+	int r, n;
+
+	*ret_dropped = 0;
+	r = hs_journal_has_pending_create(c, ino);
+	if (r <= 0)
+		return r;
+	r = has_blocker(c, ino);
+	if (r != 0)
+		return r < 0 ? r : 0;
+	st = hs_meta_prepare(c, conv);
+	if (!st)
+		return -EIO;
+	sqlite3_bind_int64(st, 1, (int64_t)ino);
+	r = step(c, st);
+	if (r < 0)
+		return r;
+	n = sqlite3_changes(c->db);
+	st = hs_meta_prepare(c, del);
+	if (!st)
+		return -EIO;
+	sqlite3_bind_int64(st, 1, (int64_t)ino);
+	r = step(c, st);
+	if (r < 0)
+		return r;
+	n += sqlite3_changes(c->db);
+	r = add_local(c, ino, -n);
+	atomic_fetch_add(&c->jgen, 1);
+	*ret_dropped = 1;
+	return r;
+}
+
+int hs_journal_renamed(struct hs_cache *c, uint64_t ino, const char *to,
+		       int *ret_folded)
+{
+	static const char get[] = "SELECT op, path2, mode FROM journal WHERE ino=?"
+				  " AND state=0 AND op IN (2,8) ORDER BY seq LIMIT 1";
+	static const char del[] = "DELETE FROM journal WHERE ino=? AND state=0"
+				  " AND op IN (2,3,4,8)";
+	struct hs_jentry e;
+	sqlite3_stmt *st;
+	int r, rc, n;
+
+	*ret_folded = 0;
+	r = has_blocker(c, ino);
+	if (r != 0)
+		return r < 0 ? r : 0;
+	st = hs_meta_prepare(c, get);
+	if (!st)
+		return -EIO;
+	sqlite3_bind_int64(st, 1, (int64_t)ino);
+	rc = sqlite3_step(st);
+	if (rc != SQLITE_ROW) {
+		sqlite3_reset(st);
+		return rc == SQLITE_DONE ? 0 : hs_meta_errno(c, rc);
+	}
+	memset(&e, 0, sizeof(e));
+	e.op = sqlite3_column_int(st, 0);
+	e.path2 = sqlite3_column_text(st, 1) ?
+			  strdup((const char *)sqlite3_column_text(st, 1)) : NULL;
+	e.attr.mode = (uint32_t)sqlite3_column_int64(st, 2);
+	sqlite3_reset(st);
+	e.ino = ino;
+	e.path = strdup(to);
+	if (!e.path) {
+		hs_jentry_release(&e);
+		return -ENOMEM;
+	}
+	st = hs_meta_prepare(c, del);
+	if (!st) {
+		hs_jentry_release(&e);
+		return -EIO;
+	}
+	sqlite3_bind_int64(st, 1, (int64_t)ino);
+	r = step(c, st);
+	n = sqlite3_changes(c->db);
+	if (r == 0)
+		r = add_local(c, ino, -n);
+	if (r == 0)
+		r = hs_journal_append(c, &e);
+	hs_jentry_release(&e);
+	atomic_fetch_add(&c->jgen, 1);
+	if (r == 0)
+		*ret_folded = 1;
+	return r;
+}
+
+int hs_journal_next(struct hs_cache *c, int64_t after, struct hs_jentry *ret)
+{
+	static const char sql[] =
+		"SELECT seq, op, state, flags, ino, path, path2, valid, mode, uid,"
+		" gid, size, atime, mtime, created FROM journal"
+		" WHERE seq>? AND state<>2 ORDER BY seq LIMIT 1";
+	sqlite3_stmt *st = hs_meta_prepare(c, sql);
+	const unsigned char *s;
+	int rc;
+
+	if (!st)
+		return -EIO;
+	sqlite3_bind_int64(st, 1, after);
+	rc = sqlite3_step(st);
+	if (rc != SQLITE_ROW) {
+		sqlite3_reset(st);
+		return rc == SQLITE_DONE ? -ENOENT : hs_meta_errno(c, rc);
+	}
+	memset(ret, 0, sizeof(*ret));
+	ret->seq = sqlite3_column_int64(st, 0);
+	ret->op = sqlite3_column_int(st, 1);
+	ret->state = sqlite3_column_int(st, 2);
+	ret->flags = (unsigned)sqlite3_column_int(st, 3);
+	ret->ino = (uint64_t)sqlite3_column_int64(st, 4);
+	s = sqlite3_column_text(st, 5);
+	ret->path = s ? strdup((const char *)s) : NULL;
+	s = sqlite3_column_text(st, 6);
+	ret->path2 = s ? strdup((const char *)s) : NULL;
+	ret->attr.valid = (uint32_t)sqlite3_column_int64(st, 7);
+	ret->attr.mode = (uint32_t)sqlite3_column_int64(st, 8);
+	ret->attr.uid = (uint32_t)sqlite3_column_int64(st, 9);
+	ret->attr.gid = (uint32_t)sqlite3_column_int64(st, 10);
+	ret->attr.size = (uint64_t)sqlite3_column_int64(st, 11);
+	ret->attr.atime_ns = sqlite3_column_int64(st, 12);
+	ret->attr.mtime_ns = sqlite3_column_int64(st, 13);
+	ret->created_ns = sqlite3_column_int64(st, 14);
+	sqlite3_reset(st);
+	return 0;
+}
+
+int hs_journal_set_state(struct hs_cache *c, int64_t seq, int state,
+			 const char *error)
+{
+	static const char sql[] = "UPDATE journal SET state=?, error=? WHERE seq=?";
+	sqlite3_stmt *st = hs_meta_prepare(c, sql);
+
+	if (!st)
+		return -EIO;
+	sqlite3_bind_int(st, 1, state);
+	if (error)
+		sqlite3_bind_text(st, 2, error, -1, SQLITE_STATIC);
+	else
+		sqlite3_bind_null(st, 2);
+	sqlite3_bind_int64(st, 3, seq);
+	atomic_fetch_add(&c->jgen, 1);
+	return step(c, st);
+}
+
+int hs_journal_done(struct hs_cache *c, const struct hs_jentry *e)
+{
+	static const char sql[] = "DELETE FROM journal WHERE seq=?";
+	sqlite3_stmt *st = hs_meta_prepare(c, sql);
+	int r;
+
+	if (!st)
+		return -EIO;
+	sqlite3_bind_int64(st, 1, e->seq);
+	r = step(c, st);
+	if (r == 0 && sqlite3_changes(c->db) > 0)
+		r = add_local(c, e->ino, -1);
+	atomic_fetch_add(&c->jgen, 1);
+	return r;
+}
+
+int hs_journal_counts(struct hs_cache *c, uint64_t *ret_pending,
+		      uint64_t *ret_bytes, uint64_t *ret_failed)
+{
+	static const char sql[] =
+		"SELECT (SELECT count(*) FROM journal WHERE state<>2),"
+		" (SELECT count(*) FROM journal WHERE state=2),"
+		" (SELECT coalesce(sum(i.size),0) FROM inode i WHERE i.ino IN"
+		"  (SELECT ino FROM journal WHERE op IN (2,3) AND state<>2))";
+	sqlite3_stmt *st = hs_meta_prepare(c, sql);
+	int rc;
+
+	if (!st)
+		return -EIO;
+	rc = sqlite3_step(st);
+	if (rc != SQLITE_ROW) {
+		sqlite3_reset(st);
+		return hs_meta_errno(c, rc);
+	}
+	*ret_pending = (uint64_t)sqlite3_column_int64(st, 0);
+	*ret_failed = (uint64_t)sqlite3_column_int64(st, 1);
+	*ret_bytes = (uint64_t)sqlite3_column_int64(st, 2);
+	sqlite3_reset(st);
+	return 0;
+}

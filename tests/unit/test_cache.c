@@ -1,0 +1,326 @@
+/* SPDX-License-Identifier: MIT
+ * tests/unit/test_cache.c - the cache layer end to end over a local-folder
+ * transport (tests/lib/localtr) wrapped in the fault injector, without FUSE
+ * or sshd: writes reach the host through the journal, coalescing saves host
+ * calls, host changes are seen, the journal survives a close and reopen,
+ * and a stalled link never blocks cached work.
+ */
+#include "cache/cache.h"
+#include "tests/lib/check.h"
+#include "tests/lib/faulty.h"
+#include "tests/lib/localtr.h"
+
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static char root[256], hostdir[300], cachedir[300];
+static struct hs_transport *wraps[64];
+static int nwraps;
+static int stall_new;
+
+static int dial(void *arg, hs_deadline_t dl, struct hs_transport **ret, char *err,
+		size_t errlen)
+{
+	struct hs_transport *in, *w;
+	int r = hs_localtr_dial(arg, dl, &in, err, errlen);
+
+	if (r < 0)
+		return r;
+	CHECK_OK(hs_faulty_wrap(in, &w));
+	if (stall_new)
+		hs_faulty_stall(w, 1);
+	CHECK(nwraps < 64);
+	wraps[nwraps++] = w;
+	*ret = w;
+	return 0;
+}
+
+static long count(const char *slot)
+{
+	long n = 0;
+	int i;
+
+	for (i = 0; i < nwraps; i++)
+		n += hs_faulty_count(wraps[i], slot);
+	return n;
+}
+
+static struct hs_cache *open_cache(int delay_ms)
+{
+	struct hs_cache_config cfg = {
+		.dial = dial, .dial_arg = hostdir, .dir = cachedir,
+		.source = "test", .op_timeout_ms = 2000, .attr_timeout_ms = 200,
+		.writeback_delay_ms = delay_ms, .connect_timeout_ms = 2000,
+		.allow_offline = 1, .idmap_user = 1, .local_uid = getuid(),
+		.local_gid = getgid(), .force_uid = -1, .force_gid = -1,
+	};
+	char err[256] = "";
+	struct hs_cache *c = NULL;
+	int r;
+
+	nwraps = 0; /* the previous cache closed its connections */
+	r = hs_cache_open(&cfg, &c, err, sizeof(err));
+
+	if (r < 0)
+		CHECK_FAIL("hs_cache_open: %s", err);
+	return c;
+}
+
+static hs_deadline_t dl(void)
+{
+	return hs_deadline_in_ms(5000);
+}
+
+static void host_write(const char *name, const char *data, size_t len)
+{
+	char p[512];
+	FILE *f;
+
+	snprintf(p, sizeof(p), "%s/%s", hostdir, name);
+	f = fopen(p, "w");
+	CHECK(f);
+	CHECK_EQ(fwrite(data, 1, len, f), len);
+	fclose(f);
+}
+
+static size_t host_read(const char *name, char *buf, size_t size)
+{
+	char p[512];
+	size_t n;
+	FILE *f;
+
+	snprintf(p, sizeof(p), "%s/%s", hostdir, name);
+	f = fopen(p, "r");
+	if (!f)
+		return (size_t)-1;
+	n = fread(buf, 1, size, f);
+	fclose(f);
+	return n;
+}
+
+static int host_exists(const char *name)
+{
+	char p[512];
+	struct stat st;
+
+	snprintf(p, sizeof(p), "%s/%s", hostdir, name);
+	return lstat(p, &st) == 0;
+}
+
+static struct hs_handle *create(struct hs_cache *c, uint64_t dir, const char *name,
+				const char *data, uint64_t *ret_ino)
+{
+	struct hs_handle *h;
+	struct stat st;
+
+	CHECK_OK(hs_cache_create(c, dir, name, 0644, O_WRONLY | O_CREAT, &st, &h, dl()));
+	if (data)
+		CHECK_EQ(hs_cache_write(c, h, data, strlen(data), 0, dl()),
+			 (ssize_t)strlen(data));
+	if (ret_ino)
+		*ret_ino = st.st_ino;
+	return h;
+}
+
+static void test_write_and_sync(void)
+{
+	struct hs_cache *c = open_cache(60000);
+	struct hs_handle *h;
+	struct stat st;
+	char buf[64];
+	uint64_t d;
+
+	h = create(c, 1, "a.txt", "hello", NULL);
+	CHECK_OK(hs_cache_flush(c, h));
+	hs_cache_release(c, h);
+	CHECK(!host_exists("a.txt")); /* writeback delay: not yet */
+	CHECK_OK(hs_cache_mkdir(c, 1, "dir", 0755, &st, dl()));
+	d = st.st_ino;
+	h = create(c, d, "b", "bbb", NULL);
+	hs_cache_release(c, h);
+	CHECK_OK(hs_cache_sync(c, dl()));
+	CHECK_EQ(host_read("a.txt", buf, sizeof(buf)), 5);
+	CHECK(!memcmp(buf, "hello", 5));
+	CHECK_EQ(host_read("dir/b", buf, sizeof(buf)), 3);
+	/* one upload each: open of the temp name, then rename into place */
+	CHECK_EQ(count("open"), 2);
+	CHECK_EQ(count("rename"), 2);
+	hs_cache_close(c);
+}
+
+static void test_coalesce(void)
+{
+	struct hs_cache *c = open_cache(60000);
+	struct hs_handle *h;
+	char buf[64];
+	long opens = count("open"), renames = count("rename");
+
+	/* created and deleted before the flush: the host sees nothing */
+	h = create(c, 1, "gone", "xxx", NULL);
+	hs_cache_release(c, h);
+	CHECK_OK(hs_cache_unlink(c, 1, "gone", dl()));
+	/* the editor's save: write a temp file, rename it over the original */
+	h = create(c, 1, ".a.txt.swp", "new content", NULL);
+	hs_cache_release(c, h);
+	CHECK_OK(hs_cache_rename(c, 1, ".a.txt.swp", 1, "a.txt", 0, dl()));
+	CHECK_OK(hs_cache_sync(c, dl()));
+	CHECK(!host_exists("gone"));
+	CHECK(!host_exists(".a.txt.swp"));
+	CHECK_EQ(host_read("a.txt", buf, sizeof(buf)), 11);
+	CHECK(!memcmp(buf, "new content", 11));
+	CHECK_EQ(count("open") - opens, 1);
+	CHECK_EQ(count("rename") - renames, 1);
+	hs_cache_close(c);
+}
+
+static void test_read_and_coherence(void)
+{
+	struct hs_cache *c;
+	struct hs_handle *h;
+	struct stat st;
+	char *big = malloc(3 << 20), *got = malloc(3 << 20);
+	int keep;
+	size_t i;
+
+	for (i = 0; i < (3u << 20); i++)
+		big[i] = (char)(i * 7 + i / 4096);
+	host_write("big", big, 3 << 20);
+	c = open_cache(0);
+	CHECK_OK(hs_cache_lookup(c, 1, "big", &st, dl()));
+	CHECK_EQ(st.st_size, 3 << 20);
+	CHECK_OK(hs_cache_open_file(c, st.st_ino, O_RDONLY, &h, &keep, dl()));
+	for (i = 0; i < (3u << 20); i += 131072)
+		CHECK_EQ(hs_cache_read(c, h, got + i, 131072, (off_t)i, dl()), 131072);
+	CHECK(!memcmp(big, got, 3 << 20));
+	CHECK_EQ(hs_cache_read(c, h, got, 100, 3 << 20, dl()), 0);
+	hs_cache_release(c, h);
+
+	/* a host edit is seen once attr_timeout passed */
+	host_write("big", "changed", 7);
+	usleep(300000);
+	CHECK_OK(hs_cache_lookup(c, 1, "big", &st, dl()));
+	CHECK_EQ(st.st_size, 7);
+	CHECK_OK(hs_cache_open_file(c, st.st_ino, O_RDONLY, &h, &keep, dl()));
+	CHECK_EQ(keep, 0);
+	CHECK_EQ(hs_cache_read(c, h, got, 100, 0, dl()), 7);
+	CHECK(!memcmp(got, "changed", 7));
+	hs_cache_release(c, h);
+
+	/* partial overwrite of host data: aligned blocks go up, rest kept */
+	host_write("big", big, 3 << 20);
+	usleep(300000);
+	CHECK_OK(hs_cache_lookup(c, 1, "big", &st, dl()));
+	CHECK_OK(hs_cache_open_file(c, st.st_ino, O_RDWR, &h, &keep, dl()));
+	CHECK_EQ(hs_cache_write(c, h, "XYZ", 3, 10000, dl()), 3);
+	hs_cache_release(c, h);
+	CHECK_OK(hs_cache_sync(c, dl()));
+	memcpy(big + 10000, "XYZ", 3);
+	CHECK_EQ(host_read("big", got, 3 << 20), 3 << 20);
+	CHECK(!memcmp(big, got, 3 << 20));
+	hs_cache_close(c);
+	free(big);
+	free(got);
+}
+
+static void test_replay_after_close(void)
+{
+	struct hs_cache *c = open_cache(600000);
+	struct hs_handle *h;
+	char buf[64];
+
+	h = create(c, 1, "later", "survives", NULL);
+	hs_cache_release(c, h);
+	hs_cache_close(c); /* nothing sent yet */
+	CHECK(!host_exists("later"));
+	c = open_cache(0);
+	CHECK_OK(hs_cache_sync(c, dl()));
+	CHECK_EQ(host_read("later", buf, sizeof(buf)), 8);
+	hs_cache_close(c);
+}
+
+static void test_namespace_errors(void)
+{
+	struct hs_cache *c = open_cache(0);
+	struct stat st;
+	uint64_t d;
+
+	CHECK_OK(hs_cache_mkdir(c, 1, "ns", 0755, &st, dl()));
+	d = st.st_ino;
+	CHECK_EQ(hs_cache_mkdir(c, 1, "ns", 0755, &st, dl()), -EEXIST);
+	hs_cache_release(c, create(c, d, "f", "1", NULL));
+	CHECK_EQ(hs_cache_rmdir(c, 1, "ns", dl()), -ENOTEMPTY);
+	CHECK_EQ(hs_cache_unlink(c, 1, "ns", dl()), -EISDIR);
+	CHECK_EQ(hs_cache_rmdir(c, d, "f", dl()), -ENOTDIR);
+	CHECK_EQ(hs_cache_lookup(c, d, "nope", &st, dl()), -ENOENT);
+	CHECK_EQ(hs_cache_rename(c, 1, "ns", d, "sub", 0, dl()), -EINVAL);
+	CHECK_EQ(hs_cache_rename(c, d, "f", 1, "ns", 0, dl()), -EISDIR);
+	CHECK_OK(hs_cache_rename(c, 1, "ns", 1, "ns2", 0, dl()));
+	CHECK_OK(hs_cache_sync(c, dl()));
+	CHECK(host_exists("ns2/f"));
+	CHECK(!host_exists("ns"));
+	CHECK_OK(hs_cache_unlink(c, d, "f", dl()));
+	CHECK_OK(hs_cache_rmdir(c, 1, "ns2", dl()));
+	CHECK_OK(hs_cache_sync(c, dl()));
+	CHECK(!host_exists("ns2"));
+	hs_cache_close(c);
+}
+
+static void test_stall_never_blocks_cached(void)
+{
+	struct hs_cache *c = open_cache(0);
+	struct hs_handle *h;
+	struct stat st;
+	char buf[16];
+	int64_t t0;
+	int keep, i;
+
+	h = create(c, 1, "cached", "data", NULL);
+	hs_cache_release(c, h);
+	CHECK_OK(hs_cache_sync(c, dl()));
+	CHECK_OK(hs_cache_lookup(c, 1, "cached", &st, dl()));
+	for (i = 0; i < nwraps; i++)
+		hs_faulty_stall(wraps[i], 1);
+	stall_new = 1;
+	t0 = hs_now_ns();
+	CHECK_OK(hs_cache_getattr(c, st.st_ino, &st));
+	CHECK_OK(hs_cache_open_file(c, st.st_ino, O_RDWR, &h, &keep, hs_deadline_in_ms(300)));
+	CHECK_EQ(hs_cache_read(c, h, buf, sizeof(buf), 0, dl()), 4);
+	CHECK_EQ(hs_cache_write(c, h, "more", 4, 4, dl()), 4);
+	hs_cache_release(c, h);
+	CHECK((hs_now_ns() - t0) / HS_NSEC_PER_MSEC < 1000);
+	/* a sync cannot finish while the link is stalled: it says so */
+	CHECK(hs_cache_sync(c, hs_deadline_in_ms(500)) < 0);
+	hs_cache_close(c);
+	stall_new = 0;
+	c = open_cache(0);
+	CHECK_OK(hs_cache_sync(c, dl()));
+	CHECK_EQ(host_read("cached", buf, sizeof(buf)), 8);
+	CHECK(!memcmp(buf, "datamore", 8));
+	hs_cache_close(c);
+}
+
+int main(void)
+{
+	char cmd[600];
+
+	snprintf(root, sizeof(root), "/tmp/hs-test-cache-XXXXXX");
+	CHECK(mkdtemp(root));
+	snprintf(hostdir, sizeof(hostdir), "%s/host", root);
+	snprintf(cachedir, sizeof(cachedir), "%s/cache", root);
+	CHECK_OK(mkdir(hostdir, 0755));
+	test_write_and_sync();
+	test_coalesce();
+	test_read_and_coherence();
+	test_replay_after_close();
+	test_namespace_errors();
+	test_stall_never_blocks_cached();
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", root);
+	CHECK_EQ(system(cmd), 0);
+	printf("test_cache: ok\n");
+	return 0;
+}
