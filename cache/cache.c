@@ -271,14 +271,21 @@ static int ping(void *arg, struct hs_transport *t)
 	return hs_tr_ping(t, hs_deadline_in_ms(c->cfg.op_timeout_ms));
 }
 
+static void global_init(void)
+{
+	hs_tr_global_init();
+}
+
 int hs_cache_open(const struct hs_cache_config *cfg, struct hs_cache **ret,
 		  char *err, size_t errlen)
 {
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
 	struct hs_cache *c;
 	pthread_condattr_t ca;
 	struct hs_transport *t;
 	int r, online;
 
+	pthread_once(&once, global_init);
 	c = calloc(1, sizeof(*c));
 	if (!c)
 		return -ENOMEM;
@@ -380,6 +387,8 @@ void hs_cache_close(struct hs_cache *c)
 		}
 	}
 	hs_meta_close(c);
+	for (i = 0; i < HS_ARRAY_SIZE(c->hchanges); i++)
+		free(c->hchanges[i].dir);
 	if (c->lockfd >= 0)
 		close(c->lockfd);
 	sem_destroy(&c->fetch_sem);

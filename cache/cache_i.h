@@ -172,6 +172,13 @@ struct hs_cache {
 	uint32_t remote_uid, remote_gid;
 
 	atomic_uint_fast64_t jgen;  /* bumped whenever a PENDING entry goes away or starts */
+	atomic_uint_fast64_t hgen;  /* bumped whenever the flusher changed the host */
+	/* The host folders the last flushes changed, so a listing taken
+	 * before such a change is not merged after it; protected by db_lock. */
+	struct {
+		uint64_t gen;
+		char *dir;
+	} hchanges[256];
 
 	/* flusher; protected by flush_lock */
 	pthread_mutex_t flush_lock;
@@ -263,6 +270,8 @@ int hs_file_fetch(struct hs_cache *c, struct hs_file *f, uint64_t first,
 		  uint64_t last, hs_deadline_t dl);
 
 /* dir.c */
+/* Records that the flusher changed host folder @dir; db_lock held. */
+void hs_dir_host_changed(struct hs_cache *c, const char *path);
 /* Makes the listing of @dir fresh.  @need: the caller cannot answer without
  * it (waits for the link until @dl); otherwise only refreshes when the link
  * is up and gives up quietly. */

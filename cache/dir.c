@@ -40,6 +40,9 @@ static int collect(void *arg, const char *name, const struct hs_attr *attr)
 {
 	struct hlist *l = arg;
 
+	/* our own temporary names are never shown */
+	if (!strncmp(name, ".hs-tmp.", 8) || !strncmp(name, ".hs-replaced.", 13))
+		return 0;
 	if (l->n == l->cap) {
 		size_t cap = l->cap ? l->cap * 2 : 64;
 		struct hent *v = realloc(l->v, cap * sizeof(*v));
@@ -219,8 +222,61 @@ static int merge_gone(struct hs_cache *c, uint64_t dir, const char *dhpath,
 	return r;
 }
 
+static int refresh_once(struct hs_cache *c, uint64_t dir, int need,
+			hs_deadline_t dl, int *ret_raced);
+
+void hs_dir_host_changed(struct hs_cache *c, const char *path)
+{
+	uint64_t gen = atomic_fetch_add(&c->hgen, 1) + 1;
+	size_t slot = gen % HS_ARRAY_SIZE(c->hchanges);
+	const char *slash;
+
+	free(c->hchanges[slot].dir);
+	c->hchanges[slot].dir = NULL;
+	c->hchanges[slot].gen = gen;
+	if (!path || !(slash = strrchr(path, '/')))
+		return;
+	c->hchanges[slot].dir = slash == path ? strdup("/") :
+						strndup(path, (size_t)(slash - path));
+}
+
+/* True if the flusher changed host folder @hpath after generation @gen (or
+ * if the record of changes no longer reaches back that far); db_lock held. */
+static int changed_since(struct hs_cache *c, const char *hpath, uint64_t gen)
+{
+	uint64_t now = atomic_load(&c->hgen), g;
+
+	if (now - gen >= HS_ARRAY_SIZE(c->hchanges))
+		return 1;
+	for (g = gen + 1; g <= now; g++) {
+		size_t slot = g % HS_ARRAY_SIZE(c->hchanges);
+
+		if (c->hchanges[slot].gen == g &&
+		    (!c->hchanges[slot].dir || !strcmp(c->hchanges[slot].dir, hpath)))
+			return 1;
+	}
+	return 0;
+}
+
 int hs_dir_refresh(struct hs_cache *c, uint64_t dir, int need, hs_deadline_t dl)
 {
+	int r, raced = 0, tries;
+
+	/* A listing that raced with the flusher's changes to the host is
+	 * dropped and taken again: merging it could undo what the flusher
+	 * just recorded. */
+	for (tries = 0; tries < 3; tries++) {
+		r = refresh_once(c, dir, need, dl, &raced);
+		if (r < 0 || !raced)
+			break;
+	}
+	return r;
+}
+
+static int refresh_once(struct hs_cache *c, uint64_t dir, int need,
+			hs_deadline_t dl, int *ret_raced)
+{
+	uint64_t gen;
 	struct hlist l = { 0 };
 	struct hs_transport *t;
 	struct hs_inode d;
@@ -245,6 +301,8 @@ int hs_dir_refresh(struct hs_cache *c, uint64_t dir, int need, hs_deadline_t dl)
 	}
 	hpath = d.hpath;
 	d.hpath = NULL;
+	*ret_raced = 0;
+	gen = atomic_load(&c->hgen);
 	r = hs_link_get(c->link, HS_SLOT_FETCH, need && !listed, dl, &t);
 	if (r < 0) {
 		free(hpath);
@@ -274,6 +332,12 @@ int hs_dir_refresh(struct hs_cache *c, uint64_t dir, int need, hs_deadline_t dl)
 
 		/* the folder may have moved on the host while we listed */
 		r = hs_meta_get_inode(c, dir, &now);
+		if (r == 0 && changed_since(c, hpath, gen)) {
+			*ret_raced = 1;
+			hs_inode_release(&now);
+			hs_meta_rollback(c);
+			goto unlock;
+		}
 		if (r == 0 && (!now.hpath || strcmp(now.hpath, hpath))) {
 			hs_inode_release(&now);
 			hs_meta_rollback(c);
@@ -303,12 +367,23 @@ unlock:
 	return r;
 }
 
+static int file_changed_since(struct hs_cache *c, const char *hpath, uint64_t gen)
+{
+	const char *slash = strrchr(hpath, '/');
+	char *dir = slash == hpath ? strdup("/") : strndup(hpath, (size_t)(slash - hpath));
+	int r = !dir || changed_since(c, dir, gen);
+
+	free(dir);
+	return r;
+}
+
 int hs_cache_revalidate(struct hs_cache *c, uint64_t ino, int *ret_changed,
 			hs_deadline_t dl)
 {
 	struct hs_transport *t;
 	struct hs_inode x;
 	struct hs_attr a;
+	uint64_t gen;
 	char *hpath;
 	int r;
 
@@ -323,6 +398,7 @@ int hs_cache_revalidate(struct hs_cache *c, uint64_t ino, int *ret_changed,
 	hs_inode_release(&x);
 	if (!hpath)
 		return 0;
+	gen = atomic_load(&c->hgen);
 	r = hs_link_get(c->link, HS_SLOT_FETCH, 0, dl, &t);
 	if (r < 0) {
 		free(hpath);
@@ -340,6 +416,7 @@ int hs_cache_revalidate(struct hs_cache *c, uint64_t ino, int *ret_changed,
 		r = hs_meta_get_inode(c, ino, &x);
 	if (r == 0) {
 		if (x.hpath && !strcmp(x.hpath, hpath) && x.local == 0 &&
+		    !file_changed_since(c, hpath, gen) &&
 		    (x.mode & S_IFMT) == (a.mode & S_IFMT)) {
 			struct hs_inode n = x;
 

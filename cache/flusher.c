@@ -514,6 +514,9 @@ static void *flusher_thread(void *arg)
 			hs_meta_begin(c);
 			record(c, &e, &s);
 			hs_journal_done(c, &e);
+			hs_dir_host_changed(c, e.op == HS_J_DATA || !e.path ? s.hpath : e.path);
+			if (e.path2 && e.op != HS_J_SYMLINK)
+				hs_dir_host_changed(c, e.path2);
 			if (hs_meta_commit(c) < 0)
 				hs_meta_rollback(c);
 		} else if (hs_tr_err_is_link(r) || t->broken) {
