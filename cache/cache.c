@@ -608,17 +608,19 @@ int hs_cache_setattr(struct hs_cache *c, uint64_t ino, const struct stat *attr,
 	memset(&e, 0, sizeof(e));
 	e.op = HS_J_SETATTR;
 	e.ino = ino;
-	if (to_set & HS_SET_MODE) {
+	/* unchanged values send nothing (tar and cp -p set what is there) */
+	if ((to_set & HS_SET_MODE) &&
+	    (x.mode & 07777) != (uint32_t)(attr->st_mode & 07777)) {
 		x.mode = (x.mode & S_IFMT) | (attr->st_mode & 07777);
 		e.attr.valid |= HS_ATTR_MODE;
 		e.attr.mode = x.mode;
 	}
-	if (to_set & HS_SET_UID) {
+	if ((to_set & HS_SET_UID) && x.uid != attr->st_uid) {
 		x.uid = attr->st_uid;
 		e.attr.valid |= HS_ATTR_UID;
 		e.attr.uid = map_id_out(c, x.uid, c->remote_uid, c->cfg.local_uid);
 	}
-	if (to_set & HS_SET_GID) {
+	if ((to_set & HS_SET_GID) && x.gid != attr->st_gid) {
 		x.gid = attr->st_gid;
 		e.attr.valid |= HS_ATTR_GID;
 		e.attr.gid = map_id_out(c, x.gid, c->remote_gid, c->cfg.local_gid);
@@ -635,7 +637,9 @@ int hs_cache_setattr(struct hs_cache *c, uint64_t ino, const struct stat *attr,
 	if (!S_ISREG(x.mode) || !(to_set & (HS_SET_SIZE | HS_SET_MTIME | HS_SET_MTIME_NOW)))
 		x.ctime = now;
 	r = hs_meta_put_inode(c, &x);
-	if (r == 0 && e.attr.valid) {
+	/* SFTP's setstat follows symlinks: a link's own attributes stay in
+	 * the guest */
+	if (r == 0 && e.attr.valid && !S_ISLNK(x.mode)) {
 		/* times go as a pair; the flusher fills them at replay */
 		int skip = hs_journal_has_pending_create(c, ino);
 

@@ -162,8 +162,11 @@ struct hs_cache {
 	char *source;
 	int lockfd;
 
-	pthread_mutex_t db_lock; /* protects db and the prepared statements */
+	pthread_mutex_t db_lock; /* protects db, the prepared statements and: */
 	sqlite3 *db;
+	int txn_open;     /* a group-commit transaction is open */
+	int in_op;        /* an operation's savepoint is open */
+	int64_t txn_start; /* monotonic ns the group began */
 
 	pthread_mutex_t files_lock; /* protects files[] chains and refs */
 	struct hs_file *files[1024];
@@ -206,6 +209,9 @@ int hs_meta_exec(struct hs_cache *c, const char *sql);
 int hs_meta_begin(struct hs_cache *c);
 int hs_meta_commit(struct hs_cache *c);
 void hs_meta_rollback(struct hs_cache *c);
+/* Commits the open group now / if it is old enough; db_lock held. */
+int hs_meta_flush(struct hs_cache *c);
+int hs_meta_flush_if_old(struct hs_cache *c);
 int hs_meta_errno(struct hs_cache *c, int rc);
 int hs_meta_get_inode(struct hs_cache *c, uint64_t ino, struct hs_inode *ret);
 int hs_meta_lookup(struct hs_cache *c, uint64_t parent, const char *name,

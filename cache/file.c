@@ -698,6 +698,10 @@ int hs_cache_flush(struct hs_cache *c, struct hs_handle *h)
 	pthread_mutex_lock(&h->f->lock);
 	r = hs_file_persist(c, h->f);
 	pthread_mutex_unlock(&h->f->lock);
+	pthread_mutex_lock(&c->db_lock);
+	if (r == 0)
+		r = hs_meta_flush(c);
+	pthread_mutex_unlock(&c->db_lock);
 	return r;
 }
 

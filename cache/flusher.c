@@ -440,7 +440,17 @@ static int64_t ready_at(struct hs_cache *c, const struct hs_jentry *e)
 
 static void wait_until(struct hs_cache *c, int64_t at)
 {
-	struct timespec ts = hs_deadline_ts(at);
+	struct timespec ts;
+	int open;
+
+	/* the flusher also closes groups of changes nobody closed */
+	pthread_mutex_lock(&c->db_lock);
+	hs_meta_flush_if_old(c);
+	open = c->txn_open;
+	pthread_mutex_unlock(&c->db_lock);
+	if (open)
+		at = HS_MIN(at, hs_now_ns() + 25 * HS_NSEC_PER_MSEC);
+	ts = hs_deadline_ts(at);
 
 	pthread_mutex_lock(&c->flush_lock);
 	if (!c->stop && !(c->force && at > hs_now_ns() + HS_NSEC_PER_SEC / 2))
