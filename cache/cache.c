@@ -57,6 +57,12 @@ static uint32_t map_id_out(const struct hs_cache *c, uint32_t id, uint32_t remot
 	return id;
 }
 
+uint32_t hs_cache_id_out(struct hs_cache *c, uint32_t id, int group)
+{
+	return group ? map_id_out(c, id, c->remote_gid, c->cfg.local_gid) :
+		       map_id_out(c, id, c->remote_uid, c->cfg.local_uid);
+}
+
 void hs_cache_attr_in(struct hs_cache *c, const struct hs_attr *a, struct hs_inode *i)
 {
 	i->mode = a->mode;
@@ -654,7 +660,8 @@ int hs_cache_setattr(struct hs_cache *c, uint64_t ino, const struct stat *attr,
 	hs_inode_release(&x);
 	if (r < 0)
 		goto out_rollback;
-	r = hs_meta_commit(c);
+	/* through a descriptor: made durable by its close, like the data */
+	r = h ? hs_meta_commit_deferred(c) : hs_meta_commit(c);
 	if (r < 0)
 		goto out_rollback;
 	pthread_mutex_unlock(&c->db_lock);
@@ -808,8 +815,10 @@ static int create_object(struct hs_cache *c, uint64_t parent, const char *name,
 	r = hs_meta_begin(c);
 	if (r == 0) {
 		r = new_object(c, parent, name, mode, target, op, &ino);
+		/* a new file is made durable by its close, like its data */
 		if (r == 0)
-			r = hs_meta_commit(c);
+			r = op == HS_J_CREATE ? hs_meta_commit_deferred(c) :
+						hs_meta_commit(c);
 		if (r < 0)
 			hs_meta_rollback(c);
 	}
@@ -822,10 +831,19 @@ static int create_object(struct hs_cache *c, uint64_t parent, const char *name,
 int hs_cache_mknod(struct hs_cache *c, uint64_t parent, const char *name,
 		   mode_t mode, dev_t rdev, struct stat *ret, hs_deadline_t dl)
 {
+	int r;
+
 	if (!S_ISREG(mode))
 		return -EPERM; /* SFTP cannot make devices, fifos or sockets */
-	return create_object(c, parent, name, S_IFREG | (mode & 07777), NULL,
-			     HS_J_CREATE, ret, dl);
+	r = create_object(c, parent, name, S_IFREG | (mode & 07777), NULL,
+			  HS_J_CREATE, ret, dl);
+	if (r == 0) {
+		/* no close(2) follows a mknod(2): commit now */
+		pthread_mutex_lock(&c->db_lock);
+		r = hs_meta_flush(c);
+		pthread_mutex_unlock(&c->db_lock);
+	}
+	return r;
 }
 
 int hs_cache_mkdir(struct hs_cache *c, uint64_t parent, const char *name,

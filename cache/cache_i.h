@@ -208,6 +208,8 @@ void hs_meta_close(struct hs_cache *c);
 int hs_meta_exec(struct hs_cache *c, const char *sql);
 int hs_meta_begin(struct hs_cache *c);
 int hs_meta_commit(struct hs_cache *c);
+/* For changes to open files: committed by their close or soon after. */
+int hs_meta_commit_deferred(struct hs_cache *c);
 void hs_meta_rollback(struct hs_cache *c);
 /* Commits the open group now / if it is old enough; db_lock held. */
 int hs_meta_flush(struct hs_cache *c);
@@ -292,6 +294,8 @@ void hs_flusher_stop(struct hs_cache *c);
 /* cache.c */
 void hs_cache_fill_stat(struct hs_cache *c, const struct hs_inode *i, struct stat *st);
 void hs_cache_attr_in(struct hs_cache *c, const struct hs_attr *a, struct hs_inode *i);
+/* Host id of guest uid (@group 0) or gid (@group 1) @id. */
+uint32_t hs_cache_id_out(struct hs_cache *c, uint32_t id, int group);
 int64_t hs_cache_deadline_fetch(struct hs_cache *c);
 
 #endif

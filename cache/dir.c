@@ -353,7 +353,7 @@ static int refresh_once(struct hs_cache *c, uint64_t dir, int need,
 		}
 		hs_inode_release(&now);
 		if (r == 0)
-			r = hs_meta_commit(c);
+			r = hs_meta_commit_deferred(c); /* host state: can be listed again */
 		if (r < 0)
 			hs_meta_rollback(c);
 	}
@@ -437,7 +437,7 @@ int hs_cache_revalidate(struct hs_cache *c, uint64_t ino, int *ret_changed,
 		hs_inode_release(&x);
 	}
 	if (r == 0)
-		r = hs_meta_commit(c);
+		r = hs_meta_commit_deferred(c); /* host state: can be listed again */
 	else
 		hs_meta_rollback(c);
 	pthread_mutex_unlock(&c->db_lock);

@@ -249,8 +249,9 @@ int hs_file_persist(struct hs_cache *c, struct hs_file *f)
 					      f->trunc_min);
 		hs_bitmap_release(&all);
 	}
+	/* callers that promise durability (close, fsync) flush the group */
 	if (r == 0)
-		r = hs_meta_commit(c);
+		r = hs_meta_commit_deferred(c);
 	if (r < 0)
 		hs_meta_rollback(c);
 	pthread_mutex_unlock(&c->db_lock);
@@ -288,7 +289,7 @@ int hs_file_note_dirty(struct hs_cache *c, struct hs_file *f)
 	hs_inode_release(&in);
 	if (r < 0)
 		goto out_rollback;
-	r = hs_meta_commit(c);
+	r = hs_meta_commit_deferred(c); /* durable at close, with the data */
 	if (r < 0)
 		goto out_rollback;
 	f->jpending = 1;

@@ -243,6 +243,28 @@ static char *temp_name(const char *path)
 	return p;
 }
 
+/* A new file whose guest owner is not the login user's: ask the host for
+ * that owner too.  A host that may not give files away (a non-root login)
+ * keeps its owner; that is logged, not a failure of the upload. */
+static int send_owner(struct hs_cache *c, struct hs_transport *t,
+		      const char *path, const struct snap *s)
+{
+	struct hs_attr a = { 0 };
+	int r;
+
+	a.uid = hs_cache_id_out(c, s->uid, 0);
+	a.gid = hs_cache_id_out(c, s->gid, 1);
+	if (a.uid == c->remote_uid && a.gid == c->remote_gid)
+		return 0;
+	a.valid = HS_ATTR_UID | HS_ATTR_GID;
+	r = hs_tr_setattr(t, path, &a, call_dl(c));
+	if (r == -EPERM || r == -EACCES) {
+		hs_info("host kept the owner of '%s': %s", path, strerror(-r));
+		r = 0;
+	}
+	return r;
+}
+
 static int send_create(struct hs_cache *c, struct hs_transport *t,
 		       const struct hs_jentry *e, struct snap *s, uint64_t *bytes)
 {
@@ -273,6 +295,9 @@ static int send_create(struct hs_cache *c, struct hs_transport *t,
 	a.atime_ns = s->atime;
 	a.mtime_ns = s->mtime;
 	r = hs_tr_setattr(t, tmp, &a, call_dl(c));
+	if (r < 0)
+		goto out_unlink;
+	r = send_owner(c, t, tmp, s);
 	if (r < 0)
 		goto out_unlink;
 	r = hs_tr_rename(t, tmp, e->path, 0, call_dl(c));
@@ -527,7 +552,8 @@ static void *flusher_thread(void *arg)
 			hs_dir_host_changed(c, e.op == HS_J_DATA || !e.path ? s.hpath : e.path);
 			if (e.path2 && e.op != HS_J_SYMLINK)
 				hs_dir_host_changed(c, e.path2);
-			if (hs_meta_commit(c) < 0)
+			/* lost in a crash, the row is resent: idempotent */
+			if (hs_meta_commit_deferred(c) < 0)
 				hs_meta_rollback(c);
 		} else if (hs_tr_err_is_link(r) || t->broken) {
 			hs_journal_set_state(c, e.seq, HS_JS_PENDING, NULL);

@@ -130,12 +130,14 @@ int hs_meta_exec(struct hs_cache *c, const char *sql)
 }
 
 /*
- * Group commit.  Each operation runs in a savepoint inside one longer write
- * transaction, which is committed when it is GROUP_NS old (checked at the
- * end of each operation and by the flusher's loop), and at once by
- * hs_meta_flush(), which close(2) and fsync(2) call.  So a close costs one
- * commit however many operations preceded it, and an operation that is not
- * followed by a close is committed within a few tens of milliseconds.
+ * Group commit.  Each operation runs in a savepoint inside a write
+ * transaction.  hs_meta_commit() commits at once: a namespace change
+ * (mkdir, rename, unlink, ...) that returned survives a kill of the daemon.
+ * hs_meta_commit_deferred() is for changes to a file that is open - its
+ * creation, writes, attribute changes through the descriptor: the close(2)
+ * or fsync(2) of that file commits them (hs_meta_flush()), as the
+ * durability contract says, and the flusher commits a group left open
+ * longer than GROUP_NS.  So a file written and closed costs one commit.
  */
 #define GROUP_NS (20 * HS_NSEC_PER_MSEC)
 
@@ -179,7 +181,7 @@ int hs_meta_flush_if_old(struct hs_cache *c)
 	return 0;
 }
 
-int hs_meta_commit(struct hs_cache *c)
+static int release_op(struct hs_cache *c)
 {
 	int r;
 
@@ -187,9 +189,21 @@ int hs_meta_commit(struct hs_cache *c)
 		return -EINVAL;
 	r = hs_meta_exec(c, "RELEASE op");
 	c->in_op = 0;
-	if (r < 0)
-		return r;
-	return hs_meta_flush_if_old(c);
+	return r;
+}
+
+int hs_meta_commit(struct hs_cache *c)
+{
+	int r = release_op(c);
+
+	return r < 0 ? r : hs_meta_flush(c);
+}
+
+int hs_meta_commit_deferred(struct hs_cache *c)
+{
+	int r = release_op(c);
+
+	return r < 0 ? r : hs_meta_flush_if_old(c);
 }
 
 void hs_meta_rollback(struct hs_cache *c)
