@@ -144,6 +144,8 @@ struct hs_file {
 	int jpending;          /* a PENDING CREATE/DATA entry exists */
 	uint64_t dver;         /* data version the bitmaps belong to */
 	uint64_t kernel_dver;  /* data version the kernel's page cache holds */
+	int fetching;          /* a reader is fetching for this file */
+	pthread_cond_t fetched; /* signalled when that fetch ended */
 	uint64_t ra_next;      /* readahead: where the last fetch ended */
 	uint64_t ra_size;      /* readahead: current window, bytes */
 };

@@ -84,6 +84,14 @@ struct hs_file *hs_file_get(struct hs_cache *c, uint64_t ino)
 		f->fd = -1;
 		f->trunc_min = -1;
 		pthread_mutex_init(&f->lock, NULL);
+		{
+			pthread_condattr_t ca;
+
+			pthread_condattr_init(&ca);
+			pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+			pthread_cond_init(&f->fetched, &ca);
+			pthread_condattr_destroy(&ca);
+		}
 		hs_bitmap_init(&f->present);
 		hs_bitmap_init(&f->dirty);
 		hs_bitmap_init(&f->writing);
@@ -145,6 +153,7 @@ void hs_file_put(struct hs_cache *c, struct hs_file *f)
 	hs_bitmap_release(&f->dirty);
 	hs_bitmap_release(&f->writing);
 	pthread_mutex_destroy(&f->lock);
+	pthread_cond_destroy(&f->fetched);
 	free(f);
 	reclaim(c, ino);
 }
@@ -484,21 +493,30 @@ int hs_file_fetch(struct hs_cache *c, struct hs_file *f, uint64_t first,
 	pthread_mutex_lock(&f->lock);
 	r = 0;
 	if (f->dver == dver && hs_file_open_fd(c, f) == 0) {
-		for (b = first; b < last; b++) {
-			uint64_t boff = b * HS_BLOCK, blen;
+		uint64_t nb = HS_MIN(last, (f->size + HS_BLOCK - 1) / HS_BLOCK);
 
-			if (hs_bitmap_test(&f->present, b) || boff >= f->size)
-				continue;
-			blen = HS_MIN(HS_BLOCK, f->size - boff);
+		/* land each run of blocks still ABSENT with one pwrite */
+		for (b = first; b < nb;) {
+			uint64_t e, boff, blen;
+
+			b = hs_bitmap_next_clear(&f->present, b, nb);
+			if (b == HS_BITMAP_NONE)
+				break;
+			e = hs_bitmap_next_set(&f->present, b, nb);
+			if (e == HS_BITMAP_NONE)
+				e = nb;
+			boff = b * HS_BLOCK;
+			blen = HS_MIN(e * HS_BLOCK, f->size) - boff;
 			if (pwrite(f->fd, buf + (boff - first * HS_BLOCK), blen,
 				   (off_t)boff) != (ssize_t)blen) {
 				r = -errno;
 				break;
 			}
-			r = hs_bitmap_set(&f->present, b, b + 1);
+			r = hs_bitmap_set(&f->present, b, e);
 			if (r < 0)
 				break;
 			f->map_dirty = 1;
+			b = e;
 		}
 	}
 	pthread_mutex_unlock(&f->lock);
@@ -575,7 +593,7 @@ ssize_t hs_cache_read(struct hs_cache *c, struct hs_handle *h, void *buf,
 	int tries, r;
 	ssize_t n;
 
-	for (tries = 0; tries < 4; tries++) {
+	for (tries = 0; tries < 4;) {
 		pthread_mutex_lock(&f->lock);
 		r = hs_file_load(c, f);
 		if (r == 0)
@@ -598,6 +616,21 @@ ssize_t hs_cache_read(struct hs_cache *c, struct hs_handle *h, void *buf,
 			pthread_mutex_unlock(&f->lock);
 			return n < 0 ? -errno : n;
 		}
+		/* One fetch per file at a time: the kernel's parallel
+		 * readahead requests wait for the window being fetched
+		 * instead of fetching it again. */
+		if (f->fetching) {
+			struct timespec ts = hs_deadline_ts(dl);
+
+			if (pthread_cond_clockwait(&f->fetched, &f->lock,
+						   CLOCK_MONOTONIC, &ts) == ETIMEDOUT) {
+				pthread_mutex_unlock(&f->lock);
+				return -ETIMEDOUT;
+			}
+			pthread_mutex_unlock(&f->lock);
+			continue;
+		}
+		tries++;
 		/* Readahead: grow the window while reads stay sequential. */
 		if (miss * HS_BLOCK == f->ra_next)
 			f->ra_size = HS_MIN(f->ra_size * 2, RA_MAX);
@@ -615,8 +648,13 @@ ssize_t hs_cache_read(struct hs_cache *c, struct hs_handle *h, void *buf,
 				end = p;
 		}
 		f->ra_next = end * HS_BLOCK;
+		f->fetching = 1;
 		pthread_mutex_unlock(&f->lock);
 		r = hs_file_fetch(c, f, miss, end, dl);
+		pthread_mutex_lock(&f->lock);
+		f->fetching = 0;
+		pthread_cond_broadcast(&f->fetched);
+		pthread_mutex_unlock(&f->lock);
 		if (r < 0)
 			return r;
 	}
