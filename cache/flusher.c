@@ -407,7 +407,7 @@ static void record(struct hs_cache *c, const struct hs_jentry *e,
 		break;
 	case HS_J_CREATE:
 		hs_meta_set_hpath(c, e->ino, e->path);
-		/* fall through */
+		__attribute__((fallthrough));
 	case HS_J_DATA:
 		st = hs_meta_prepare(c, version);
 		if (st && s->f) {

@@ -907,6 +907,10 @@ static ssize_t sftp_pread(struct hs_transport *t, struct hs_tr_file *f,
 		libssh2_sftp_seek64(f->h, off);
 	f->rd_valid = 0;
 	while (got < len) {
+		/* a short read is allowed: never run past the deadline while
+		 * data keeps flowing */
+		if (got && hs_deadline_passed(dl))
+			break;
 		n = libssh2_sftp_read(f->h, (char *)buf + got, len - got);
 		if (n == LIBSSH2_ERROR_EAGAIN) {
 			r = wait_socket(s, dl);

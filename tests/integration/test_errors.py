@@ -1,0 +1,146 @@
+# SPDX-License-Identifier: MIT
+"""The mount program's own failures: one clear line on stderr, a non-zero
+exit, nothing mounted and no process left behind.  hostshare only: the
+messages are hostshare's."""
+
+import os
+import re
+import subprocess
+import time
+
+import pytest
+
+import harness
+from harness import Sshd, free_port, hostshare_bin, is_mounted, pid_cmdline
+
+pytestmark = pytest.mark.hostshare_only
+
+
+def hs(args, timeout=30):
+    """Runs the mount program as a user would (no -f); returns
+    (exit status, stdout, stderr, seconds)."""
+    exe = hostshare_bin()
+    assert os.access(exe, os.X_OK), "%s is not built" % exe
+    t0 = time.monotonic()
+    p = subprocess.Popen([exe] + args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, start_new_session=True)
+    harness.register_proc(p)
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.communicate()
+        pytest.fail("hostshare %s did not return within %ds" % (" ".join(args), timeout))
+    finally:
+        harness.unregister_proc(p)
+    return p.returncode, out.decode(errors="replace"), err.decode(errors="replace"), \
+        time.monotonic() - t0
+
+
+def opts(sshd, cache_dir, key=None, known_hosts=None, port=None, extra=()):
+    o = ["IdentityFile=" + (key or sshd.key),
+         "UserKnownHostsFile=" + (known_hosts or sshd.known_hosts),
+         "StrictHostKeyChecking=yes",
+         "cache_dir=" + cache_dir,
+         "port=%d" % (port or sshd.port)] + list(extra)
+    return ["-o", ",".join(o)]
+
+
+def leftover_daemons(mountpoint):
+    found = []
+    for name in os.listdir("/proc"):
+        if name.isdigit() and int(name) != os.getpid():
+            argv = pid_cmdline(int(name))
+            if argv and os.path.basename(argv[0]) == "hostshare" and mountpoint in argv:
+                found.append(int(name))
+    return found
+
+
+def one_line_failure(result, mountpoint, *needles):
+    rc, out, err, secs = result
+    assert rc != 0, "expected a failure, got exit 0 (stdout %r, stderr %r)" % (out, err)
+    for m in harness.SANITIZER_MARKERS:
+        assert m not in err, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, "expected one line on stderr, got %d:\n%s" % (len(lines), err)
+    line = lines[0].lower()
+    if needles:
+        assert any(n.lower() in line for n in needles), \
+            "%r mentions none of %r" % (lines[0], needles)
+    if os.path.isdir(mountpoint):
+        assert not is_mounted(mountpoint), "%s is mounted after a failure" % mountpoint
+    stray = leftover_daemons(mountpoint)
+    for pid in stray:
+        harness.stop_pid(pid, mountpoint)
+    assert not stray, "hostshare processes left behind: %r" % stray
+    return lines[0]
+
+
+@pytest.fixture
+def where(test_dir):
+    mnt = os.path.join(test_dir, "mnt")
+    cache = os.path.join(test_dir, "cache")
+    host = os.path.join(test_dir, "host")
+    for d in (mnt, cache, host):
+        os.makedirs(d)
+    return mnt, cache, host
+
+
+def test_unreachable_host(sshd, where):
+    mnt, cache, host = where
+    port = free_port()                       # nothing listens there
+    r = hs(opts(sshd, cache, port=port) + [sshd.source(host), mnt])
+    one_line_failure(r, mnt, "connect", "refused")
+    assert r[3] < 15, "took %.1fs to report an unreachable host" % r[3]
+
+
+def test_wrong_host_key(sshd, where, test_dir):
+    mnt, cache, host = where
+    other = os.path.join(test_dir, "other_host_key")
+    pub = Sshd.keygen(other, "not-the-server")
+    kh = os.path.join(test_dir, "known_hosts")
+    with open(kh, "w") as f:
+        f.write(sshd.known_hosts_line(pub) + "\n")
+    r = hs(opts(sshd, cache, known_hosts=kh) + [sshd.source(host), mnt])
+    one_line_failure(r, mnt, "host key")
+
+
+def test_bad_identity(sshd, where, test_dir):
+    mnt, cache, host = where
+    key = os.path.join(test_dir, "stranger_key")
+    Sshd.keygen(key, "not-authorized")
+    r = hs(opts(sshd, cache, key=key) + [sshd.source(host), mnt])
+    one_line_failure(r, mnt, "authentication")
+
+
+def test_missing_remote_dir(sshd, where):
+    mnt, cache, host = where
+    missing = os.path.join(host, "no", "such", "dir")
+    r = hs(opts(sshd, cache) + [sshd.source(missing), mnt])
+    one_line_failure(r, mnt, "does not exist")
+
+
+def test_missing_mountpoint(sshd, where):
+    mnt, cache, host = where
+    missing = os.path.join(mnt, "not-there")
+    r = hs(opts(sshd, cache) + [sshd.source(host), missing])
+    one_line_failure(r, missing, missing, "mountpoint", "mount point")
+
+
+def test_unknown_option(sshd, where):
+    mnt, cache, host = where
+    r = hs(opts(sshd, cache, extra=["no_such_option_xyz=1"]) + [sshd.source(host), mnt])
+    one_line_failure(r, mnt, "no_such_option_xyz")
+
+
+def test_version():
+    rc, out, err, _ = hs(["--version"])
+    assert rc == 0, err
+    assert re.search(r"\d+\.\d+", out + err), "no version number in %r" % (out + err)
+
+
+def test_help():
+    rc, out, err, _ = hs(["--help"])
+    assert rc == 0, err
+    text = (out + err).lower()
+    assert "usage" in text and "mountpoint" in text.replace(" ", ""), text[:2000]
