@@ -1171,7 +1171,7 @@ int hs_cache_rename(struct hs_cache *c, uint64_t parent, const char *name,
 	if (r == 0)
 		r = hs_meta_add_dentry(c, newparent, newname, ino);
 	if (r == 0 && !S_ISDIR(x.mode) && !x.hpath)
-		r = hs_journal_renamed(c, ino, to, &folded);
+		r = hs_journal_renamed(c, ino, to, replaced, &folded);
 	if (r == 0 && !folded) {
 		memset(&e, 0, sizeof(e));
 		e.op = HS_J_RENAME;

@@ -250,7 +250,7 @@ int hs_journal_has_pending_create(struct hs_cache *c, uint64_t ino);
 /* Coalescing, see journal.c. */
 int hs_journal_unlinked(struct hs_cache *c, uint64_t ino, int *ret_dropped);
 int hs_journal_renamed(struct hs_cache *c, uint64_t ino, const char *to,
-		       int *ret_folded);
+		       int replaced, int *ret_folded);
 int hs_journal_next(struct hs_cache *c, int64_t after, struct hs_jentry *ret);
 int hs_journal_set_state(struct hs_cache *c, int64_t seq, int state, const char *error);
 int hs_journal_done(struct hs_cache *c, const struct hs_jentry *e);

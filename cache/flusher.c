@@ -357,6 +357,21 @@ static int send_simple(struct hs_cache *c, struct hs_transport *t,
 			r = 0;
 		return r;
 	case HS_J_SYMLINK:
+		if (e->flags & HS_JF_REPLACED) {
+			/* replaces a name: make it aside, rename it over */
+			char *tmp = temp_name(e->path);
+
+			if (!tmp)
+				return -ENOMEM;
+			r = hs_tr_symlink(t, e->path2, tmp, call_dl(c));
+			if (r == 0) {
+				r = hs_tr_rename(t, tmp, e->path, 0, call_dl(c));
+				if (r < 0 && !t->broken)
+					hs_tr_unlink(t, tmp, call_dl(c));
+			}
+			free(tmp);
+			return r;
+		}
 		r = hs_tr_symlink(t, e->path2, e->path, call_dl(c));
 		if (r == -EEXIST &&
 		    hs_tr_readlink(t, e->path, buf, sizeof(buf), call_dl(c)) >= 0 &&

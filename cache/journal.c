@@ -18,7 +18,9 @@
  *     replaced another name becomes an UNLINK of that name.
  *   - created then renamed (the editor's write-temp-then-rename): the
  *     CREATE moves to the rename's place with the new path, so the content
- *     is uploaded once, straight to its final name.
+ *     is uploaded once, straight to its final name.  If the rename replaced
+ *     a name, the moved CREATE carries REPLACED; should it be dropped or
+ *     moved again later, an UNLINK of that name stays in its place.
  *   - data and attribute changes of a file whose CREATE is pending append
  *     nothing: the CREATE sends the content and attributes current at the
  *     time it runs.
@@ -134,9 +136,11 @@ static int has_blocker(struct hs_cache *c, uint64_t ino)
 
 int hs_journal_unlinked(struct hs_cache *c, uint64_t ino, int *ret_dropped)
 {
+	/* what replaced another name must still remove it from the host */
 	static const char conv[] =
-		"UPDATE journal SET op=5, ino=0, path=path2, path2=NULL, flags=0"
-		" WHERE ino=? AND state=0 AND op=7 AND (flags & 1)";
+		"UPDATE journal SET op=5, ino=0, path=CASE op WHEN 7 THEN path2"
+		" ELSE path END, path2=NULL, flags=0"
+		" WHERE ino=? AND state=0 AND op IN (2,7,8) AND (flags & 1)";
 	static const char del[] = "DELETE FROM journal WHERE ino=? AND state=0";
 	sqlite3_stmt *st;
 	int r, n;
@@ -171,8 +175,13 @@ int hs_journal_unlinked(struct hs_cache *c, uint64_t ino, int *ret_dropped)
 }
 
 int hs_journal_renamed(struct hs_cache *c, uint64_t ino, const char *to,
-		       int *ret_folded)
+		       int replaced, int *ret_folded)
 {
+	/* a CREATE that had replaced a name leaves the removal of that name
+	 * in its place */
+	static const char conv[] =
+		"UPDATE journal SET op=5, ino=0, path2=NULL, flags=0"
+		" WHERE ino=? AND state=0 AND op IN (2,8) AND (flags & 1)";
 	static const char get[] = "SELECT op, path2, mode FROM journal WHERE ino=?"
 				  " AND state=0 AND op IN (2,8) ORDER BY seq LIMIT 1";
 	static const char del[] = "DELETE FROM journal WHERE ino=? AND state=0"
@@ -206,7 +215,8 @@ int hs_journal_renamed(struct hs_cache *c, uint64_t ino, const char *to,
 		hs_jentry_release(&e);
 		return -ENOMEM;
 	}
-	st = hs_meta_prepare(c, del);
+	e.flags = replaced ? HS_JF_REPLACED : 0;
+	st = hs_meta_prepare(c, conv);
 	if (!st) {
 		hs_jentry_release(&e);
 		return -EIO;
@@ -214,6 +224,15 @@ int hs_journal_renamed(struct hs_cache *c, uint64_t ino, const char *to,
 	sqlite3_bind_int64(st, 1, (int64_t)ino);
 	r = step(c, st);
 	n = sqlite3_changes(c->db);
+	st = hs_meta_prepare(c, del);
+	if (!st) {
+		hs_jentry_release(&e);
+		return -EIO;
+	}
+	sqlite3_bind_int64(st, 1, (int64_t)ino);
+	if (r == 0)
+		r = step(c, st);
+	n += sqlite3_changes(c->db);
 	if (r == 0)
 		r = add_local(c, ino, -n);
 	if (r == 0)
