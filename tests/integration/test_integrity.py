@@ -121,3 +121,146 @@ def test_random_operations(mount_factory, mounter, seed, timing):
     check_guest(mnt, model)
     check_host(mnt, model)
     timing("random operations (seed %d)" % seed, "400 steps, %d files at the end" % len(model))
+
+
+# ------------------------------------------------- trees: folders move too
+
+def tree_snapshot(root):
+    """{relative path: bytes or None for a folder} of everything below root."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for d in dirnames:
+            out[os.path.relpath(os.path.join(dirpath, d), root)] = None
+        for n in filenames:
+            p = os.path.join(dirpath, n)
+            with open(p, "rb") as f:
+                out[os.path.relpath(p, root)] = f.read()
+    return out
+
+
+def tree_step(rng, mnt, model):
+    dirs = [p for p, v in model.items() if v is None]
+    files = [p for p, v in model.items() if v is not None]
+    parent = rng.choice([""] + dirs)
+    new = os.path.join(parent, "n%d" % rng.randrange(8))
+    op = rng.random()
+    if op < 0.25:
+        if new not in model:
+            data = os.urandom(rng.randrange(0, 20000))
+            with open(mnt.guest(new), "wb") as f:
+                f.write(data)
+            model[new] = data
+    elif op < 0.4:
+        if new not in model:
+            os.mkdir(mnt.guest(new))
+            model[new] = None
+    elif op < 0.55 and files:
+        p = rng.choice(files)
+        data = os.urandom(rng.randrange(1, 5000))
+        with open(mnt.guest(p), "ab") as f:
+            f.write(data)
+        model[p] = model[p] + data
+    elif op < 0.65 and files:
+        p = rng.choice(files)
+        os.unlink(mnt.guest(p))
+        del model[p]
+    elif op < 0.72 and dirs:
+        p = rng.choice(dirs)
+        if not any(k.startswith(p + "/") for k in model):
+            os.rmdir(mnt.guest(p))
+            del model[p]
+    elif op < 1.0 and (files or dirs):
+        src = rng.choice(files + dirs)
+        if new == src or new.startswith(src + "/") or new in model:
+            return
+        os.rename(mnt.guest(src), mnt.guest(new))
+        moved = {k: v for k, v in model.items() if k == src or k.startswith(src + "/")}
+        for k, v in moved.items():
+            del model[k]
+            model[new + k[len(src):]] = v
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("seed", [11, 12, 13, 14])
+@pytest.mark.parametrize("delay", [0, 600000])
+def test_random_tree_operations(mount_factory, mounter, seed, delay, timing):
+    """delay 0: the flusher races the guest's changes (and listings);
+    delay 600000: everything is replayed from the journal at once."""
+    rng = random.Random(seed)
+    opts = ["writeback_delay=%d" % delay, "attr_timeout=0.2"]
+    mnt = mount_factory(options=opts if mounter == "hostshare" else [])
+    model = {}
+    for i in range(300):
+        tree_step(rng, mnt, model)
+        if i % 50 == 49:
+            assert tree_snapshot(mnt.guest("")) == model, "guest tree differs at step %d" % i
+        if i % 100 == 99:
+            mnt.flush()
+            assert tree_snapshot(mnt.host()) == model, "host tree differs at step %d" % i
+        if i == 149 and mounter == "hostshare":
+            assert mnt.unmount() == 0
+            mnt.mount()
+    mnt.flush()
+    assert tree_snapshot(mnt.host()) == model
+    timing("random tree operations (seed %d)" % seed, "%d names at the end" % len(model))
+
+
+# ------------------------------------------------- threads at once
+
+@pytest.mark.timeout(300)
+def test_concurrent_writers(mnt):
+    """Four threads write interleaved, unaligned pieces of one file and of
+    a file each, while a fifth keeps reading; the result is exact in the
+    guest and on the host."""
+    import threading
+
+    size = 2 << 20
+    shared = bytearray(size)
+    own = {}
+    errors = []
+    with open(mnt.guest("shared"), "wb") as f:
+        f.truncate(size)
+
+    def writer(k):
+        try:
+            rng = random.Random(k)
+            mine = bytearray()
+            fd = os.open(mnt.guest("shared"), os.O_WRONLY)
+            with open(mnt.guest("own%d" % k), "wb") as f:
+                for i in range(200):
+                    piece = os.urandom(rng.randrange(1, 9000))
+                    f.write(piece)
+                    mine += piece
+                    # stripes of 1000 bytes belong to writer k
+                    off = (i * 4 + k) * 1000 % (size - 1000)
+                    os.pwrite(fd, piece[:1000].ljust(1000, b"\1"), off)
+                    shared[off:off + 1000] = piece[:1000].ljust(1000, b"\1")
+            os.close(fd)
+            own[k] = bytes(mine)
+        except Exception as e:  # reported below
+            errors.append(e)
+
+    def reader(stop):
+        while not stop.is_set():
+            with open(mnt.guest("shared"), "rb") as f:
+                assert len(f.read()) == size
+
+    stop = threading.Event()
+    rd = threading.Thread(target=reader, args=(stop,))
+    rd.start()
+    ts = [threading.Thread(target=writer, args=(k,)) for k in range(4)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    stop.set()
+    rd.join()
+    assert not errors, errors
+    with open(mnt.guest("shared"), "rb") as f:
+        assert f.read() == bytes(shared)
+    mnt.flush()
+    with open(mnt.host("shared"), "rb") as f:
+        assert f.read() == bytes(shared)
+    for k, data in own.items():
+        with open(mnt.host("own%d" % k), "rb") as f:
+            assert f.read() == data, "own%d" % k
