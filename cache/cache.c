@@ -437,12 +437,33 @@ static int getattr_locked(struct hs_cache *c, uint64_t ino, struct stat *st)
 	return 0;
 }
 
+/* A folder's link count: 2 + its subfolders (as far as the cache knows
+ * them; SFTP does not say). */
+static int dir_nlink(struct hs_cache *c, uint64_t ino)
+{
+	static const char sql[] =
+		"SELECT count(*) FROM dentry d JOIN inode i ON d.ino=i.ino"
+		" WHERE d.parent=? AND (i.mode & 61440) = 16384";
+	sqlite3_stmt *st = hs_meta_prepare(c, sql);
+	int n = 0;
+
+	if (!st)
+		return 2;
+	sqlite3_bind_int64(st, 1, (int64_t)ino);
+	if (sqlite3_step(st) == SQLITE_ROW)
+		n = sqlite3_column_int(st, 0);
+	sqlite3_reset(st);
+	return 2 + n;
+}
+
 static int finish_stat(struct hs_cache *c, uint64_t ino, struct stat *st)
 {
 	int r;
 
 	pthread_mutex_lock(&c->db_lock);
 	r = getattr_locked(c, ino, st);
+	if (r == 0 && S_ISDIR(st->st_mode))
+		st->st_nlink = (nlink_t)dir_nlink(c, ino);
 	pthread_mutex_unlock(&c->db_lock);
 	if (r == 0 && S_ISREG(st->st_mode))
 		hs_file_overlay(c, ino, st);

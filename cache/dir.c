@@ -468,7 +468,10 @@ int hs_cache_opendir(struct hs_cache *c, uint64_t ino, struct hs_dir **ret,
 		     hs_deadline_t dl)
 {
 	static const char sql[] =
-		"SELECT d.name, i.ino, i.mode, i.uid, i.gid, i.nlink, i.size,"
+		"SELECT d.name, i.ino, i.mode, i.uid, i.gid, CASE WHEN"
+		" (i.mode & 61440) = 16384 THEN 2 + (SELECT count(*) FROM dentry d2"
+		" JOIN inode i2 ON d2.ino=i2.ino WHERE d2.parent=i.ino AND"
+		" (i2.mode & 61440) = 16384) ELSE i.nlink END, i.size,"
 		" i.atime, i.mtime, i.ctime FROM dentry d JOIN inode i"
 		" ON d.ino=i.ino WHERE d.parent=?";
 	struct hs_dir *d;

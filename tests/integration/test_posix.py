@@ -593,3 +593,17 @@ def test_daemon_mode_ready_on_return(mount_factory, mounter):
     status = m.unmount()
     assert status == 0
     assert not m.mounted
+
+
+def test_dir_nlink(mnt):
+    """A folder's link count is 2 plus its subfolders (stat and ls -l)."""
+    os.mkdir(mnt.guest("D"))
+    assert os.stat(mnt.guest("D")).st_nlink == 2
+    os.mkdir(mnt.guest("D", "a"))
+    os.mkdir(mnt.guest("D", "b"))
+    with open(mnt.guest("D", "f"), "wb"):
+        pass
+    assert os.stat(mnt.guest("D")).st_nlink == 4
+    os.rmdir(mnt.guest("D", "a"))
+    assert os.stat(mnt.guest("D")).st_nlink == 3
+    assert {e.name: e.stat().st_nlink for e in os.scandir(mnt.guest()) if e.name == "D"} == {"D": 3}
