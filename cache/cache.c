@@ -1281,7 +1281,7 @@ int hs_cache_get_status(struct hs_cache *c, struct hs_cache_status *ret)
 
 	memset(ret, 0, sizeof(*ret));
 	snprintf(ret->source, sizeof(ret->source), "%s", c->source);
-	snprintf(ret->transport, sizeof(ret->transport), "%s", "sftp");
+	snprintf(ret->transport, sizeof(ret->transport), "%s", hs_link_wire(c->link));
 	snprintf(ret->cache_dir, sizeof(ret->cache_dir), "%s", c->dir);
 	ret->link = hs_link_get_state(c->link, &ret->link_since_ns);
 	hs_link_last_error(c->link, ret->last_error, sizeof(ret->last_error));

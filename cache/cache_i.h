@@ -105,6 +105,8 @@ void hs_link_last_error(struct hs_link *l, char *buf, size_t size);
 /* Remote login ids (from the first connection); (uint32_t)-1 unknown. */
 void hs_link_remote_ids(struct hs_link *l, uint32_t *uid, uint32_t *gid);
 unsigned hs_link_caps(struct hs_link *l);
+/* Name of the wire ("sftp"), "?" before the first connection. */
+const char *hs_link_wire(struct hs_link *l);
 
 /* ---- file.c: in-memory state of a file's data ---- */
 

@@ -7,8 +7,8 @@
  * the host.  A refresh lists the host folder with attributes in one call and
  * merges it under one transaction:
  *   - a host name the guest does not have is added, unless some inode still
- *     sits at that host path (renamed or deleted in the guest, not yet
- *     replayed);
+ *     sits at that host path or a journal row still removes or moves it
+ *     (renamed or deleted in the guest, not yet replayed);
  *   - a guest entry whose inode is the host object at that path and has no
  *     pending journal rows takes the host's attributes; if size or mtime
  *     changed, its cached data is dropped (data version bumped);
@@ -97,6 +97,22 @@ static int same_version(const struct hs_inode *x, const struct hs_attr *a)
 	       x->host_mtime / HS_NSEC_PER_SEC == a->mtime_ns / HS_NSEC_PER_SEC;
 }
 
+/* True if a journal row still has to remove or move away host path @hp. */
+static int removal_pending(struct hs_cache *c, const char *hp)
+{
+	static const char sql[] = "SELECT 1 FROM journal WHERE path=? AND"
+				  " op IN (5,6,7) AND state<>2 LIMIT 1";
+	sqlite3_stmt *st = hs_meta_prepare(c, sql);
+	int found;
+
+	if (!st)
+		return 0;
+	sqlite3_bind_text(st, 1, hp, -1, SQLITE_STATIC);
+	found = sqlite3_step(st) == SQLITE_ROW;
+	sqlite3_reset(st);
+	return found;
+}
+
 /* Merges one host entry; appends to @inval inodes whose data went stale. */
 static int merge_one(struct hs_cache *c, uint64_t dir, const char *dhpath,
 		     const struct hent *h, uint64_t *inval, size_t *ninval)
@@ -136,7 +152,7 @@ static int merge_one(struct hs_cache *c, uint64_t dir, const char *dhpath,
 	if (r != -ENOENT)
 		goto out;
 	r = 0;
-	if (hs_meta_by_hpath(c, hp))
+	if (hs_meta_by_hpath(c, hp) || removal_pending(c, hp))
 		goto out; /* moved or deleted in the guest, not replayed yet */
 	memset(&n, 0, sizeof(n));
 	hs_cache_attr_in(c, &h->attr, &n);

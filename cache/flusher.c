@@ -37,6 +37,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <unistd.h>
 
 #define CHUNK (4U << 20)
@@ -232,13 +233,19 @@ static int send_data(struct hs_cache *c, struct hs_transport *t,
 	return hs_tr_setattr(t, s->hpath, &a, call_dl(c));
 }
 
+/* A fresh temporary name beside @path.  The random part comes from the
+ * kernel: names must not repeat across restarts of the daemon, or a send
+ * cut short by a crash would collide with its own leftover. */
 static char *temp_name(const char *path)
 {
 	const char *slash = strrchr(path, '/');
+	uint64_t rnd;
 	char *p;
 
-	if (asprintf(&p, "%.*s/.hs-tmp.%.40s.%08x", (int)(slash - path), path,
-		     slash + 1, (unsigned)random()) < 0)
+	if (getrandom(&rnd, sizeof(rnd), 0) != sizeof(rnd))
+		rnd = (uint64_t)hs_now_ns() ^ ((uint64_t)getpid() << 32);
+	if (asprintf(&p, "%.*s/.hs-tmp.%.40s.%016llx", (int)(slash - path), path,
+		     slash + 1, (unsigned long long)rnd) < 0)
 		return NULL;
 	return p;
 }
@@ -567,8 +574,10 @@ static void *flusher_thread(void *arg)
 			hs_dir_host_changed(c, e.op == HS_J_DATA || !e.path ? s.hpath : e.path);
 			if (e.path2 && e.op != HS_J_SYMLINK)
 				hs_dir_host_changed(c, e.path2);
-			/* lost in a crash, the row is resent: idempotent */
-			if (hs_meta_commit_deferred(c) < 0)
+			/* committed at once: until it is, the cache does not
+			 * know what the host now holds (a crash in between
+			 * resends the row, which is idempotent) */
+			if (hs_meta_commit(c) < 0)
 				hs_meta_rollback(c);
 		} else if (hs_tr_err_is_link(r) || t->broken) {
 			hs_journal_set_state(c, e.seq, HS_JS_PENDING, NULL);

@@ -55,6 +55,7 @@ struct hs_link {
 	char last_error[256];
 	uint32_t ruid, rgid;
 	unsigned caps;
+	const char *wire; /* ops->name of the first connection */
 	int have_ids;
 
 	pthread_t thr;
@@ -123,6 +124,7 @@ static void install(struct hs_link *l, int slot, struct hs_transport *t)
 		l->ruid = t->remote_uid;
 		l->rgid = t->remote_gid;
 		l->caps = t->caps;
+		l->wire = t->ops->name;
 		l->have_ids = 1;
 	}
 	set_state(l);
@@ -367,4 +369,14 @@ unsigned hs_link_caps(struct hs_link *l)
 	caps = l->caps;
 	pthread_mutex_unlock(&l->lock);
 	return caps;
+}
+
+const char *hs_link_wire(struct hs_link *l)
+{
+	const char *w;
+
+	pthread_mutex_lock(&l->lock);
+	w = l->wire ? l->wire : "?";
+	pthread_mutex_unlock(&l->lock);
+	return w;
 }

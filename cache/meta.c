@@ -58,7 +58,8 @@ static const char schema[] =
 	" size INTEGER NOT NULL DEFAULT 0, atime INTEGER NOT NULL DEFAULT 0,"
 	" mtime INTEGER NOT NULL DEFAULT 0, created INTEGER NOT NULL DEFAULT 0,"
 	" error TEXT);"
-	"CREATE INDEX IF NOT EXISTS journal_ino ON journal(ino, state);";
+	"CREATE INDEX IF NOT EXISTS journal_ino ON journal(ino, state);"
+	"CREATE INDEX IF NOT EXISTS journal_path ON journal(path);";
 
 /* Prepared statements, keyed by the address of their SQL text (callers
  * pass string literals).  Protected by db_lock like the connection. */
