@@ -1252,14 +1252,27 @@ int hs_cache_statfs(struct hs_cache *c, struct statvfs *ret)
 	return 0;
 }
 
+/* Bytes the cache files take on disk.  Walking them costs a stat per
+ * file, so the answer is reused for CACHE_BYTES_TTL (status and the flush
+ * progress ask twice a second). */
+#define CACHE_BYTES_TTL (5 * HS_NSEC_PER_SEC)
+
 static uint64_t cache_bytes(struct hs_cache *c)
 {
+	static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 	char path[4096 + 16];
 	uint64_t total = 0;
 	struct dirent *de;
 	struct stat st;
 	unsigned i;
 	DIR *d;
+
+	pthread_mutex_lock(&lock);
+	if (c->cache_bytes_at && hs_now_ns() - c->cache_bytes_at < CACHE_BYTES_TTL) {
+		total = c->cache_bytes;
+		pthread_mutex_unlock(&lock);
+		return total;
+	}
 
 	for (i = 0; i < 256; i++) {
 		snprintf(path, sizeof(path), "%s/%02x", c->datadir, i);
@@ -1272,6 +1285,9 @@ static uint64_t cache_bytes(struct hs_cache *c)
 				total += (uint64_t)st.st_blocks * 512;
 		closedir(d);
 	}
+	c->cache_bytes = total;
+	c->cache_bytes_at = hs_now_ns();
+	pthread_mutex_unlock(&lock);
 	return total;
 }
 
@@ -1299,9 +1315,9 @@ int hs_cache_get_status(struct hs_cache *c, struct hs_cache_status *ret)
 
 int hs_cache_sync(struct hs_cache *c, hs_deadline_t dl)
 {
-	uint64_t pending = 0, bytes, failed = 0;
+	uint64_t failed = 0;
 	struct timespec ts;
-	int r = 0;
+	int r = 0, busy;
 
 	pthread_mutex_lock(&c->flush_lock);
 	c->force++;
@@ -1309,10 +1325,12 @@ int hs_cache_sync(struct hs_cache *c, hs_deadline_t dl)
 	pthread_mutex_unlock(&c->flush_lock);
 	for (;;) {
 		pthread_mutex_lock(&c->db_lock);
-		r = hs_journal_counts(c, &pending, &bytes, &failed);
+		busy = hs_journal_busy(c, &failed);
 		pthread_mutex_unlock(&c->db_lock);
-		if (r < 0 || pending == 0)
+		if (busy <= 0) {
+			r = busy;
 			break;
+		}
 		if (hs_deadline_passed(dl)) {
 			r = hs_link_get_state(c->link, NULL) == HS_LINK_CONNECTED ?
 				    -ETIMEDOUT : -ENOTCONN;

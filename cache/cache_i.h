@@ -78,10 +78,12 @@ void hs_jentry_release(struct hs_jentry *e);
 
 /* ---- link.c: connections to the host ---- */
 
+#define HS_FLUSHERS 4 /* flush connections: new files go up in parallel */
+
 enum hs_slot {
 	HS_SLOT_FETCH = 0, /* lookups, listings, cold reads (FUSE workers) */
-	HS_SLOT_FLUSH = 1, /* the flusher */
-	HS_NSLOTS = 2,
+	HS_SLOT_FLUSH = 1, /* the flusher; HS_SLOT_FLUSH + k for batches */
+	HS_NSLOTS = 1 + HS_FLUSHERS,
 };
 
 struct hs_link;
@@ -200,6 +202,9 @@ struct hs_cache {
 
 	sem_t fetch_sem;            /* bounds FUSE workers waiting on the host */
 
+	uint64_t cache_bytes;       /* last walk of the data folder, and */
+	int64_t cache_bytes_at;     /* when (monotonic ns); see cache_bytes() */
+
 	pthread_mutex_t stat_lock;  /* protects statfs cache */
 	struct statvfs statfs;
 	int have_statfs;
@@ -255,10 +260,15 @@ int hs_journal_renamed(struct hs_cache *c, uint64_t ino, const char *to,
 		       int replaced, int *ret_folded);
 int hs_journal_next(struct hs_cache *c, int64_t after, struct hs_jentry *ret);
 int hs_journal_set_state(struct hs_cache *c, int64_t seq, int state, const char *error);
+/* PENDING -> RUNNING for the flusher, re-reading the row; -ESTALE if it was
+ * coalesced away or started since @e was read. */
+int hs_journal_claim(struct hs_cache *c, struct hs_jentry *e);
 int hs_journal_done(struct hs_cache *c, const struct hs_jentry *e);
 int hs_journal_counts(struct hs_cache *c, uint64_t *ret_pending,
 		      uint64_t *ret_bytes, uint64_t *ret_failed);
 void hs_journal_wake(struct hs_cache *c);
+/* 1 while rows wait to be sent (cheap), else 0 with the refused count. */
+int hs_journal_busy(struct hs_cache *c, uint64_t *ret_failed);
 
 /* file.c */
 struct hs_file *hs_file_get(struct hs_cache *c, uint64_t ino);

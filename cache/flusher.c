@@ -27,8 +27,9 @@
  * (EACCES, ENOSPC, ...) marks the row FAILED with the reason, logs it once
  * and goes on; the guest keeps its data.
  *
- * Thread model: one flusher thread per cache; it holds no lock while
- * talking to the host.
+ * Thread model: one flusher thread per cache, plus one short-lived thread
+ * per extra row of a parallel batch; none holds a lock while talking to
+ * the host.
  */
 #include "cache_i.h"
 
@@ -516,21 +517,140 @@ static int stopping(struct hs_cache *c)
 	return s;
 }
 
+/* One row being sent: filled by the loop, outcome by send_row(). */
+struct job {
+	struct hs_cache *c;
+	struct hs_transport *t; /* lent by the link for this row */
+	struct hs_jentry e;
+	int r;
+	int link_failed;        /* r means the link, not the host, failed */
+	int skipped;            /* the row changed before it was claimed */
+	uint64_t bytes;
+};
+
+/* Sends one row on its connection and records the outcome. */
+static void send_row(struct job *j)
+{
+	struct hs_cache *c = j->c;
+	struct hs_transport *t = j->t;
+	struct hs_jentry *e = &j->e;
+	struct snap s = { 0 };
+	int r, broken;
+
+	pthread_mutex_lock(&c->db_lock);
+	r = hs_journal_claim(c, e);
+	pthread_mutex_unlock(&c->db_lock);
+	if (r < 0) {
+		/* changed by the guest since it was read: look again */
+		hs_link_put(c->link, t, 0);
+		j->t = NULL;
+		j->skipped = 1;
+		return;
+	}
+	if (e->op == HS_J_CREATE || e->op == HS_J_DATA) {
+		r = take_snapshot(c, e->ino, &s);
+		if (r == 0)
+			r = e->op == HS_J_CREATE ? send_create(c, t, e, &s, &j->bytes) :
+						   send_data(c, t, e, &s, &j->bytes);
+		if (r == -ENOENT && e->op == HS_J_DATA)
+			r = 0; /* the host lost it; its listing will tell */
+	} else {
+		r = send_simple(c, t, e);
+	}
+	/* read before the connection goes back: it may be closed then */
+	broken = t->broken;
+	hs_link_put(c->link, t, r);
+	j->t = NULL;
+
+	pthread_mutex_lock(&c->db_lock);
+	if (r == 0) {
+		hs_meta_begin(c);
+		record(c, e, &s);
+		hs_journal_done(c, e);
+		hs_dir_host_changed(c, e->op == HS_J_DATA || !e->path ? s.hpath : e->path);
+		if (e->path2 && e->op != HS_J_SYMLINK)
+			hs_dir_host_changed(c, e->path2);
+		/* committed at once: until it is, the cache does not know what
+		 * the host now holds (a crash in between resends the row,
+		 * which is idempotent) */
+		if (hs_meta_commit(c) < 0)
+			hs_meta_rollback(c);
+	} else if (hs_tr_err_is_link(r) || broken) {
+		hs_journal_set_state(c, e->seq, HS_JS_PENDING, NULL);
+		j->link_failed = 1;
+	} else {
+		char msg[512];
+
+		snprintf(msg, sizeof(msg), "%s", strerror(-r));
+		hs_journal_set_state(c, e->seq, HS_JS_FAILED, msg);
+		hs_warn("host refused %s of '%s': %s (kept in the cache)",
+			op_name(e->op), e->path ? e->path : s.hpath ? s.hpath : "?",
+			msg);
+	}
+	pthread_mutex_unlock(&c->db_lock);
+	end_snapshot(c, &s, r == 0);
+	j->r = r;
+}
+
+static void *send_row_thread(void *arg)
+{
+	send_row(arg);
+	return NULL;
+}
+
+/* Extends @jobs[0] (a CREATE) with the CREATE rows right after it, while
+ * they are ready, name distinct paths and a flush connection is free:
+ * consecutive new files are independent of each other (their folders
+ * exist: every older row is done), so they go up in parallel, one per
+ * connection.  Returns the number of jobs. */
+static int gather(struct hs_cache *c, struct job *jobs, int force)
+{
+	int64_t after = jobs[0].e.seq;
+	int n = 1, k, dup;
+
+	while (n < HS_FLUSHERS) {
+		struct hs_jentry e;
+		int r;
+
+		pthread_mutex_lock(&c->db_lock);
+		r = hs_journal_next(c, after, &e);
+		pthread_mutex_unlock(&c->db_lock);
+		if (r < 0)
+			break;
+		for (dup = 0, k = 0; k < n; k++)
+			if (!strcmp(jobs[k].e.path, e.path))
+				dup = 1;
+		if (e.op != HS_J_CREATE || dup || e.state != HS_JS_PENDING ||
+		    (!force && ready_at(c, &e) > hs_now_ns()) ||
+		    hs_link_get(c->link, HS_SLOT_FLUSH + n, 0, HS_DEADLINE_NEVER,
+				&jobs[n].t) < 0) {
+			hs_jentry_release(&e);
+			break;
+		}
+		jobs[n].e = e;
+		after = e.seq;
+		n++;
+	}
+	return n;
+}
+
 static void *flusher_thread(void *arg)
 {
 	struct hs_cache *c = arg;
 	int64_t backoff = HS_NSEC_PER_SEC / 4;
 
 	while (!stopping(c)) {
-		struct hs_transport *t;
-		struct hs_jentry e;
-		struct snap s = { 0 };
-		uint64_t bytes = 0;
+		struct job jobs[HS_FLUSHERS];
+		pthread_t thr[HS_FLUSHERS];
+		int started[HS_FLUSHERS] = { 0 };
 		int64_t at;
-		int r, force;
+		int r, force, n, k, link_failed = 0;
 
+		memset(jobs, 0, sizeof(jobs));
+		for (k = 0; k < HS_FLUSHERS; k++)
+			jobs[k].c = c;
 		pthread_mutex_lock(&c->db_lock);
-		r = hs_journal_next(c, 0, &e);
+		r = hs_journal_next(c, 0, &jobs[0].e);
 		pthread_mutex_unlock(&c->db_lock);
 		if (r < 0) {
 			wait_until(c, hs_now_ns() + HS_NSEC_PER_SEC);
@@ -539,75 +659,52 @@ static void *flusher_thread(void *arg)
 		pthread_mutex_lock(&c->flush_lock);
 		force = c->force;
 		pthread_mutex_unlock(&c->flush_lock);
-		at = ready_at(c, &e);
+		at = ready_at(c, &jobs[0].e);
 		if (!force && at > hs_now_ns()) {
-			hs_jentry_release(&e);
+			hs_jentry_release(&jobs[0].e);
 			wait_until(c, at);
 			continue;
 		}
-		r = hs_link_get(c->link, HS_SLOT_FLUSH, 0, HS_DEADLINE_NEVER, &t);
-		if (r < 0) {
-			hs_jentry_release(&e);
+		if (hs_link_get(c->link, HS_SLOT_FLUSH, 0, HS_DEADLINE_NEVER,
+				&jobs[0].t) < 0) {
+			hs_jentry_release(&jobs[0].e);
 			wait_until(c, hs_now_ns() + HS_NSEC_PER_SEC);
 			continue;
 		}
-		pthread_mutex_lock(&c->db_lock);
-		hs_journal_set_state(c, e.seq, HS_JS_RUNNING, NULL);
-		pthread_mutex_unlock(&c->db_lock);
-		if (e.op == HS_J_CREATE || e.op == HS_J_DATA) {
-			r = take_snapshot(c, e.ino, &s);
-			if (r == 0)
-				r = e.op == HS_J_CREATE ? send_create(c, t, &e, &s, &bytes) :
-							  send_data(c, t, &e, &s, &bytes);
-			if (r == -ENOENT && e.op == HS_J_DATA)
-				r = 0; /* the host lost it; listing will tell */
-		} else {
-			r = send_simple(c, t, &e);
+		n = jobs[0].e.op == HS_J_CREATE ? gather(c, jobs, force) : 1;
+		for (k = 1; k < n; k++)
+			started[k] = pthread_create(&thr[k], NULL, send_row_thread,
+						    &jobs[k]) == 0;
+		send_row(&jobs[0]);
+		for (k = 1; k < n; k++) {
+			if (started[k])
+				pthread_join(thr[k], NULL);
+			else
+				send_row(&jobs[k]);
 		}
-		hs_link_put(c->link, t, r);
-
-		pthread_mutex_lock(&c->db_lock);
-		if (r == 0) {
-			hs_meta_begin(c);
-			record(c, &e, &s);
-			hs_journal_done(c, &e);
-			hs_dir_host_changed(c, e.op == HS_J_DATA || !e.path ? s.hpath : e.path);
-			if (e.path2 && e.op != HS_J_SYMLINK)
-				hs_dir_host_changed(c, e.path2);
-			/* committed at once: until it is, the cache does not
-			 * know what the host now holds (a crash in between
-			 * resends the row, which is idempotent) */
-			if (hs_meta_commit(c) < 0)
-				hs_meta_rollback(c);
-		} else if (hs_tr_err_is_link(r) || t->broken) {
-			hs_journal_set_state(c, e.seq, HS_JS_PENDING, NULL);
-		} else {
-			char msg[512];
-
-			snprintf(msg, sizeof(msg), "%s", strerror(-r));
-			hs_journal_set_state(c, e.seq, HS_JS_FAILED, msg);
-			hs_warn("host refused %s of '%s': %s (kept in the cache)",
-				op_name(e.op), e.path ? e.path : s.hpath ? s.hpath : "?",
-				msg);
-		}
-		pthread_mutex_unlock(&c->db_lock);
-		end_snapshot(c, &s, r == 0);
 
 		pthread_mutex_lock(&c->flush_lock);
-		if (r == 0) {
-			c->flushed_ops++;
-			c->flushed_bytes += bytes;
-			backoff = HS_NSEC_PER_SEC / 4;
-		} else if (!(hs_tr_err_is_link(r) || r == -ETIMEDOUT)) {
-			c->failed_ops++;
+		for (k = 0; k < n; k++) {
+			if (jobs[k].skipped) {
+				/* nothing sent */
+			} else if (jobs[k].r == 0) {
+				c->flushed_ops++;
+				c->flushed_bytes += jobs[k].bytes;
+			} else if (jobs[k].link_failed) {
+				link_failed = 1;
+			} else {
+				c->failed_ops++;
+			}
+			hs_jentry_release(&jobs[k].e);
 		}
+		if (!link_failed)
+			backoff = HS_NSEC_PER_SEC / 4;
 		pthread_cond_broadcast(&c->done_cond);
 		pthread_mutex_unlock(&c->flush_lock);
-		if (r < 0 && (hs_tr_err_is_link(r) || r == -ETIMEDOUT)) {
+		if (link_failed) {
 			wait_until(c, hs_now_ns() + backoff);
 			backoff = HS_MIN(backoff * 2, 8 * HS_NSEC_PER_SEC);
 		}
-		hs_jentry_release(&e);
 	}
 	return NULL;
 }

@@ -342,3 +342,51 @@ int hs_journal_counts(struct hs_cache *c, uint64_t *ret_pending,
 	sqlite3_reset(st);
 	return 0;
 }
+
+int hs_journal_claim(struct hs_cache *c, struct hs_jentry *e)
+{
+	static const char sql[] = "UPDATE journal SET state=1 WHERE seq=? AND state=0";
+	sqlite3_stmt *st = hs_meta_prepare(c, sql);
+	int64_t seq = e->seq;
+	int r;
+
+	if (!st)
+		return -EIO;
+	sqlite3_bind_int64(st, 1, seq);
+	r = step(c, st);
+	if (r < 0)
+		return r;
+	if (sqlite3_changes(c->db) == 0)
+		return -ESTALE;
+	atomic_fetch_add(&c->jgen, 1);
+	/* coalescing may have rewritten the row since it was read */
+	hs_jentry_release(e);
+	r = hs_journal_next(c, seq - 1, e);
+	if (r == 0 && e->seq != seq)
+		r = -ESTALE;
+	return r;
+}
+
+int hs_journal_busy(struct hs_cache *c, uint64_t *ret_failed)
+{
+	static const char any[] = "SELECT EXISTS(SELECT 1 FROM journal WHERE state<>2)";
+	static const char failed[] = "SELECT count(*) FROM journal WHERE state=2";
+	sqlite3_stmt *st = hs_meta_prepare(c, any);
+	int busy = 0, rc;
+
+	if (!st)
+		return -EIO;
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW)
+		busy = sqlite3_column_int(st, 0);
+	sqlite3_reset(st);
+	if (rc != SQLITE_ROW)
+		return hs_meta_errno(c, rc);
+	*ret_failed = 0;
+	if (!busy && (st = hs_meta_prepare(c, failed))) {
+		if (sqlite3_step(st) == SQLITE_ROW)
+			*ret_failed = (uint64_t)sqlite3_column_int64(st, 0);
+		sqlite3_reset(st);
+	}
+	return busy;
+}
