@@ -287,7 +287,6 @@ int hs_cache_open(const struct hs_cache_config *cfg, struct hs_cache **ret,
 {
 	static pthread_once_t once = PTHREAD_ONCE_INIT;
 	struct hs_cache *c;
-	pthread_condattr_t ca;
 	struct hs_transport *t;
 	int r, online;
 
@@ -313,11 +312,8 @@ int hs_cache_open(const struct hs_cache_config *cfg, struct hs_cache **ret,
 	pthread_mutex_init(&c->files_lock, NULL);
 	pthread_mutex_init(&c->flush_lock, NULL);
 	pthread_mutex_init(&c->stat_lock, NULL);
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&c->flush_cond, &ca);
-	pthread_cond_init(&c->done_cond, &ca);
-	pthread_condattr_destroy(&ca);
+	hs_cond_init_monotonic(&c->flush_cond);
+	hs_cond_init_monotonic(&c->done_cond);
 	sem_init(&c->fetch_sem, 0, HS_FETCHERS);
 	c->remote_uid = c->remote_gid = (uint32_t)-1;
 
@@ -501,31 +497,25 @@ static int touch_dir(struct hs_cache *c, uint64_t dir)
 {
 	static const char sql[] = "UPDATE inode SET mtime=?1, ctime=?1 WHERE ino=?2";
 	sqlite3_stmt *st = hs_meta_prepare(c, sql);
-	int rc;
 
 	if (!st)
 		return -EIO;
 	sqlite3_bind_int64(st, 1, hs_wall_ns());
 	sqlite3_bind_int64(st, 2, (int64_t)dir);
-	rc = sqlite3_step(st);
-	sqlite3_reset(st);
-	return rc == SQLITE_DONE ? 0 : hs_meta_errno(c, rc);
+	return hs_meta_step(c, st);
 }
 
 static int set_nlink(struct hs_cache *c, uint64_t ino, uint32_t nlink)
 {
 	static const char sql[] = "UPDATE inode SET nlink=?, ctime=? WHERE ino=?";
 	sqlite3_stmt *st = hs_meta_prepare(c, sql);
-	int rc;
 
 	if (!st)
 		return -EIO;
 	sqlite3_bind_int64(st, 1, nlink);
 	sqlite3_bind_int64(st, 2, hs_wall_ns());
 	sqlite3_bind_int64(st, 3, (int64_t)ino);
-	rc = sqlite3_step(st);
-	sqlite3_reset(st);
-	return rc == SQLITE_DONE ? 0 : hs_meta_errno(c, rc);
+	return hs_meta_step(c, st);
 }
 
 /* Makes sure the listing of @dir is usable for deciding "no such name". */
@@ -1039,13 +1029,8 @@ static int remove_name(struct hs_cache *c, uint64_t parent, const char *name,
 	if (r < 0)
 		goto out_rollback;
 	pthread_mutex_unlock(&c->db_lock);
-	if (!dir) {
-		/* reclaims the inode if nothing holds it any more */
-		struct hs_file *f = hs_file_get(c, ino);
-
-		if (f)
-			hs_file_put(c, f);
-	}
+	if (!dir)
+		hs_file_reclaim(c, ino);
 	return 0;
 out_rollback:
 	hs_meta_rollback(c);
@@ -1219,12 +1204,8 @@ out_release:
 	if (r < 0)
 		goto out_rollback;
 	pthread_mutex_unlock(&c->db_lock);
-	if (have_t && tino != ino && !S_ISDIR(t.mode)) {
-		struct hs_file *f = hs_file_get(c, tino);
-
-		if (f)
-			hs_file_put(c, f);
-	}
+	if (have_t && tino != ino && !S_ISDIR(t.mode))
+		hs_file_reclaim(c, tino);
 	return 0;
 out_rollback:
 	hs_meta_rollback(c);

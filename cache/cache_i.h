@@ -246,6 +246,11 @@ int hs_meta_save_maps(struct hs_cache *c, uint64_t ino,
 		      const struct hs_bitmap *present, const struct hs_bitmap *dirty,
 		      int64_t trunc_min);
 sqlite3_stmt *hs_meta_prepare(struct hs_cache *c, const char *sql);
+/* Steps a bound statement that returns nothing (or one row to ignore)
+ * and resets it: 0 or -errno. */
+int hs_meta_step(struct hs_cache *c, sqlite3_stmt *st);
+/* 1 if @sql with ?1 = @id returns a row, 0 if not, or -errno. */
+int hs_meta_exists(struct hs_cache *c, const char *sql, int64_t id);
 /* Makes every committed change durable against a power cut. */
 int hs_meta_sync(struct hs_cache *c);
 
@@ -273,6 +278,8 @@ int hs_journal_busy(struct hs_cache *c, uint64_t *ret_failed);
 /* file.c */
 struct hs_file *hs_file_get(struct hs_cache *c, uint64_t ino);
 void hs_file_put(struct hs_cache *c, struct hs_file *f);
+/* Deletes inode @ino (row and data) if it is unlinked and unused. */
+void hs_file_reclaim(struct hs_cache *c, uint64_t ino);
 /* Loads @f from the database if needed; caller holds f->lock. */
 int hs_file_load(struct hs_cache *c, struct hs_file *f);
 int hs_file_open_fd(struct hs_cache *c, struct hs_file *f);

@@ -84,14 +84,7 @@ struct hs_file *hs_file_get(struct hs_cache *c, uint64_t ino)
 		f->fd = -1;
 		f->trunc_min = -1;
 		pthread_mutex_init(&f->lock, NULL);
-		{
-			pthread_condattr_t ca;
-
-			pthread_condattr_init(&ca);
-			pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-			pthread_cond_init(&f->fetched, &ca);
-			pthread_condattr_destroy(&ca);
-		}
+		hs_cond_init_monotonic(&f->fetched);
 		hs_bitmap_init(&f->present);
 		hs_bitmap_init(&f->dirty);
 		hs_bitmap_init(&f->writing);
@@ -156,6 +149,15 @@ void hs_file_put(struct hs_cache *c, struct hs_file *f)
 	pthread_cond_destroy(&f->fetched);
 	free(f);
 	reclaim(c, ino);
+}
+
+void hs_file_reclaim(struct hs_cache *c, uint64_t ino)
+{
+	/* the last put of an unlinked inode deletes it */
+	struct hs_file *f = hs_file_get(c, ino);
+
+	if (f)
+		hs_file_put(c, f);
 }
 
 int hs_file_load(struct hs_cache *c, struct hs_file *f)

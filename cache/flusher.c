@@ -617,7 +617,7 @@ static int gather(struct hs_cache *c, struct job *jobs, int force)
 		pthread_mutex_unlock(&c->db_lock);
 		if (r < 0)
 			break;
-		for (dup = 0, k = 0; k < n; k++)
+		for (dup = 0, k = 0; k < n && e.op == HS_J_CREATE; k++)
 			if (!strcmp(jobs[k].e.path, e.path))
 				dup = 1;
 		if (e.op != HS_J_CREATE || dup || e.state != HS_JS_PENDING ||

@@ -34,13 +34,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int step(struct hs_cache *c, sqlite3_stmt *st)
-{
-	int rc = sqlite3_step(st);
-
-	sqlite3_reset(st);
-	return rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : hs_meta_errno(c, rc);
-}
 
 static int add_local(struct hs_cache *c, uint64_t ino, int64_t delta)
 {
@@ -54,7 +47,7 @@ static int add_local(struct hs_cache *c, uint64_t ino, int64_t delta)
 		return -EIO;
 	sqlite3_bind_int64(st, 1, delta);
 	sqlite3_bind_int64(st, 2, (int64_t)ino);
-	return step(c, st);
+	return hs_meta_step(c, st);
 }
 
 void hs_journal_wake(struct hs_cache *c)
@@ -88,7 +81,7 @@ int hs_journal_append(struct hs_cache *c, const struct hs_jentry *e)
 	sqlite3_bind_int64(st, 11, e->attr.atime_ns);
 	sqlite3_bind_int64(st, 12, e->attr.mtime_ns);
 	sqlite3_bind_int64(st, 13, hs_now_ns());
-	r = step(c, st);
+	r = hs_meta_step(c, st);
 	if (r == 0)
 		r = add_local(c, e->ino, 1);
 	if (r == 0)
@@ -96,33 +89,19 @@ int hs_journal_append(struct hs_cache *c, const struct hs_jentry *e)
 	return r;
 }
 
-static int exists(struct hs_cache *c, const char *sql, uint64_t ino)
-{
-	sqlite3_stmt *st = hs_meta_prepare(c, sql);
-	int rc;
-
-	if (!st)
-		return -EIO;
-	sqlite3_bind_int64(st, 1, (int64_t)ino);
-	rc = sqlite3_step(st);
-	sqlite3_reset(st);
-	if (rc == SQLITE_ROW)
-		return 1;
-	return rc == SQLITE_DONE ? 0 : hs_meta_errno(c, rc);
-}
 
 int hs_journal_has_data(struct hs_cache *c, uint64_t ino)
 {
 	static const char sql[] = "SELECT 1 FROM journal WHERE ino=? AND state=0"
 				  " AND op IN (2,3) LIMIT 1";
-	return exists(c, sql, ino);
+	return hs_meta_exists(c, sql, (int64_t)ino);
 }
 
 int hs_journal_has_pending_create(struct hs_cache *c, uint64_t ino)
 {
 	static const char sql[] = "SELECT 1 FROM journal WHERE ino=? AND state=0"
 				  " AND op IN (2,8) LIMIT 1";
-	return exists(c, sql, ino);
+	return hs_meta_exists(c, sql, (int64_t)ino);
 }
 
 /* True if @ino has a row that blocks coalescing: one being sent, one the
@@ -131,7 +110,7 @@ static int has_blocker(struct hs_cache *c, uint64_t ino)
 {
 	static const char sql[] = "SELECT 1 FROM journal WHERE ino=? AND"
 				  " (state<>0 OR op=9) LIMIT 1";
-	return exists(c, sql, ino);
+	return hs_meta_exists(c, sql, (int64_t)ino);
 }
 
 int hs_journal_unlinked(struct hs_cache *c, uint64_t ino, int *ret_dropped)
@@ -156,7 +135,7 @@ int hs_journal_unlinked(struct hs_cache *c, uint64_t ino, int *ret_dropped)
 	if (!st)
 		return -EIO;
 	sqlite3_bind_int64(st, 1, (int64_t)ino);
-	r = step(c, st);
+	r = hs_meta_step(c, st);
 	if (r < 0)
 		return r;
 	n = sqlite3_changes(c->db);
@@ -164,7 +143,7 @@ int hs_journal_unlinked(struct hs_cache *c, uint64_t ino, int *ret_dropped)
 	if (!st)
 		return -EIO;
 	sqlite3_bind_int64(st, 1, (int64_t)ino);
-	r = step(c, st);
+	r = hs_meta_step(c, st);
 	if (r < 0)
 		return r;
 	n += sqlite3_changes(c->db);
@@ -222,7 +201,7 @@ int hs_journal_renamed(struct hs_cache *c, uint64_t ino, const char *to,
 		return -EIO;
 	}
 	sqlite3_bind_int64(st, 1, (int64_t)ino);
-	r = step(c, st);
+	r = hs_meta_step(c, st);
 	n = sqlite3_changes(c->db);
 	st = hs_meta_prepare(c, del);
 	if (!st) {
@@ -231,7 +210,7 @@ int hs_journal_renamed(struct hs_cache *c, uint64_t ino, const char *to,
 	}
 	sqlite3_bind_int64(st, 1, (int64_t)ino);
 	if (r == 0)
-		r = step(c, st);
+		r = hs_meta_step(c, st);
 	n += sqlite3_changes(c->db);
 	if (r == 0)
 		r = add_local(c, ino, -n);
@@ -299,7 +278,7 @@ int hs_journal_set_state(struct hs_cache *c, int64_t seq, int state,
 		sqlite3_bind_null(st, 2);
 	sqlite3_bind_int64(st, 3, seq);
 	atomic_fetch_add(&c->jgen, 1);
-	return step(c, st);
+	return hs_meta_step(c, st);
 }
 
 int hs_journal_done(struct hs_cache *c, const struct hs_jentry *e)
@@ -311,7 +290,7 @@ int hs_journal_done(struct hs_cache *c, const struct hs_jentry *e)
 	if (!st)
 		return -EIO;
 	sqlite3_bind_int64(st, 1, e->seq);
-	r = step(c, st);
+	r = hs_meta_step(c, st);
 	if (r == 0 && sqlite3_changes(c->db) > 0)
 		r = add_local(c, e->ino, -1);
 	atomic_fetch_add(&c->jgen, 1);
@@ -353,7 +332,7 @@ int hs_journal_claim(struct hs_cache *c, struct hs_jentry *e)
 	if (!st)
 		return -EIO;
 	sqlite3_bind_int64(st, 1, seq);
-	r = step(c, st);
+	r = hs_meta_step(c, st);
 	if (r < 0)
 		return r;
 	if (sqlite3_changes(c->db) == 0)

@@ -90,7 +90,6 @@ int hs_link_new(hs_dial_fn dial, void *dial_arg, int connect_timeout_ms,
 		int keepalive_s, struct hs_link **ret)
 {
 	struct hs_link *l = calloc(1, sizeof(*l));
-	pthread_condattr_t ca;
 	int i;
 
 	if (!l)
@@ -100,10 +99,7 @@ int hs_link_new(hs_dial_fn dial, void *dial_arg, int connect_timeout_ms,
 	l->connect_timeout_ms = connect_timeout_ms > 0 ? connect_timeout_ms : 10000;
 	l->keepalive_s = keepalive_s;
 	pthread_mutex_init(&l->lock, NULL);
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&l->cond, &ca);
-	pthread_condattr_destroy(&ca);
+	hs_cond_init_monotonic(&l->cond);
 	l->state = HS_LINK_OFFLINE;
 	l->since = hs_wall_ns();
 	l->ruid = l->rgid = (uint32_t)-1;

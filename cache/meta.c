@@ -456,12 +456,27 @@ int hs_meta_new_inode(struct hs_cache *c, struct hs_inode *i)
 	return 0;
 }
 
-static int step_done(struct hs_cache *c, sqlite3_stmt *st)
+int hs_meta_step(struct hs_cache *c, sqlite3_stmt *st)
 {
 	int rc = sqlite3_step(st);
 
 	sqlite3_reset(st);
 	return rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : hs_meta_errno(c, rc);
+}
+
+int hs_meta_exists(struct hs_cache *c, const char *sql, int64_t id)
+{
+	sqlite3_stmt *st = hs_meta_prepare(c, sql);
+	int rc;
+
+	if (!st)
+		return -EIO;
+	sqlite3_bind_int64(st, 1, id);
+	rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	if (rc == SQLITE_ROW)
+		return 1;
+	return rc == SQLITE_DONE ? 0 : hs_meta_errno(c, rc);
 }
 
 int hs_meta_add_dentry(struct hs_cache *c, uint64_t parent, const char *name,
@@ -475,7 +490,7 @@ int hs_meta_add_dentry(struct hs_cache *c, uint64_t parent, const char *name,
 	sqlite3_bind_int64(st, 1, (int64_t)parent);
 	sqlite3_bind_text(st, 2, name, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 3, (int64_t)ino);
-	return step_done(c, st);
+	return hs_meta_step(c, st);
 }
 
 int hs_meta_del_dentry(struct hs_cache *c, uint64_t parent, const char *name)
@@ -487,7 +502,7 @@ int hs_meta_del_dentry(struct hs_cache *c, uint64_t parent, const char *name)
 		return -EIO;
 	sqlite3_bind_int64(st, 1, (int64_t)parent);
 	sqlite3_bind_text(st, 2, name, -1, SQLITE_STATIC);
-	return step_done(c, st);
+	return hs_meta_step(c, st);
 }
 
 int hs_meta_path(struct hs_cache *c, uint64_t ino, char **ret)
@@ -534,17 +549,9 @@ int hs_meta_path(struct hs_cache *c, uint64_t ino, char **ret)
 int hs_meta_dir_empty(struct hs_cache *c, uint64_t ino)
 {
 	static const char sql[] = "SELECT 1 FROM dentry WHERE parent=? LIMIT 1";
-	sqlite3_stmt *st = hs_meta_prepare(c, sql);
-	int rc;
+	int r = hs_meta_exists(c, sql, (int64_t)ino);
 
-	if (!st)
-		return -EIO;
-	sqlite3_bind_int64(st, 1, (int64_t)ino);
-	rc = sqlite3_step(st);
-	sqlite3_reset(st);
-	if (rc == SQLITE_ROW)
-		return 0;
-	return rc == SQLITE_DONE ? 1 : hs_meta_errno(c, rc);
+	return r < 0 ? r : !r;
 }
 
 uint64_t hs_meta_by_hpath(struct hs_cache *c, const char *hpath)
@@ -575,7 +582,7 @@ int hs_meta_set_hpath(struct hs_cache *c, uint64_t ino, const char *hpath)
 			return -EIO;
 		sqlite3_bind_text(st, 1, hpath, -1, SQLITE_STATIC);
 		sqlite3_bind_int64(st, 2, (int64_t)ino);
-		r = step_done(c, st);
+		r = hs_meta_step(c, st);
 		if (r < 0)
 			return r;
 	}
@@ -587,7 +594,7 @@ int hs_meta_set_hpath(struct hs_cache *c, uint64_t ino, const char *hpath)
 	else
 		sqlite3_bind_null(st, 1);
 	sqlite3_bind_int64(st, 2, (int64_t)ino);
-	return step_done(c, st);
+	return hs_meta_step(c, st);
 }
 
 int hs_meta_move_hpaths(struct hs_cache *c, const char *from, const char *to)
@@ -603,7 +610,7 @@ int hs_meta_move_hpaths(struct hs_cache *c, const char *from, const char *to)
 		return -EIO;
 	sqlite3_bind_text(st, 1, from, -1, SQLITE_STATIC);
 	sqlite3_bind_text(st, 2, to, -1, SQLITE_STATIC);
-	return step_done(c, st);
+	return hs_meta_step(c, st);
 }
 
 int hs_meta_load_maps(struct hs_cache *c, uint64_t ino, struct hs_bitmap *present,
@@ -655,7 +662,7 @@ int hs_meta_save_maps(struct hs_cache *c, uint64_t ino,
 	sqlite3_bind_blob(st, 2, d, (int)dlen, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 3, trunc_min);
 	sqlite3_bind_int64(st, 4, (int64_t)ino);
-	r = step_done(c, st);
+	r = hs_meta_step(c, st);
 	free(p);
 	free(d);
 	return r;

@@ -86,6 +86,18 @@ static inline struct timespec hs_deadline_ts(hs_deadline_t dl)
 	return ts;
 }
 
+/* Initialises @cv to time out against CLOCK_MONOTONIC (deadlines). */
+#include <pthread.h>
+static inline void hs_cond_init_monotonic(pthread_cond_t *cv)
+{
+	pthread_condattr_t ca;
+
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(cv, &ca);
+	pthread_condattr_destroy(&ca);
+}
+
 enum hs_log_level {
 	HS_LOG_ERR = 3,
 	HS_LOG_WARNING = 4,

@@ -16,11 +16,12 @@
  * would corrupt each other).  It is taken with pthread_mutex_clocklock()
  * against the caller's deadline: a caller that cannot get it in time gets
  * -ETIMEDOUT and the connection stays healthy.  Parallelism comes from
- * several transports (sessions), not from one.  Directory listings are read
- * completely under the lock and handed to the callback after it is
- * dropped, so the callback may call back into the transport.  olock guards
- * the lists of open and orphaned files only and is never held across I/O.
- * Lock order: lock before olock.
+ * several transports (sessions), not from one.  The slots on one path
+ * share on_path(): resolve the path, lock, run the slot's req_*, unlock.
+ * Directory listings are read completely under the lock and handed to the
+ * callback after it is dropped, so the callback may call back into the
+ * transport.  olock guards the lists of open and orphaned files only and
+ * is never held across I/O.  Lock order: lock before olock.
  *
  * Broken.  If a deadline passes while a request is half done, or the
  * socket or SSH layer fails, the session's state is unknown: base.broken
@@ -521,6 +522,46 @@ static int do_close_handle(struct sftp_tr *s, LIBSSH2_SFTP_HANDLE *h,
 	return rc < 0 ? fail(s, HS_SOP_CLOSE, rc, NULL, dl) : 0;
 }
 
+/* The READLINK or REALPATH (@type) reply for @path, into @buf: its length,
+ * or what libssh2 returned (fail() not applied), or -errno from waiting. */
+static int readlink_raw(struct sftp_tr *s, const char *path, int type,
+			char *buf, unsigned size, hs_deadline_t dl)
+{
+	int rc;
+
+	NB_INT(rc, libssh2_sftp_symlink_ex(s->sftp, path,
+					   (unsigned)strlen(path), buf, size,
+					   type));
+	return rc;
+}
+
+/* Reads the target of link @path (@type LIBSSH2_SFTP_READLINK) or the
+ * canonical form of @path (LIBSSH2_SFTP_REALPATH) into @buf
+ * (NUL-terminated).  Length or -errno (-ENAMETOOLONG when @size is too
+ * small for it). */
+static int do_readlink(struct sftp_tr *s, const char *path, int type,
+		       char *buf, unsigned size, hs_deadline_t dl)
+{
+	int rc = readlink_raw(s, path, type, buf, size, dl);
+
+	if (s->base.broken)
+		return rc;
+	if (rc >= 0)
+		return rc;
+	return fail(s, type == LIBSSH2_SFTP_REALPATH ? HS_SOP_REALPATH :
+						       HS_SOP_READLINK,
+		    rc, path, dl);
+}
+
+static int do_fsync(struct sftp_tr *s, LIBSSH2_SFTP_HANDLE *h,
+		    hs_deadline_t dl)
+{
+	int rc;
+
+	NB_INT(rc, libssh2_sftp_fsync(h));
+	return rc < 0 ? fail(s, HS_SOP_FSYNC, rc, NULL, dl) : 0;
+}
+
 static int do_rename_raw(struct sftp_tr *s, const char *from, const char *to,
 			 const char *probe, hs_deadline_t dl)
 {
@@ -684,8 +725,32 @@ static int do_rename(struct sftp_tr *s, const char *from, const char *to,
 
 /* ---- slots ---- */
 
-static int sftp_lstat(struct hs_transport *t, const char *path,
-		      struct hs_attr *ret, hs_deadline_t dl)
+struct dirent_buf;
+
+/* What a slot on one path passes to its request besides the path; each
+ * req_* reads the fields of its own slot. */
+struct path_args {
+	uint32_t mode;              /* open, mkdir: permission bits */
+	unsigned long fxf;          /* open: LIBSSH2_FXF_* */
+	int dir;                    /* remove: rmdir, not unlink */
+	const char *target;         /* symlink: what the link points to */
+	const struct hs_attr *attr; /* setattr: what to change */
+	struct hs_attr *stat;       /* lstat: the answer */
+	struct hs_statvfs *vfs;     /* statvfs: the answer */
+	struct dirent_buf *db;      /* readdir: the entries */
+	struct hs_tr_file *file;    /* open: gets the handle */
+	char *buf;                  /* readlink: the target, cut to @size */
+	size_t size;
+};
+
+/* A request on @full, the resolved remote path; runs with lock held. */
+typedef int (*path_req_fn)(struct sftp_tr *s, const char *full,
+			   const struct path_args *a, hs_deadline_t dl);
+
+/* What every slot on one path does: resolve @path against the served
+ * folder (nothing is sent for a bad one), then run @req under the lock. */
+static int on_path(struct hs_transport *t, const char *path,
+		   path_req_fn req, const struct path_args *a, hs_deadline_t dl)
 {
 	struct sftp_tr *s = to_sftp(t);
 	char full[PATH_BUF];
@@ -697,9 +762,23 @@ static int sftp_lstat(struct hs_transport *t, const char *path,
 	r = tr_lock(s, dl);
 	if (r < 0)
 		return r;
-	r = do_lstat(s, full, LIBSSH2_SFTP_LSTAT, ret, dl);
+	r = req(s, full, a, dl);
 	tr_unlock(s);
 	return r;
+}
+
+static int req_lstat(struct sftp_tr *s, const char *full,
+		     const struct path_args *a, hs_deadline_t dl)
+{
+	return do_lstat(s, full, LIBSSH2_SFTP_LSTAT, a->stat, dl);
+}
+
+static int sftp_lstat(struct hs_transport *t, const char *path,
+		      struct hs_attr *ret, hs_deadline_t dl)
+{
+	struct path_args a = { .stat = ret };
+
+	return on_path(t, path, req_lstat, &a, dl);
 }
 
 struct dirent_buf {
@@ -744,10 +823,11 @@ static int dirent_buf_add(struct dirent_buf *db, const char *name,
 	return 0;
 }
 
-/* Reads directory @full into @db; lock held. */
-static int do_readdir(struct sftp_tr *s, const char *full,
-		      struct dirent_buf *db, hs_deadline_t dl)
+/* Reads directory @full into @pa->db. */
+static int req_readdir(struct sftp_tr *s, const char *full,
+		       const struct path_args *pa, hs_deadline_t dl)
 {
+	struct dirent_buf *db = pa->db;
 	LIBSSH2_SFTP_ATTRIBUTES a;
 	LIBSSH2_SFTP_HANDLE *h;
 	char name[4096], child[PATH_BUF];
@@ -799,20 +879,12 @@ static int do_readdir(struct sftp_tr *s, const char *full,
 static int sftp_readdir(struct hs_transport *t, const char *path,
 			hs_tr_dirent_fn fn, void *arg, hs_deadline_t dl)
 {
-	struct sftp_tr *s = to_sftp(t);
 	struct dirent_buf db = { 0 };
-	char full[PATH_BUF];
+	struct path_args a = { .db = &db };
 	size_t i;
 	int r;
 
-	r = full_path(s, path, full, sizeof(full));
-	if (r < 0)
-		return r;
-	r = tr_lock(s, dl);
-	if (r < 0)
-		return r;
-	r = do_readdir(s, full, &db, dl);
-	tr_unlock(s);
+	r = on_path(t, path, req_readdir, &a, dl);
 	/* the callback runs unlocked: it may call this transport */
 	for (i = 0; r == 0 && i < db.n; i++)
 		r = fn(arg, db.v[i].name, &db.v[i].attr);
@@ -820,15 +892,17 @@ static int sftp_readdir(struct hs_transport *t, const char *path,
 	return r;
 }
 
-static int do_open(struct sftp_tr *s, const char *full, unsigned long fxf,
-		   uint32_t mode, int excl, LIBSSH2_SFTP_HANDLE **ret,
-		   hs_deadline_t dl)
+static int req_open(struct sftp_tr *s, const char *full,
+		    const struct path_args *a, hs_deadline_t dl)
 {
-	NB_PTR(*ret, libssh2_sftp_open_ex(s->sftp, full, (unsigned)strlen(full),
-					  fxf, (long)(mode & 07777),
-					  LIBSSH2_SFTP_OPENFILE));
-	if (!*ret)
-		return fail(s, excl ? HS_SOP_OPEN_EXCL : HS_SOP_OPEN,
+	LIBSSH2_SFTP_HANDLE **h = &a->file->h;
+
+	NB_PTR(*h, libssh2_sftp_open_ex(s->sftp, full, (unsigned)strlen(full),
+					a->fxf, (long)(a->mode & 07777),
+					LIBSSH2_SFTP_OPENFILE));
+	if (!*h)
+		return fail(s, a->fxf & LIBSSH2_FXF_EXCL ? HS_SOP_OPEN_EXCL :
+							   HS_SOP_OPEN,
 			    libssh2_session_last_errno(s->sess), full, dl);
 	return 0;
 }
@@ -837,15 +911,12 @@ static int sftp_open(struct hs_transport *t, const char *path, int flags,
 		     uint32_t mode, struct hs_tr_file **ret, hs_deadline_t dl)
 {
 	struct sftp_tr *s = to_sftp(t);
+	struct path_args a = { .mode = mode };
 	struct hs_tr_file *f;
-	char full[PATH_BUF];
 	unsigned long fxf = 0;
 	int r;
 
 	*ret = NULL;
-	r = full_path(s, path, full, sizeof(full));
-	if (r < 0)
-		return r;
 	switch (flags & O_ACCMODE) {
 	case O_RDONLY:
 		fxf = LIBSSH2_FXF_READ;
@@ -869,24 +940,29 @@ static int sftp_open(struct hs_transport *t, const char *path, int flags,
 	if (!f)
 		return -ENOMEM;
 	flist_init(f);
-
-	r = tr_lock(s, dl);
-	if (r < 0)
-		goto out_free;
-	r = do_open(s, full, fxf, mode, (fxf & LIBSSH2_FXF_EXCL) != 0, &f->h,
-		    dl);
-	tr_unlock(s);
-	if (r < 0)
-		goto out_free;
+	a.fxf = fxf;
+	a.file = f;
+	r = on_path(t, path, req_open, &a, dl);
+	if (r < 0) {
+		free(f);
+		return r;
+	}
 	pthread_mutex_lock(&s->olock);
 	flist_add(&s->files, f);
 	pthread_mutex_unlock(&s->olock);
 	*ret = f;
 	return 0;
+}
 
-out_free:
-	free(f);
-	return r;
+/* After a read or write on a handle returned @n < 0: on EAGAIN waits for
+ * the socket (0: call again with the same arguments), else -errno of @op.
+ * The caller keeps the lock and its progress, so it cannot use NB_INT. */
+static int io_again(struct sftp_tr *s, ssize_t n, enum hs_sftp_op op,
+		    hs_deadline_t dl)
+{
+	if (n == LIBSSH2_ERROR_EAGAIN)
+		return wait_socket(s, dl);
+	return fail(s, op, (int)n, NULL, dl);
 }
 
 static ssize_t sftp_pread(struct hs_transport *t, struct hs_tr_file *f,
@@ -912,15 +988,11 @@ static ssize_t sftp_pread(struct hs_transport *t, struct hs_tr_file *f,
 		if (got && hs_deadline_passed(dl))
 			break;
 		n = libssh2_sftp_read(f->h, (char *)buf + got, len - got);
-		if (n == LIBSSH2_ERROR_EAGAIN) {
-			r = wait_socket(s, dl);
+		if (n < 0) {
+			r = io_again(s, n, HS_SOP_READ, dl);
 			if (r < 0)
 				break;
 			continue;
-		}
-		if (n < 0) {
-			r = fail(s, HS_SOP_READ, (int)n, NULL, dl);
-			break;
 		}
 		if (n == 0) /* end of file: seek next time, it may grow */
 			goto out_unlock;
@@ -957,15 +1029,11 @@ static ssize_t sftp_pwrite(struct hs_transport *t, struct hs_tr_file *f,
 		 * only change when bytes were acknowledged */
 		win = HS_MIN(len - done, (size_t)WRITE_WINDOW);
 		n = libssh2_sftp_write(f->h, (const char *)buf + done, win);
-		if (n == LIBSSH2_ERROR_EAGAIN) {
-			r = wait_socket(s, dl);
+		if (n < 0) {
+			r = io_again(s, n, HS_SOP_WRITE, dl);
 			if (r < 0)
 				break;
 			continue;
-		}
-		if (n < 0) {
-			r = fail(s, HS_SOP_WRITE, (int)n, NULL, dl);
-			break;
 		}
 		done += (size_t)n;
 	}
@@ -977,22 +1045,12 @@ static int sftp_fsync(struct hs_transport *t, struct hs_tr_file *f,
 		      hs_deadline_t dl)
 {
 	struct sftp_tr *s = to_sftp(t);
-	int r, rc;
+	int r;
 
 	r = tr_lock(s, dl);
 	if (r < 0)
 		return r;
-	for (;;) {
-		rc = libssh2_sftp_fsync(f->h);
-		if (rc != LIBSSH2_ERROR_EAGAIN)
-			break;
-		r = wait_socket(s, dl);
-		if (r < 0)
-			goto out_unlock;
-	}
-	if (rc < 0)
-		r = fail(s, HS_SOP_FSYNC, rc, NULL, dl);
-out_unlock:
+	r = do_fsync(s, f->h, dl);
 	tr_unlock(s);
 	return r;
 }
@@ -1023,9 +1081,10 @@ static int sftp_fclose(struct hs_transport *t, struct hs_tr_file *f,
 	return r;
 }
 
-static int do_setattr(struct sftp_tr *s, const char *full,
-		      const struct hs_attr *attr, hs_deadline_t dl)
+static int req_setattr(struct sftp_tr *s, const char *full,
+		       const struct path_args *pa, hs_deadline_t dl)
 {
+	const struct hs_attr *attr = pa->attr;
 	LIBSSH2_SFTP_ATTRIBUTES a;
 	struct hs_attr cur;
 	uint32_t v = attr->valid;
@@ -1072,79 +1131,51 @@ static int do_setattr(struct sftp_tr *s, const char *full,
 static int sftp_setattr(struct hs_transport *t, const char *path,
 			const struct hs_attr *attr, hs_deadline_t dl)
 {
-	struct sftp_tr *s = to_sftp(t);
-	char full[PATH_BUF];
-	int r;
+	struct path_args a = { .attr = attr };
 
-	r = full_path(s, path, full, sizeof(full));
-	if (r < 0)
-		return r;
-	r = tr_lock(s, dl);
-	if (r < 0)
-		return r;
-	r = do_setattr(s, full, attr, dl);
-	tr_unlock(s);
-	return r;
+	return on_path(t, path, req_setattr, &a, dl);
 }
 
-static int do_mkdir(struct sftp_tr *s, const char *full, uint32_t mode,
-		    hs_deadline_t dl)
+static int req_mkdir(struct sftp_tr *s, const char *full,
+		     const struct path_args *a, hs_deadline_t dl)
 {
 	int rc;
 
 	NB_INT(rc, libssh2_sftp_mkdir_ex(s->sftp, full, (unsigned)strlen(full),
-					 (long)(mode & 07777)));
+					 (long)(a->mode & 07777)));
 	return rc < 0 ? fail(s, HS_SOP_MKDIR, rc, full, dl) : 0;
 }
 
 static int sftp_mkdir(struct hs_transport *t, const char *path, uint32_t mode,
 		      hs_deadline_t dl)
 {
-	struct sftp_tr *s = to_sftp(t);
-	char full[PATH_BUF];
-	int r;
+	struct path_args a = { .mode = mode };
 
-	r = full_path(s, path, full, sizeof(full));
-	if (r < 0)
-		return r;
-	r = tr_lock(s, dl);
-	if (r < 0)
-		return r;
-	r = do_mkdir(s, full, mode, dl);
-	tr_unlock(s);
-	return r;
+	return on_path(t, path, req_mkdir, &a, dl);
 }
 
-static int remove_path(struct hs_transport *t, const char *path, int dir,
-		       hs_deadline_t dl)
+static int req_remove(struct sftp_tr *s, const char *full,
+		      const struct path_args *a, hs_deadline_t dl)
 {
-	struct sftp_tr *s = to_sftp(t);
-	char full[PATH_BUF];
-	int r;
-
-	r = full_path(s, path, full, sizeof(full));
-	if (r < 0)
-		return r;
-	if (dir && !strcmp(full, s->rootlen ? s->root : "/"))
+	if (a->dir && !strcmp(full, s->rootlen ? s->root : "/"))
 		return -EBUSY; /* never remove the served folder itself */
-	r = tr_lock(s, dl);
-	if (r < 0)
-		return r;
-	r = do_remove(s, full, dir, dl);
-	tr_unlock(s);
-	return r;
+	return do_remove(s, full, a->dir, dl);
 }
 
 static int sftp_rmdir(struct hs_transport *t, const char *path,
 		      hs_deadline_t dl)
 {
-	return remove_path(t, path, 1, dl);
+	struct path_args a = { .dir = 1 };
+
+	return on_path(t, path, req_remove, &a, dl);
 }
 
 static int sftp_unlink(struct hs_transport *t, const char *path,
 		       hs_deadline_t dl)
 {
-	return remove_path(t, path, 0, dl);
+	struct path_args a = { .dir = 0 };
+
+	return on_path(t, path, req_remove, &a, dl);
 }
 
 static int sftp_rename(struct hs_transport *t, const char *from,
@@ -1167,20 +1198,10 @@ static int sftp_rename(struct hs_transport *t, const char *from,
 	return r;
 }
 
-static int readlink_raw(struct sftp_tr *s, const char *full, char *buf,
-			unsigned size, hs_deadline_t dl)
+static int req_symlink(struct sftp_tr *s, const char *full,
+		       const struct path_args *pa, hs_deadline_t dl)
 {
-	int rc;
-
-	NB_INT(rc, libssh2_sftp_symlink_ex(s->sftp, full,
-					   (unsigned)strlen(full), buf, size,
-					   LIBSSH2_SFTP_READLINK));
-	return rc;
-}
-
-static int do_symlink(struct sftp_tr *s, const char *target,
-		      const char *full, hs_deadline_t dl)
-{
+	const char *target = pa->target;
 	char cur[PATH_MAX + 1];
 	struct hs_attr a;
 	int rc, r;
@@ -1203,7 +1224,8 @@ static int do_symlink(struct sftp_tr *s, const char *target,
 	if (rc == 0)
 		return 0;
 	if (rc == LIBSSH2_ERROR_SFTP_PROTOCOL) {
-		r = readlink_raw(s, full, cur, sizeof(cur), dl);
+		r = readlink_raw(s, full, LIBSSH2_SFTP_READLINK, cur,
+				 sizeof(cur), dl);
 		if (r >= 0 && !strcmp(cur, target))
 			return 0;
 		if (s->base.broken)
@@ -1215,67 +1237,47 @@ static int do_symlink(struct sftp_tr *s, const char *target,
 static int sftp_symlink(struct hs_transport *t, const char *target,
 			const char *path, hs_deadline_t dl)
 {
-	struct sftp_tr *s = to_sftp(t);
-	char full[PATH_BUF];
-	int r;
+	struct path_args a = { .target = target };
 
 	if (!target || !*target)
 		return -ENOENT;
-	r = full_path(s, path, full, sizeof(full));
-	if (r < 0)
-		return r;
-	r = tr_lock(s, dl);
-	if (r < 0)
-		return r;
-	r = do_symlink(s, target, full, dl);
-	tr_unlock(s);
-	return r;
+	return on_path(t, path, req_symlink, &a, dl);
 }
 
-/* Reads the target of @full into @buf (NUL-terminated).  Length or -errno
- * (-ENAMETOOLONG when @size is too small for it). */
-/* Reads the target of @full into @buf (NUL-terminated).  Length or -errno
- * (-ENAMETOOLONG when @size is too small for it). */
-static int do_readlink(struct sftp_tr *s, const char *full, char *buf,
-		       unsigned size, hs_deadline_t dl)
+/* Copies the target of @full, cut to fit, into @a->buf; the length is
+ * the whole target's. */
+static int req_readlink(struct sftp_tr *s, const char *full,
+			const struct path_args *a, hs_deadline_t dl)
 {
-	int rc = readlink_raw(s, full, buf, size, dl);
+	char small[PATH_MAX + 1], *tmp = small;
+	unsigned tsize = sizeof(small);
+	int r;
 
-	if (s->base.broken)
-		return rc;
-	return rc < 0 ? fail(s, HS_SOP_READLINK, rc, full, dl) : rc;
+	r = do_readlink(s, full, LIBSSH2_SFTP_READLINK, tmp, tsize, dl);
+	if (r == -ENAMETOOLONG) { /* longer than PATH_MAX: ask once more */
+		tsize = 1u << 16;
+		tmp = malloc(tsize);
+		r = tmp ? do_readlink(s, full, LIBSSH2_SFTP_READLINK, tmp,
+				      tsize, dl) :
+			  -ENOMEM;
+	}
+	if (r >= 0 && a->size) {
+		size_t n = HS_MIN((size_t)r, a->size - 1);
+
+		memcpy(a->buf, tmp, n);
+		a->buf[n] = '\0';
+	}
+	if (tmp != small)
+		free(tmp);
+	return r;
 }
 
 static int sftp_readlink(struct hs_transport *t, const char *path, char *buf,
 			 size_t size, hs_deadline_t dl)
 {
-	struct sftp_tr *s = to_sftp(t);
-	char full[PATH_BUF], small[PATH_MAX + 1], *tmp = small;
-	unsigned tsize = sizeof(small);
-	int r;
+	struct path_args a = { .buf = buf, .size = size };
 
-	r = full_path(s, path, full, sizeof(full));
-	if (r < 0)
-		return r;
-	r = tr_lock(s, dl);
-	if (r < 0)
-		return r;
-	r = do_readlink(s, full, tmp, tsize, dl);
-	if (r == -ENAMETOOLONG) { /* longer than PATH_MAX: ask once more */
-		tsize = 1u << 16;
-		tmp = malloc(tsize);
-		r = tmp ? do_readlink(s, full, tmp, tsize, dl) : -ENOMEM;
-	}
-	tr_unlock(s);
-	if (r >= 0 && size) {
-		size_t n = HS_MIN((size_t)r, size - 1);
-
-		memcpy(buf, tmp, n);
-		buf[n] = '\0';
-	}
-	if (tmp != small)
-		free(tmp);
-	return r;
+	return on_path(t, path, req_readlink, &a, dl);
 }
 
 static int do_statvfs(struct sftp_tr *s, const char *full,
@@ -1300,22 +1302,18 @@ static int do_statvfs(struct sftp_tr *s, const char *full,
 	return 0;
 }
 
+static int req_statvfs(struct sftp_tr *s, const char *full,
+		       const struct path_args *a, hs_deadline_t dl)
+{
+	return do_statvfs(s, full, a->vfs, dl);
+}
+
 static int sftp_statvfs(struct hs_transport *t, const char *path,
 			struct hs_statvfs *ret, hs_deadline_t dl)
 {
-	struct sftp_tr *s = to_sftp(t);
-	char full[PATH_BUF];
-	int r;
+	struct path_args a = { .vfs = ret };
 
-	r = full_path(s, path, full, sizeof(full));
-	if (r < 0)
-		return r;
-	r = tr_lock(s, dl);
-	if (r < 0)
-		return r;
-	r = do_statvfs(s, full, ret, dl);
-	tr_unlock(s);
-	return r;
+	return on_path(t, path, req_statvfs, &a, dl);
 }
 
 static int sftp_ping(struct hs_transport *t, hs_deadline_t dl)
@@ -1677,19 +1675,14 @@ static int auth_file(struct sftp_tr *s, struct conn *c, const char *path,
 	const char *pubs[2] = { NULL, pub };
 	unsigned ulen = (unsigned)strlen(c->user);
 	size_t i;
-	int rc = LIBSSH2_ERROR_AUTHENTICATION_FAILED, r;
+	int rc = LIBSSH2_ERROR_AUTHENTICATION_FAILED;
 
 	snprintf(pub, sizeof(pub), "%s.pub", path);
 	for (i = 0; i < HS_ARRAY_SIZE(pubs); i++) {
 		if (pubs[i] && access(pubs[i], R_OK))
 			break;
-		while ((rc = libssh2_userauth_publickey_fromfile_ex(
-				s->sess, c->user, ulen, pubs[i], path, NULL)) ==
-		       LIBSSH2_ERROR_EAGAIN) {
-			r = wait_socket(s, dl);
-			if (r < 0)
-				return r;
-		}
+		NB_INT(rc, libssh2_userauth_publickey_fromfile_ex(
+				   s->sess, c->user, ulen, pubs[i], path, NULL));
 		if (rc == 0)
 			return 0;
 		if (hs_sftp_breaks_link(rc))
@@ -1775,17 +1768,6 @@ static int start_sftp(struct sftp_tr *s, hs_deadline_t dl)
 	return s->sftp ? 0 : libssh2_session_last_errno(s->sess);
 }
 
-static int do_realpath(struct sftp_tr *s, const char *path, char *buf,
-		       unsigned size, hs_deadline_t dl)
-{
-	int rc;
-
-	NB_INT(rc, libssh2_sftp_symlink_ex(s->sftp, path,
-					   (unsigned)strlen(path), buf, size,
-					   LIBSSH2_SFTP_REALPATH));
-	return rc < 0 ? fail(s, HS_SOP_REALPATH, rc, path, dl) : rc;
-}
-
 /* Resolves the served folder, learns the login user's remote ids and
  * probes the statvfs extension. */
 static int resolve_root(struct sftp_tr *s, struct conn *c, hs_deadline_t dl)
@@ -1807,7 +1789,7 @@ static int resolve_root(struct sftp_tr *s, struct conn *c, hs_deadline_t dl)
 		s->base.remote_gid = a.gid;
 	}
 
-	r = do_realpath(s, want, buf, sizeof(buf), dl);
+	r = do_readlink(s, want, LIBSSH2_SFTP_REALPATH, buf, sizeof(buf), dl);
 	if (s->base.broken)
 		goto out_link;
 	if (r >= 0 && !strcmp(want, "."))
