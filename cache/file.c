@@ -474,6 +474,14 @@ int hs_file_fetch(struct hs_cache *c, struct hs_file *f, uint64_t first,
 		return -ENOMEM;
 	}
 	got = 0;
+	if (!in.hpath && in.host_size > 0) {
+		/* the host copy this data came from is gone (unlinked while
+		 * open, or deleted on the host): say so rather than invent
+		 * zeros */
+		free(buf);
+		hs_inode_release(&in);
+		return -EIO;
+	}
 	if (in.hpath && in.host_size != 0) {
 		ts = hs_deadline_ts(dl);
 		if (sem_clockwait(&c->fetch_sem, CLOCK_MONOTONIC, &ts) < 0) {
