@@ -45,6 +45,8 @@ enum hs_fsync_mode {
 typedef int (*hs_dial_fn)(void *arg, hs_deadline_t dl,
 			  struct hs_transport **ret, char *err, size_t errlen);
 
+#define HS_FLUSH_CONNECTIONS_MAX 8
+
 struct hs_cache_config {
 	hs_dial_fn dial;               /* NULL: hs_tr_open(tr, ...) */
 	void *dial_arg;
@@ -55,6 +57,9 @@ struct hs_cache_config {
 	int op_timeout_ms;      /* deadline of an operation that needs the host */
 	int attr_timeout_ms;    /* how long host attributes/listings are trusted */
 	int writeback_delay_ms; /* age of a change before the flusher sends it */
+	int flush_connections;  /* connections the flusher sends new files on
+				 * in parallel, 1..HS_FLUSH_CONNECTIONS_MAX
+				 * (0: 1) */
 	int connect_timeout_ms; /* first connect and each reconnect attempt */
 	int allow_offline;      /* start offline when the host is unreachable
 				 * and this cache already holds the folder */

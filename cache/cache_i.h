@@ -78,18 +78,17 @@ void hs_jentry_release(struct hs_jentry *e);
 
 /* ---- link.c: connections to the host ---- */
 
-#define HS_FLUSHERS 4 /* flush connections: new files go up in parallel */
-
 enum hs_slot {
 	HS_SLOT_FETCH = 0, /* lookups, listings, cold reads (FUSE workers) */
 	HS_SLOT_FLUSH = 1, /* the flusher; HS_SLOT_FLUSH + k for batches */
-	HS_NSLOTS = 1 + HS_FLUSHERS,
+	HS_NSLOTS = 1 + HS_FLUSH_CONNECTIONS_MAX,
 };
 
 struct hs_link;
 
+/* @nslots: how many of the slots are used (1 + flush connections). */
 int hs_link_new(hs_dial_fn dial, void *dial_arg, int connect_timeout_ms,
-		int keepalive_s, struct hs_link **ret);
+		int keepalive_s, int nslots, struct hs_link **ret);
 void hs_link_free(struct hs_link *l);
 /* Dials @slot now (mount time).  0 or -errno with a line in @err. */
 int hs_link_connect(struct hs_link *l, int slot, char *err, size_t errlen);

@@ -39,6 +39,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #define CHUNK (4U << 20)
@@ -592,8 +593,16 @@ static void send_row(struct job *j)
 	j->r = r;
 }
 
+/* The flusher works in the background: the guest's own work (FUSE
+ * requests) comes first when the CPU is short. */
+static void lower_priority(void)
+{
+	setpriority(PRIO_PROCESS, (id_t)gettid(), 10);
+}
+
 static void *send_row_thread(void *arg)
 {
+	lower_priority();
 	send_row(arg);
 	return NULL;
 }
@@ -608,7 +617,7 @@ static int gather(struct hs_cache *c, struct job *jobs, int force)
 	int64_t after = jobs[0].e.seq;
 	int n = 1, k, dup;
 
-	while (n < HS_FLUSHERS) {
+	while (n < HS_FLUSH_CONNECTIONS_MAX) {
 		struct hs_jentry e;
 		int r;
 
@@ -639,15 +648,16 @@ static void *flusher_thread(void *arg)
 	struct hs_cache *c = arg;
 	int64_t backoff = HS_NSEC_PER_SEC / 4;
 
+	lower_priority();
 	while (!stopping(c)) {
-		struct job jobs[HS_FLUSHERS];
-		pthread_t thr[HS_FLUSHERS];
-		int started[HS_FLUSHERS] = { 0 };
+		struct job jobs[HS_FLUSH_CONNECTIONS_MAX];
+		pthread_t thr[HS_FLUSH_CONNECTIONS_MAX];
+		int started[HS_FLUSH_CONNECTIONS_MAX] = { 0 };
 		int64_t at;
 		int r, force, n, k, link_failed = 0;
 
 		memset(jobs, 0, sizeof(jobs));
-		for (k = 0; k < HS_FLUSHERS; k++)
+		for (k = 0; k < HS_FLUSH_CONNECTIONS_MAX; k++)
 			jobs[k].c = c;
 		pthread_mutex_lock(&c->db_lock);
 		r = hs_journal_next(c, 0, &jobs[0].e);

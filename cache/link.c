@@ -49,6 +49,7 @@ struct hs_link {
 	pthread_mutex_t lock;
 	pthread_cond_t cond; /* a slot changed, or the thread has work */
 	struct slot s[HS_NSLOTS];
+	int nslots;          /* slots in use: [0, nslots) */
 	enum hs_link_state state;
 	int64_t since;       /* wall ns */
 	int dial_failed;
@@ -87,7 +88,7 @@ static void set_state(struct hs_link *l)
 }
 
 int hs_link_new(hs_dial_fn dial, void *dial_arg, int connect_timeout_ms,
-		int keepalive_s, struct hs_link **ret)
+		int keepalive_s, int nslots, struct hs_link **ret)
 {
 	struct hs_link *l = calloc(1, sizeof(*l));
 	int i;
@@ -98,6 +99,7 @@ int hs_link_new(hs_dial_fn dial, void *dial_arg, int connect_timeout_ms,
 	l->dial_arg = dial_arg;
 	l->connect_timeout_ms = connect_timeout_ms > 0 ? connect_timeout_ms : 10000;
 	l->keepalive_s = keepalive_s;
+	l->nslots = nslots < 1 ? 1 : nslots > HS_NSLOTS ? HS_NSLOTS : nslots;
 	pthread_mutex_init(&l->lock, NULL);
 	hs_cond_init_monotonic(&l->cond);
 	l->state = HS_LINK_OFFLINE;
@@ -186,7 +188,7 @@ static void *link_thread(void *arg)
 		while (reap(l))
 			;
 		pthread_mutex_lock(&l->lock);
-		for (i = 0; i < HS_NSLOTS && !l->stop; i++) {
+		for (i = 0; i < l->nslots && !l->stop; i++) {
 			struct slot *s = &l->s[i];
 			struct hs_transport *t = NULL;
 			int r;
@@ -281,6 +283,9 @@ int hs_link_get(struct hs_link *l, int slot, int wait, hs_deadline_t dl,
 	struct slot *s = &l->s[slot];
 	struct timespec ts = hs_deadline_ts(dl);
 	int r = 0;
+
+	if (slot >= l->nslots)
+		return -ENOTCONN;
 
 	pthread_mutex_lock(&l->lock);
 	for (;;) {

@@ -261,6 +261,7 @@ static int apply_option(struct hs_opts *o, const char *opt, char *err,
 		{ "ServerAliveInterval", VALUE }, { "ConnectTimeout", VALUE },
 		{ "cache_dir", VALUE }, { "op_timeout", VALUE },
 		{ "attr_timeout", VALUE }, { "writeback_delay", VALUE },
+		{ "flush_connections", VALUE },
 		{ "fsync", VALUE }, { "idmap", VALUE }, { "uid", VALUE },
 		{ "gid", VALUE }, { "umask", VALUE }, { "allow_other", FLAG },
 		{ "allow_root", FLAG }, { "default_permissions", FLAG },
@@ -330,6 +331,8 @@ static int apply_option(struct hs_opts *o, const char *opt, char *err,
 				  &o->attr_timeout_s);
 	} else if (!strcmp(name, "writeback_delay")) {
 		r = parse_int(v, 0, 3600 * 1000, &o->writeback_delay_ms);
+	} else if (!strcmp(name, "flush_connections")) {
+		r = parse_int(v, 1, HS_FLUSH_CONNECTIONS_MAX, &o->flush_connections);
 	} else if (!strcmp(name, "fsync")) {
 		if (!strcmp(v, "local"))
 			o->fsync_mode = HS_FSYNC_LOCAL;
@@ -446,6 +449,7 @@ static void init_defaults(struct hs_opts *o)
 	o->attr_timeout_ms = 1000;
 	o->attr_timeout_s = 1.0;
 	o->writeback_delay_ms = 500;
+	o->flush_connections = 1;
 	o->fsync_mode = HS_FSYNC_LOCAL;
 	o->allow_offline = 1;
 	o->idmap_user = 1;
@@ -694,6 +698,8 @@ void hs_opts_print_help(FILE *f)
 "  op_timeout=S             give up on the host after S seconds: EIO (10)\n"
 "  attr_timeout=S           trust host attributes for S seconds (1)\n"
 "  writeback_delay=MS       age of a change before it is sent (500)\n"
+"  flush_connections=N      SSH connections that send new files in\n"
+"                           parallel; more helps on a link with latency (1)\n"
 "  fsync=local|host         fsync waits for the guest disk or the host (local)\n"
 "  idmap=user|none          show the login user's files as yours (user)\n"
 "  uid=N, gid=N             idmap=user: the local owner to show;\n"

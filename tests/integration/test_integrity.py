@@ -184,10 +184,13 @@ def tree_step(rng, mnt, model):
 @pytest.mark.parametrize("seed", [11, 12, 13, 14])
 @pytest.mark.parametrize("delay", [0, 600000])
 def test_random_tree_operations(mount_factory, mounter, seed, delay, timing):
-    """delay 0: the flusher races the guest's changes (and listings);
-    delay 600000: everything is replayed from the journal at once."""
+    """delay 0: the flusher races the guest's changes (and listings), on
+    four flush connections; delay 600000: everything is replayed from the
+    journal at once."""
     rng = random.Random(seed)
     opts = ["writeback_delay=%d" % delay, "attr_timeout=0.2"]
+    if delay == 0:
+        opts.append("flush_connections=4")
     mnt = mount_factory(options=opts if mounter == "hostshare" else [])
     model = {}
     for i in range(300):
