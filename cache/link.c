@@ -16,8 +16,9 @@
  * is being sent.
  *
  * State: CONNECTED while the fetch slot has a healthy connection;
- * RECONNECTING when it broke and no new dial failed yet; OFFLINE once a
- * dial failed.
+ * RECONNECTING when it broke and no new dial failed yet (callers that need
+ * the host may wait for the reconnect, up to their deadline); OFFLINE once
+ * a dial failed (callers that need the host fail at once).
  *
  * Locking: link->lock protects everything in struct hs_link; it is a leaf
  * lock and is never held while dialing, probing or closing.
@@ -214,6 +215,7 @@ static void *link_thread(void *arg)
 					snprintf(l->last_error, sizeof(l->last_error),
 						 "%s", err);
 					l->dial_failed = 1;
+					pthread_cond_broadcast(&l->cond);
 					s->next_try = hs_now_ns() +
 						      s->backoff_ms * HS_NSEC_PER_MSEC;
 					s->backoff_ms = HS_MIN(s->backoff_ms * 2,
@@ -294,7 +296,10 @@ int hs_link_get(struct hs_link *l, int slot, int wait, hs_deadline_t dl,
 			*ret = s->t;
 			break;
 		}
-		if (!wait || l->stop) {
+		/* Wait out a blip, not an outage: once a dial failed, an
+		 * operation that needs the host fails at once (the kernel
+		 * retries a failed read, and each retry would wait again). */
+		if (!wait || l->stop || l->dial_failed) {
 			r = -ENOTCONN;
 			break;
 		}

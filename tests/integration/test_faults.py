@@ -1,0 +1,141 @@
+# SPDX-License-Identifier: MIT
+"""Link faults through a TCP proxy of our own (no netem here): a link
+that stalls (sockets open, nothing moves) and a link that resets.  Each
+test prints how long the user's operations took and checks what reached
+the host once the link came back (DESIGN.md: never hang, nothing lost)."""
+
+import errno
+import os
+import time
+
+import pytest
+
+from harness import Proxy
+
+MIB = 1 << 20
+
+
+@pytest.fixture
+def hostshare_only(mounter):
+    if mounter != "hostshare":
+        pytest.skip("fault tests measure hostshare's cache (sshfs has none)")
+
+
+@pytest.fixture
+def proxy(sshd):
+    p = Proxy(0, sshd.port)
+    yield p
+    p.stop()
+
+
+def through(proxy, sshd, test_dir, extra=()):
+    """Mount options that reach sshd through @proxy (its port needs its
+    own known_hosts line)."""
+    kh = os.path.join(test_dir, "known_hosts.proxy")
+    with open(sshd.known_hosts) as f:
+        line = f.read().replace("]:%d " % sshd.port, "]:%d " % proxy.port)
+    with open(kh, "w") as f:
+        f.write(line)
+    return ["port=%d" % proxy.port, "UserKnownHostsFile=" + kh] + list(extra)
+
+
+def timed(fn):
+    t0 = time.monotonic()
+    r = fn()
+    return r, time.monotonic() - t0
+
+
+def read(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def write(path, data):
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+@pytest.mark.timeout(240)
+def test_stall_cached_work_goes_on(hostshare_only, proxy, sshd, test_dir,
+                                   mount_factory, timing):
+    """While the link is stalled, everything the cache holds answers at
+    once, new writes land, and what needs the host fails with EIO after
+    op_timeout; when the link moves again, everything reaches the host."""
+    cold = os.urandom(3 * MIB)
+    mnt = mount_factory(options=through(proxy, sshd, test_dir,
+                                        ["op_timeout=3", "attr_timeout=60",
+                                         "ConnectTimeout=2"]),
+                        mount=False)
+    write(mnt.host("cold"), cold)           # on the host, never read
+    mnt.mount()
+    os.mkdir(mnt.guest("tree"))
+    for i in range(20):
+        write(mnt.guest("tree", "f%d" % i), b"file %d\n" % i * 100)
+    warm = os.urandom(2 * MIB)
+    write(mnt.guest("warm"), warm)
+    os.stat(mnt.guest("cold"))              # name known, data not fetched
+    mnt.flush()
+
+    proxy.stall()
+    names, t_ls = timed(lambda: sorted(os.listdir(mnt.guest("tree"))))
+    assert len(names) == 20
+    _, t_stat = timed(lambda: [os.stat(mnt.guest("tree", n)) for n in names])
+    data, t_cat = timed(lambda: read(mnt.guest("warm")))
+    assert data == warm
+    new = os.urandom(4 * MIB)
+    _, t_write = timed(lambda: write(mnt.guest("new"), new))
+    t0 = time.monotonic()
+    with pytest.raises(OSError) as ei:
+        read(mnt.guest("cold"))
+    t_cold = time.monotonic() - t0
+    assert ei.value.errno == errno.EIO
+    timing("stall: ls of 20 cached names", "%.3f s" % t_ls)
+    timing("stall: stat of 20 cached files", "%.3f s" % t_stat)
+    timing("stall: read 2 MiB cached file", "%.3f s" % t_cat)
+    timing("stall: write 4 MiB new file", "%.3f s" % t_write)
+    timing("stall: cold read gave EIO after", "%.2f s (op_timeout=3)" % t_cold)
+    for t in (t_ls, t_stat, t_cat, t_write):
+        assert t < 1.5, "a cached operation waited on the stalled link"
+    # the read waits op_timeout (3 s); the kernel's retry of it waits for
+    # the one reconnect attempt already under way (ConnectTimeout, 2 s);
+    # after that the link is offline and needs-the-host fails at once
+    assert t_cold < 3 + 2 + 2, "a cold read outlived op_timeout + ConnectTimeout"
+
+    r = mnt.ctl("flush", "--wait", "--timeout", "2", mnt.path)
+    assert r.returncode != 0, "flush claimed success while the link is stalled"
+    # never a half-written file under its final name
+    assert not os.path.exists(mnt.host("new")) or read(mnt.host("new")) == new
+
+    proxy.resume()
+    t0 = time.monotonic()
+    mnt.flush()
+    timing("after the stall: everything on the host after", "%.1f s" % (time.monotonic() - t0))
+    assert read(mnt.host("new")) == new
+    assert read(mnt.guest("cold")) == cold
+
+
+@pytest.mark.timeout(240)
+def test_reset_mid_copy_loses_nothing(hostshare_only, proxy, sshd, test_dir,
+                                      mount_factory, timing):
+    """Connections reset with RST in the middle of the flush: the flusher
+    reconnects and every file arrives intact, nothing half-written under a
+    final name."""
+    mnt = mount_factory(options=through(proxy, sshd, test_dir,
+                                        ["writeback_delay=0", "ConnectTimeout=3"]))
+    want = {}
+    for i in range(30):
+        data = os.urandom(256 * 1024 + i)
+        write(mnt.guest("f%d" % i), data)
+        want["f%d" % i] = data
+        if i in (10, 20):
+            proxy.reset()
+    proxy.reset()
+    t0 = time.monotonic()
+    mnt.flush()
+    timing("reset x3: everything on the host after", "%.1f s" % (time.monotonic() - t0))
+    for name, data in want.items():
+        assert read(mnt.host(name)) == data, name
+    leftovers = [n for n in os.listdir(mnt.host()) if n.startswith(".hs-tmp.")]
+    timing("reset x3: temporary files left on the host", str(len(leftovers)))
+    assert sorted(n for n in os.listdir(mnt.host()) if not n.startswith(".hs-")) == \
+        sorted(want)
