@@ -297,6 +297,16 @@ void hs_file_overlay(struct hs_cache *c, uint64_t ino, struct stat *st);
 int hs_file_fetch(struct hs_cache *c, struct hs_file *f, uint64_t first,
 		  uint64_t last, hs_deadline_t dl);
 
+/* A refresh the cache could do without (the listing or attributes it
+ * holds would do) waits at most a quarter of op_timeout (>= 1 s): on a
+ * stalled link the first such refresh gives up soon and breaks the
+ * connection, and later ones do not wait at all. */
+static inline hs_deadline_t hs_refresh_deadline(const struct hs_cache *c,
+						hs_deadline_t dl)
+{
+	return HS_MIN(dl, hs_deadline_in_ms(HS_MAX(1000, c->cfg.op_timeout_ms / 4)));
+}
+
 /* dir.c */
 /* Records that the flusher changed host folder @dir; db_lock held. */
 void hs_dir_host_changed(struct hs_cache *c, const char *path);

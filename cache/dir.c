@@ -318,6 +318,8 @@ static int refresh_once(struct hs_cache *c, uint64_t dir, int need,
 	hpath = d.hpath;
 	d.hpath = NULL;
 	*ret_raced = 0;
+	if (listed)
+		dl = hs_refresh_deadline(c, dl);
 	gen = atomic_load(&c->hgen);
 	r = hs_link_get(c->link, HS_SLOT_FETCH, need && !listed, dl, &t);
 	if (r < 0) {
@@ -414,6 +416,7 @@ int hs_cache_revalidate(struct hs_cache *c, uint64_t ino, int *ret_changed,
 	hs_inode_release(&x);
 	if (!hpath)
 		return 0;
+	dl = hs_refresh_deadline(c, dl);
 	gen = atomic_load(&c->hgen);
 	r = hs_link_get(c->link, HS_SLOT_FETCH, 0, dl, &t);
 	if (r < 0) {

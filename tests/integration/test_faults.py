@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from harness import Proxy
+from harness import MountError, Proxy
 
 MIB = 1 << 20
 
@@ -139,3 +139,74 @@ def test_reset_mid_copy_loses_nothing(hostshare_only, proxy, sshd, test_dir,
     timing("reset x3: temporary files left on the host", str(len(leftovers)))
     assert sorted(n for n in os.listdir(mnt.host()) if not n.startswith(".hs-")) == \
         sorted(want)
+
+
+@pytest.mark.timeout(240)
+def test_stall_stale_listing_answers_from_cache(hostshare_only, proxy, sshd, test_dir,
+                                                mount_factory, timing):
+    """Listings older than attr_timeout are refreshed when the link allows;
+    on a stalled link the first refresh gives up after a quarter of
+    op_timeout and the cached listing answers, later ones answer at once."""
+    mnt = mount_factory(options=through(proxy, sshd, test_dir,
+                                        ["op_timeout=8", "attr_timeout=0.5",
+                                         "ConnectTimeout=2"]))
+    os.mkdir(mnt.guest("d"))
+    for i in range(10):
+        write(mnt.guest("d", "f%d" % i), b"x" * i)
+    mnt.flush()
+    proxy.stall()
+    time.sleep(1)                            # every listing is stale now
+    names1, t1 = timed(lambda: sorted(os.listdir(mnt.guest("d"))))
+    names2, t2 = timed(lambda: sorted(os.listdir(mnt.guest("d"))))
+    data, t3 = timed(lambda: read(mnt.guest("d", "f7")))
+    timing("stall, stale listing: first ls", "%.2f s (op_timeout=8)" % t1)
+    timing("stall, stale listing: second ls", "%.3f s" % t2)
+    timing("stall, stale listing: open+read of a cached file", "%.3f s" % t3)
+    assert names1 == names2 == ["f%d" % i for i in range(10)]
+    assert data == b"x" * 7
+    assert t1 < 8 / 4 + 1.5
+    assert t2 < 1 and t3 < 1
+    proxy.resume()
+    mnt.flush()
+
+
+@pytest.mark.timeout(240)
+def test_offline_mount_and_catch_up(hostshare_only, sshd, test_dir, mount_factory, timing):
+    """With the host unreachable, a mount of a folder this cache already
+    holds comes up, serves it and takes writes; when the host is back the
+    writes reach it.  Without a cache, the mount fails with one line."""
+    p1 = Proxy(0, sshd.port)
+    port = p1.port
+    opts = through(p1, sshd, test_dir, ["ConnectTimeout=2", "op_timeout=3"])
+    mnt = mount_factory(options=opts)
+    write(mnt.guest("kept"), b"cached content")
+    mnt.flush()
+    assert mnt.unmount() == 0
+    p1.stop()                                # the host is gone
+
+    t0 = time.monotonic()
+    mnt.mount()
+    timing("offline mount came up after", "%.1f s (ConnectTimeout=2)" % (time.monotonic() - t0))
+    assert read(mnt.guest("kept")) == b"cached content"
+    write(mnt.guest("offline-new"), b"written while offline")
+    st = mnt.status()
+    timing("offline status: link", st.get("link"))
+    assert st.get("link") != "connected"
+
+    other = mount_factory(options=opts, mount=False)   # a cache of its own
+    t0 = time.monotonic()
+    with pytest.raises(MountError) as ei:
+        other.mount()
+    timing("no cache, host gone: mount failed after", "%.1f s" % (time.monotonic() - t0))
+    assert "refused" in str(ei.value) or "connect" in str(ei.value)
+
+    p2 = Proxy(port, sshd.port)              # the host is back
+    try:
+        t0 = time.monotonic()
+        mnt.flush()
+        timing("after the host came back: on the host after",
+               "%.1f s" % (time.monotonic() - t0))
+        assert read(mnt.host("offline-new")) == b"written while offline"
+    finally:
+        assert mnt.unmount() == 0
+        p2.stop()
