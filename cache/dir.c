@@ -168,9 +168,14 @@ out:
 	return r;
 }
 
-/* Removes guest entries of @dir that the host no longer has. */
+/* Removes guest entries of @dir that the host no longer has.  A listing
+ * can be older than the guest's own changes to the host, so an entry is
+ * only removed once an lstat of its host path confirmed it is gone
+ * (@confirmed, hpaths); the others are returned in @ret_check for the
+ * caller to confirm.  Caller holds db_lock, in a transaction. */
 static int merge_gone(struct hs_cache *c, uint64_t dir, const char *dhpath,
-		      struct hlist *l)
+		      struct hlist *l, struct hlist *confirmed,
+		      struct hlist *ret_check)
 {
 	static const char sql[] =
 		"SELECT d.name, d.ino, i.hpath, i.mode FROM dentry d JOIN inode i"
@@ -180,7 +185,7 @@ static int merge_gone(struct hs_cache *c, uint64_t dir, const char *dhpath,
 	static const char drop_below[] =
 		"UPDATE inode SET hpath=NULL WHERE hpath >= ?1 || '/' AND hpath < ?1 || '0'";
 	struct { char *name; uint64_t ino; char *hpath; } *gone = NULL;
-	size_t ngone = 0, cap = 0, i;
+	size_t ngone = 0, cap = 0, i, k;
 	sqlite3_stmt *st = hs_meta_prepare(c, sql);
 	int r = 0;
 
@@ -190,36 +195,46 @@ static int merge_gone(struct hs_cache *c, uint64_t dir, const char *dhpath,
 	while (sqlite3_step(st) == SQLITE_ROW) {
 		struct hent key = { .name = (char *)sqlite3_column_text(st, 0) };
 		char *hp = join(dhpath, key.name);
+		int ok = 0;
 
 		if (!hp) {
 			r = -ENOMEM;
 			break;
 		}
-		if (!strcmp(hp, (const char *)sqlite3_column_text(st, 2)) &&
-		    (!l->n || !bsearch(&key, l->v, l->n, sizeof(*l->v), cmp_hent))) {
-			if (ngone == cap) {
-				void *v;
-
-				cap = cap ? cap * 2 : 16;
-				v = realloc(gone, cap * sizeof(*gone));
-				if (!v) {
-					free(hp);
-					r = -ENOMEM;
-					break;
-				}
-				gone = v;
-			}
-			gone[ngone].name = strdup(key.name);
-			gone[ngone].ino = (uint64_t)sqlite3_column_int64(st, 1);
-			gone[ngone].hpath = hp;
-			ngone++;
-		} else {
+		if (strcmp(hp, (const char *)sqlite3_column_text(st, 2)) ||
+		    (l->n && bsearch(&key, l->v, l->n, sizeof(*l->v), cmp_hent))) {
 			free(hp);
+			continue;
 		}
+		for (k = 0; k < confirmed->n && !ok; k++)
+			ok = !strcmp(confirmed->v[k].name, hp);
+		if (!ok) {
+			r = collect(ret_check, hp, &(struct hs_attr){ 0 });
+			free(hp);
+			if (r < 0)
+				break;
+			continue;
+		}
+		if (ngone == cap) {
+			void *v;
+
+			cap = cap ? cap * 2 : 16;
+			v = realloc(gone, cap * sizeof(*gone));
+			if (!v) {
+				free(hp);
+				r = -ENOMEM;
+				break;
+			}
+			gone = v;
+		}
+		gone[ngone].name = strdup(key.name);
+		gone[ngone].ino = (uint64_t)sqlite3_column_int64(st, 1);
+		gone[ngone].hpath = hp;
+		ngone++;
 	}
 	sqlite3_reset(st);
 	for (i = 0; i < ngone; i++) {
-		if (r == 0)
+		if (r == 0 && gone[i].name)
 			r = hs_meta_del_dentry(c, dir, gone[i].name);
 		if (r == 0 && (st = hs_meta_prepare(c, drop_below))) {
 			sqlite3_bind_text(st, 1, gone[i].hpath, -1, SQLITE_STATIC);
@@ -236,6 +251,30 @@ static int merge_gone(struct hs_cache *c, uint64_t dir, const char *dhpath,
 	}
 	free(gone);
 	return r;
+}
+
+/* Asks the host about each path of @check: the ones it does not have go to
+ * @confirmed.  Returns 1 if one still exists (the listing was stale). */
+static int confirm_gone(struct hs_cache *c, struct hlist *check,
+			struct hlist *confirmed, hs_deadline_t dl)
+{
+	struct hs_transport *t;
+	struct hs_attr a;
+	size_t i;
+	int r, stale = 0;
+
+	r = hs_link_get(c->link, HS_SLOT_FETCH, 0, dl, &t);
+	if (r < 0)
+		return 1; /* cannot tell: keep the entries */
+	for (i = 0; i < check->n && !stale; i++) {
+		r = hs_tr_lstat(t, check->v[i].name, &a, dl);
+		if (r == -ENOENT || r == -ENOTDIR)
+			r = collect(confirmed, check->v[i].name, &a);
+		else
+			stale = 1; /* there after all, or no answer */
+	}
+	hs_link_put(c->link, t, r < 0 && r != -ENOENT && r != -ENOTDIR ? r : 0);
+	return stale;
 }
 
 static int refresh_once(struct hs_cache *c, uint64_t dir, int need,
@@ -292,6 +331,7 @@ int hs_dir_refresh(struct hs_cache *c, uint64_t dir, int need, hs_deadline_t dl)
 static int refresh_once(struct hs_cache *c, uint64_t dir, int need,
 			hs_deadline_t dl, int *ret_raced)
 {
+	struct hlist check = { 0 }, confirmed = { 0 };
 	uint64_t gen;
 	struct hlist l = { 0 };
 	struct hs_transport *t;
@@ -344,6 +384,7 @@ static int refresh_once(struct hs_cache *c, uint64_t dir, int need,
 		return -ENOMEM;
 	}
 	pthread_mutex_lock(&c->db_lock);
+merge:
 	r = hs_meta_begin(c);
 	if (r == 0) {
 		struct hs_inode now;
@@ -364,7 +405,23 @@ static int refresh_once(struct hs_cache *c, uint64_t dir, int need,
 		for (i = 0; r == 0 && i < l.n; i++)
 			r = merge_one(c, dir, hpath, &l.v[i], inval, &ninval);
 		if (r == 0)
-			r = merge_gone(c, dir, hpath, &l);
+			r = merge_gone(c, dir, hpath, &l, &confirmed, &check);
+		if (r == 0 && check.n) {
+			/* some entries look gone: confirm before removing */
+			hs_inode_release(&now);
+			hs_meta_rollback(c);
+			pthread_mutex_unlock(&c->db_lock);
+			ninval = 0;
+			if (confirm_gone(c, &check, &confirmed, dl)) {
+				*ret_raced = 1;
+				r = 0;
+				goto done;
+			}
+			hlist_release(&check);
+			memset(&check, 0, sizeof(check));
+			pthread_mutex_lock(&c->db_lock);
+			goto merge;
+		}
 		if (r == 0) {
 			now.listed_at = hs_now_ns();
 			r = hs_meta_put_inode(c, &now);
@@ -379,6 +436,9 @@ unlock:
 	pthread_mutex_unlock(&c->db_lock);
 	for (i = 0; r == 0 && i < ninval; i++)
 		hs_file_invalidate(c, inval[i]);
+done:
+	hlist_release(&check);
+	hlist_release(&confirmed);
 	free(inval);
 	hlist_release(&l);
 	free(hpath);

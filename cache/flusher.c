@@ -9,9 +9,10 @@
  * is only sent once every older row is on the host or refused.
  *
  * How each row is sent:
- *   CREATE   the whole file to "<dir>/.hs-tmp.<name>.<random>", then mode and
- *            times, then a rename over the final name: the host never holds
- *            a partly written file under a name the guest gave it.
+ *   CREATE   the blocks the guest wrote to "<dir>/.hs-tmp.<name>.<random>",
+ *            then size, mode and times, then a rename over the final name:
+ *            the host never holds a partly written file under a name the
+ *            guest gave it.
  *   DATA     a snapshot of the dirty blocks (DIRTY->WRITING) as runs of
  *            whole 4 KiB blocks (the last one cut at end of file), preceded
  *            by a truncate to the smallest size seen since the last send
@@ -76,7 +77,8 @@ static void exec_tn(struct hs_cache *c, const char *sql, const char *a, int64_t 
 	sqlite3_reset(st);
 }
 
-/* Sends [0, size) or the runs of @runs from the cache file to @rf. */
+/* Sends the runs of blocks set in @runs (cut at @size) from the cache file
+ * to @rf, in calls of up to CHUNK bytes. */
 static int send_blocks(struct hs_cache *c, struct hs_transport *t,
 		       struct hs_tr_file *rf, int fd, const struct hs_bitmap *runs,
 		       uint64_t size, uint64_t *ret_bytes)
@@ -88,16 +90,12 @@ static int send_blocks(struct hs_cache *c, struct hs_transport *t,
 	if (!buf)
 		return -ENOMEM;
 	while (b < nblocks) {
-		if (runs) {
-			b = hs_bitmap_next_set(runs, b, nblocks);
-			if (b == HS_BITMAP_NONE)
-				break;
-			e = hs_bitmap_next_clear(runs, b, nblocks);
-			if (e == HS_BITMAP_NONE)
-				e = nblocks;
-		} else {
+		b = hs_bitmap_next_set(runs, b, nblocks);
+		if (b == HS_BITMAP_NONE)
+			break;
+		e = hs_bitmap_next_clear(runs, b, nblocks);
+		if (e == HS_BITMAP_NONE)
 			e = nblocks;
-		}
 		while (b < e) {
 			uint64_t off = b * HS_BLOCK;
 			uint64_t len = HS_MIN((e - b) * HS_BLOCK, (uint64_t)CHUNK);
@@ -291,7 +289,9 @@ static int send_create(struct hs_cache *c, struct hs_transport *t,
 			call_dl(c));
 	if (r < 0)
 		goto out;
-	r = send_blocks(c, t, rf, s->f->fd, NULL, s->size, bytes);
+	/* only what the guest wrote: the rest of a new file is holes, which
+	 * the final size leaves as zeros (a 10 GiB sparse file costs nothing) */
+	r = send_blocks(c, t, rf, s->f->fd, &s->f->writing, s->size, bytes);
 	if (r < 0) {
 		hs_tr_fclose(t, rf, call_dl(c));
 		goto out_unlink;
@@ -299,7 +299,8 @@ static int send_create(struct hs_cache *c, struct hs_transport *t,
 	r = hs_tr_fclose(t, rf, call_dl(c));
 	if (r < 0)
 		goto out_unlink;
-	a.valid = HS_ATTR_MODE | HS_ATTR_ATIME | HS_ATTR_MTIME;
+	a.valid = HS_ATTR_SIZE | HS_ATTR_MODE | HS_ATTR_ATIME | HS_ATTR_MTIME;
+	a.size = s->size;
 	a.mode = s->mode & 07777;
 	a.atime_ns = s->atime;
 	a.mtime_ns = s->mtime;

@@ -35,7 +35,9 @@
 static const char schema[] =
 	"CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value);"
 	"CREATE TABLE IF NOT EXISTS inode("
-	" ino INTEGER PRIMARY KEY, mode INTEGER NOT NULL, uid INTEGER NOT NULL,"
+	/* AUTOINCREMENT: an inode number is never reused, so a number the
+	 * kernel still remembers never names another file */
+	" ino INTEGER PRIMARY KEY AUTOINCREMENT, mode INTEGER NOT NULL, uid INTEGER NOT NULL,"
 	" gid INTEGER NOT NULL, nlink INTEGER NOT NULL DEFAULT 1,"
 	" size INTEGER NOT NULL DEFAULT 0, atime INTEGER NOT NULL DEFAULT 0,"
 	" mtime INTEGER NOT NULL DEFAULT 0, ctime INTEGER NOT NULL DEFAULT 0,"

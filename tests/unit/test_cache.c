@@ -211,6 +211,20 @@ static void test_read_and_coherence(void)
 	CHECK(!memcmp(got, "changed", 7));
 	hs_cache_release(c, h);
 
+	/* a file deleted on the host disappears from the guest too (after
+	 * attr_timeout, once the host confirms it is gone) */
+	host_write("doomed", "x", 1);
+	usleep(300000);
+	CHECK_OK(hs_cache_lookup(c, 1, "doomed", &st, dl()));
+	{
+		char p[512];
+
+		snprintf(p, sizeof(p), "%s/doomed", hostdir);
+		CHECK_OK(unlink(p));
+	}
+	usleep(300000);
+	CHECK_EQ(hs_cache_lookup(c, 1, "doomed", &st, dl()), -ENOENT);
+
 	/* partial overwrite of host data: aligned blocks go up, rest kept */
 	host_write("big", big, 3 << 20);
 	usleep(300000);
