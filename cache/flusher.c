@@ -41,6 +41,7 @@
 #include <string.h>
 #include <sys/random.h>
 #include <sys/resource.h>
+#include <time.h>
 #include <unistd.h>
 
 #define CHUNK (4U << 20)
@@ -132,6 +133,10 @@ struct snap {
 	uint32_t mode, uid, gid;
 	char *hpath;
 	uint32_t nlink;
+	int64_t host_size, host_mtime; /* the host version the changes are based on */
+	int conflict;           /* the host copy had changed: see send_data() */
+	int host_valid;         /* @host was read after a setattr of times */
+	struct hs_attr host;    /* what the host copy is now */
 };
 
 /* DIRTY -> WRITING for every dirty block; reads what the send needs. */
@@ -171,6 +176,8 @@ static int take_snapshot(struct hs_cache *c, uint64_t ino, struct snap *s)
 	s->gid = x.gid;
 	s->nlink = x.nlink;
 	s->hpath = x.hpath;
+	s->host_size = x.host_size;
+	s->host_mtime = x.host_mtime;
 	return 0;
 }
 
@@ -195,42 +202,6 @@ static void end_snapshot(struct hs_cache *c, struct snap *s, int ok)
 	hs_file_put(c, f);
 	free(s->hpath);
 	s->f = NULL;
-}
-
-static int send_data(struct hs_cache *c, struct hs_transport *t,
-		     const struct hs_jentry *e, struct snap *s, uint64_t *bytes)
-{
-	struct hs_tr_file *rf = NULL;
-	struct hs_attr a = { 0 };
-	int r;
-
-	if (!s->hpath || s->nlink == 0)
-		return 0; /* not on the host (any more): nothing to send */
-	if (s->trunc >= 0) {
-		a.valid = HS_ATTR_SIZE;
-		a.size = (uint64_t)s->trunc;
-		r = hs_tr_setattr(t, s->hpath, &a, call_dl(c));
-		if (r < 0)
-			return r;
-	}
-	if (!hs_bitmap_empty(&s->f->writing)) {
-		r = hs_tr_fopen(t, s->hpath, O_WRONLY, 0, &rf, call_dl(c));
-		if (r < 0)
-			return r;
-		r = send_blocks(c, t, rf, s->f->fd, &s->f->writing, s->size, bytes);
-		if (r < 0) {
-			hs_tr_fclose(t, rf, call_dl(c));
-			return r;
-		}
-		r = hs_tr_fclose(t, rf, call_dl(c));
-		if (r < 0)
-			return r;
-	}
-	a.valid = HS_ATTR_SIZE | HS_ATTR_ATIME | HS_ATTR_MTIME;
-	a.size = s->size;
-	a.atime_ns = s->atime;
-	a.mtime_ns = s->mtime;
-	return hs_tr_setattr(t, s->hpath, &a, call_dl(c));
 }
 
 /* A fresh temporary name beside @path.  The random part comes from the
@@ -272,26 +243,26 @@ static int send_owner(struct hs_cache *c, struct hs_transport *t,
 	return r;
 }
 
-static int send_create(struct hs_cache *c, struct hs_transport *t,
-		       const struct hs_jentry *e, struct snap *s, uint64_t *bytes)
+/* Uploads the blocks @runs of the snapshot's file to a temporary name
+ * beside @path, sets size, mode, times and owner, and renames it over
+ * @path: the host never holds a partly written file under @path. */
+static int upload_file(struct hs_cache *c, struct hs_transport *t,
+		       const char *path, struct snap *s,
+		       const struct hs_bitmap *runs, uint64_t *bytes)
 {
 	struct hs_tr_file *rf = NULL;
 	struct hs_attr a = { 0 };
 	char *tmp;
 	int r;
 
-	if (s->nlink == 0)
-		return 0;
-	tmp = temp_name(e->path);
+	tmp = temp_name(path);
 	if (!tmp)
 		return -ENOMEM;
 	r = hs_tr_fopen(t, tmp, O_WRONLY | O_CREAT | O_EXCL | O_TRUNC, 0600, &rf,
 			call_dl(c));
 	if (r < 0)
 		goto out;
-	/* only what the guest wrote: the rest of a new file is holes, which
-	 * the final size leaves as zeros (a 10 GiB sparse file costs nothing) */
-	r = send_blocks(c, t, rf, s->f->fd, &s->f->writing, s->size, bytes);
+	r = send_blocks(c, t, rf, s->f->fd, runs, s->size, bytes);
 	if (r < 0) {
 		hs_tr_fclose(t, rf, call_dl(c));
 		goto out_unlink;
@@ -310,7 +281,7 @@ static int send_create(struct hs_cache *c, struct hs_transport *t,
 	r = send_owner(c, t, tmp, s);
 	if (r < 0)
 		goto out_unlink;
-	r = hs_tr_rename(t, tmp, e->path, 0, call_dl(c));
+	r = hs_tr_rename(t, tmp, path, 0, call_dl(c));
 	if (r == 0)
 		goto out;
 out_unlink:
@@ -321,8 +292,119 @@ out:
 	return r;
 }
 
+static int send_create(struct hs_cache *c, struct hs_transport *t,
+		       const struct hs_jentry *e, struct snap *s, uint64_t *bytes)
+{
+	if (s->nlink == 0)
+		return 0;
+	/* only what the guest wrote: the rest of a new file is holes, which
+	 * the final size leaves as zeros (a 10 GiB sparse file costs nothing) */
+	return upload_file(c, t, e->path, s, &s->f->writing, bytes);
+}
+
+/* "dir/NAME.conflict-<guest host>-<YYYYmmdd-HHMMSS>[.ext]" for @path. */
+static char *conflict_name(const char *path)
+{
+	const char *slash = strrchr(path, '/'), *base = slash + 1;
+	const char *dot = strrchr(base, '.');
+	char host[64] = "guest", stamp[32];
+	struct tm tm;
+	time_t now = time(NULL);
+	char *p;
+
+	gethostname(host, sizeof(host) - 1);
+	host[sizeof(host) - 1] = 0;
+	localtime_r(&now, &tm);
+	strftime(stamp, sizeof(stamp), "%Y%m%d-%H%M%S", &tm);
+	if (!dot || dot == base)
+		dot = base + strlen(base);
+	if (asprintf(&p, "%.*s.conflict-%s-%s%s", (int)(dot - path), path, host,
+		     stamp, dot) < 0)
+		return NULL;
+	return p;
+}
+
+/* The host copy changed (or vanished) since the guest's changes began: the
+ * host's version stays, the guest's whole version goes up beside it under
+ * a conflict name (DESIGN.md: no silent overwrite).  Blocks the guest
+ * never had are taken from the host's current copy where it still exists
+ * (the version they belonged to is gone). */
+static int send_conflict(struct hs_cache *c, struct hs_transport *t,
+			 struct snap *s, int host_gone, uint64_t *bytes)
+{
+	uint64_t nblocks = (s->size + HS_BLOCK - 1) / HS_BLOCK;
+	struct hs_bitmap all;
+	char *name;
+	int r;
+
+	if (!host_gone)
+		hs_file_fetch(c, s->f, 0, nblocks, call_dl(c));
+	name = conflict_name(s->hpath);
+	if (!name)
+		return -ENOMEM;
+	hs_bitmap_init(&all);
+	r = hs_bitmap_set(&all, 0, nblocks);
+	if (r == 0)
+		r = upload_file(c, t, name, s, &all, bytes);
+	hs_bitmap_release(&all);
+	if (r == 0)
+		hs_warn("conflict: '%s' changed on the host while the guest "
+			"changed it too; the host's version stays, the guest's is "
+			"saved as '%s'", s->hpath, name);
+	free(name);
+	s->conflict = r == 0;
+	return r;
+}
+
+static int send_data(struct hs_cache *c, struct hs_transport *t,
+		     const struct hs_jentry *e, struct snap *s, uint64_t *bytes)
+{
+	struct hs_tr_file *rf = NULL;
+	struct hs_attr a = { 0 };
+	int r;
+
+	if (!s->hpath || s->nlink == 0)
+		return 0; /* not on the host (any more): nothing to send */
+	if (s->host_size >= 0) {
+		/* the changes are based on a host version: is it still there? */
+		r = hs_tr_lstat(t, s->hpath, &s->host, call_dl(c));
+		if (r == -ENOENT)
+			return send_conflict(c, t, s, 1, bytes);
+		if (r < 0)
+			return r;
+		if ((int64_t)s->host.size != s->host_size ||
+		    s->host.mtime_ns / HS_NSEC_PER_SEC != s->host_mtime / HS_NSEC_PER_SEC)
+			return send_conflict(c, t, s, 0, bytes);
+	}
+	if (s->trunc >= 0) {
+		a.valid = HS_ATTR_SIZE;
+		a.size = (uint64_t)s->trunc;
+		r = hs_tr_setattr(t, s->hpath, &a, call_dl(c));
+		if (r < 0)
+			return r;
+	}
+	if (!hs_bitmap_empty(&s->f->writing)) {
+		r = hs_tr_fopen(t, s->hpath, O_WRONLY, 0, &rf, call_dl(c));
+		if (r < 0)
+			return r;
+		r = send_blocks(c, t, rf, s->f->fd, &s->f->writing, s->size, bytes);
+		if (r < 0) {
+			hs_tr_fclose(t, rf, call_dl(c));
+			return r;
+		}
+		r = hs_tr_fclose(t, rf, call_dl(c));
+		if (r < 0)
+			return r;
+	}
+	a.valid = HS_ATTR_SIZE | HS_ATTR_ATIME | HS_ATTR_MTIME;
+	a.size = s->size;
+	a.atime_ns = s->atime;
+	a.mtime_ns = s->mtime;
+	return hs_tr_setattr(t, s->hpath, &a, call_dl(c));
+}
+
 static int send_setattr(struct hs_cache *c, struct hs_transport *t,
-			const struct hs_jentry *e)
+			const struct hs_jentry *e, struct snap *s)
 {
 	struct hs_attr a = e->attr;
 	struct hs_inode x;
@@ -349,11 +431,14 @@ static int send_setattr(struct hs_cache *c, struct hs_transport *t,
 		a.valid |= HS_ATTR_ATIME | HS_ATTR_MTIME;
 	}
 	r = hs_tr_setattr(t, e->path, &a, call_dl(c));
+	if (r == 0 && (a.valid & HS_ATTR_MTIME) &&
+	    hs_tr_lstat(t, e->path, &s->host, call_dl(c)) == 0)
+		s->host_valid = 1; /* the new host version, for record() */
 	return r == -ENOENT ? 0 : r;
 }
 
 static int send_simple(struct hs_cache *c, struct hs_transport *t,
-		       const struct hs_jentry *e)
+		       const struct hs_jentry *e, struct snap *s)
 {
 	struct hs_attr a;
 	char buf[4096];
@@ -405,7 +490,7 @@ static int send_simple(struct hs_cache *c, struct hs_transport *t,
 		r = hs_tr_link(t, e->path, e->path2, call_dl(c));
 		return r == -EEXIST ? 0 : r;
 	case HS_J_SETATTR:
-		return send_setattr(c, t, e);
+		return send_setattr(c, t, e, s);
 	}
 	return -EINVAL;
 }
@@ -435,9 +520,22 @@ static void record(struct hs_cache *c, const struct hs_jentry *e,
 		__attribute__((fallthrough));
 	case HS_J_DATA:
 		st = hs_meta_prepare(c, version);
-		if (st && s->f) {
+		if (st && s->f && !s->conflict) {
 			sqlite3_bind_int64(st, 1, (int64_t)s->size);
 			sqlite3_bind_int64(st, 2, s->mtime);
+			sqlite3_bind_int64(st, 3, hs_now_ns());
+			sqlite3_bind_int64(st, 4, (int64_t)e->ino);
+			sqlite3_step(st);
+			sqlite3_reset(st);
+		}
+		break;
+	case HS_J_SETATTR:
+		/* new times are a new host version the guest's own changes
+		 * are based on (not a change by someone else) */
+		st = hs_meta_prepare(c, version);
+		if (st && s->host_valid) {
+			sqlite3_bind_int64(st, 1, (int64_t)s->host.size);
+			sqlite3_bind_int64(st, 2, s->host.mtime_ns);
 			sqlite3_bind_int64(st, 3, hs_now_ns());
 			sqlite3_bind_int64(st, 4, (int64_t)e->ino);
 			sqlite3_step(st);
@@ -519,6 +617,42 @@ static int stopping(struct hs_cache *c)
 	return s;
 }
 
+/* After a conflict: the guest's file becomes the host's current version
+ * (its own version was saved beside it). */
+static void adopt_host_version(struct hs_cache *c, uint64_t ino,
+			       const struct hs_attr *h)
+{
+	static const char sql[] =
+		"UPDATE inode SET size=?1, mtime=?2, ctime=?2, host_size=?1,"
+		" host_mtime=?2, dver=dver+1, hpath=CASE WHEN ?3 THEN hpath ELSE NULL END,"
+		" nlink=CASE WHEN ?3 THEN nlink ELSE 0 END WHERE ino=?4";
+	sqlite3_stmt *st;
+	int exists = h->mode != 0;
+
+	pthread_mutex_lock(&c->db_lock);
+	st = hs_meta_prepare(c, sql);
+	if (st) {
+		sqlite3_bind_int64(st, 1, (int64_t)h->size);
+		sqlite3_bind_int64(st, 2, h->mtime_ns);
+		sqlite3_bind_int(st, 3, exists);
+		sqlite3_bind_int64(st, 4, (int64_t)ino);
+		hs_meta_step(c, st);
+	}
+	if (!exists) {
+		/* deleted on the host: the name goes in the guest too */
+		static const char del[] = "DELETE FROM dentry WHERE ino=?";
+
+		if ((st = hs_meta_prepare(c, del))) {
+			sqlite3_bind_int64(st, 1, (int64_t)ino);
+			hs_meta_step(c, st);
+		}
+	}
+	hs_meta_flush(c);
+	pthread_mutex_unlock(&c->db_lock);
+	if (exists)
+		hs_file_invalidate(c, ino);
+}
+
 /* One row being sent: filled by the loop, outcome by send_row(). */
 struct job {
 	struct hs_cache *c;
@@ -557,7 +691,7 @@ static void send_row(struct job *j)
 		if (r == -ENOENT && e->op == HS_J_DATA)
 			r = 0; /* the host lost it; its listing will tell */
 	} else {
-		r = send_simple(c, t, e);
+		r = send_simple(c, t, e, &s);
 	}
 	/* read before the connection goes back: it may be closed then */
 	broken = t->broken;
@@ -591,6 +725,8 @@ static void send_row(struct job *j)
 	}
 	pthread_mutex_unlock(&c->db_lock);
 	end_snapshot(c, &s, r == 0);
+	if (r == 0 && s.conflict)
+		adopt_host_version(c, e->ino, &s.host);
 	j->r = r;
 }
 
