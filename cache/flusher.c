@@ -65,17 +65,16 @@ static const char *op_name(int op)
 }
 
 /* Runs @sql binding (?1 text @a, ?2 int @n); db_lock held. */
-static void exec_tn(struct hs_cache *c, const char *sql, const char *a, int64_t n)
+static int exec_tn(struct hs_cache *c, const char *sql, const char *a, int64_t n)
 {
 	sqlite3_stmt *st = hs_meta_prepare(c, sql);
 
 	if (!st)
-		return;
+		return -EIO;
 	if (a)
 		sqlite3_bind_text(st, 1, a, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 2, n);
-	sqlite3_step(st);
-	sqlite3_reset(st);
+	return hs_meta_step(c, st);
 }
 
 /* Sends the runs of blocks set in @runs (cut at @size) from the cache file
@@ -495,66 +494,73 @@ static int send_simple(struct hs_cache *c, struct hs_transport *t,
 	return -EINVAL;
 }
 
-/* Records on success what the host now holds; db_lock held. */
-static void record(struct hs_cache *c, const struct hs_jentry *e,
-		   const struct snap *s)
+/* Updates the host version of @ino to @size/@mtime; db_lock held. */
+static int set_version(struct hs_cache *c, uint64_t ino, uint64_t size,
+		       int64_t mtime)
+{
+	static const char sql[] =
+		"UPDATE inode SET host_size=?, host_mtime=?, checked_at=? WHERE ino=?";
+	sqlite3_stmt *st = hs_meta_prepare(c, sql);
+
+	if (!st)
+		return -EIO;
+	sqlite3_bind_int64(st, 1, (int64_t)size);
+	sqlite3_bind_int64(st, 2, mtime);
+	sqlite3_bind_int64(st, 3, hs_now_ns());
+	sqlite3_bind_int64(st, 4, (int64_t)ino);
+	return hs_meta_step(c, st);
+}
+
+/* Records on success what the host now holds: 0 or -errno (the caller
+ * rolls back and sends the row again); db_lock held, in a transaction. */
+static int record(struct hs_cache *c, const struct hs_jentry *e,
+		  const struct snap *s)
 {
 	static const char clear[] = "UPDATE inode SET hpath=NULL WHERE hpath=?1 AND ?2=?2";
 	static const char clear_below[] =
 		"UPDATE inode SET hpath=NULL WHERE hpath >= ?1 || '/' AND hpath < ?1 || '0' AND ?2=?2";
-	static const char version[] =
-		"UPDATE inode SET host_size=?, host_mtime=?, checked_at=? WHERE ino=?";
 	static const char listed[] = "UPDATE inode SET listed=1, listed_at=?2 WHERE hpath=?1";
-	sqlite3_stmt *st;
+	int r = 0;
 
 	switch (e->op) {
 	case HS_J_MKDIR:
-		hs_meta_set_hpath(c, e->ino, e->path);
-		exec_tn(c, listed, e->path, hs_now_ns());
+		r = hs_meta_set_hpath(c, e->ino, e->path);
+		if (r == 0)
+			r = exec_tn(c, listed, e->path, hs_now_ns());
 		break;
 	case HS_J_SYMLINK:
-		hs_meta_set_hpath(c, e->ino, e->path);
+		r = hs_meta_set_hpath(c, e->ino, e->path);
 		break;
 	case HS_J_CREATE:
-		hs_meta_set_hpath(c, e->ino, e->path);
+		r = hs_meta_set_hpath(c, e->ino, e->path);
 		__attribute__((fallthrough));
 	case HS_J_DATA:
-		st = hs_meta_prepare(c, version);
-		if (st && s->f && !s->conflict) {
-			sqlite3_bind_int64(st, 1, (int64_t)s->size);
-			sqlite3_bind_int64(st, 2, s->mtime);
-			sqlite3_bind_int64(st, 3, hs_now_ns());
-			sqlite3_bind_int64(st, 4, (int64_t)e->ino);
-			sqlite3_step(st);
-			sqlite3_reset(st);
-		}
+		if (r == 0 && s->f && !s->conflict)
+			r = set_version(c, e->ino, s->size, s->mtime);
 		break;
 	case HS_J_SETATTR:
 		/* new times are a new host version the guest's own changes
 		 * are based on (not a change by someone else) */
-		st = hs_meta_prepare(c, version);
-		if (st && s->host_valid) {
-			sqlite3_bind_int64(st, 1, (int64_t)s->host.size);
-			sqlite3_bind_int64(st, 2, s->host.mtime_ns);
-			sqlite3_bind_int64(st, 3, hs_now_ns());
-			sqlite3_bind_int64(st, 4, (int64_t)e->ino);
-			sqlite3_step(st);
-			sqlite3_reset(st);
-		}
+		if (s->host_valid)
+			r = set_version(c, e->ino, s->host.size, s->host.mtime_ns);
 		break;
 	case HS_J_UNLINK:
-		exec_tn(c, clear, e->path, 0);
+		r = exec_tn(c, clear, e->path, 0);
 		break;
 	case HS_J_RMDIR:
-		exec_tn(c, clear, e->path, 0);
-		exec_tn(c, clear_below, e->path, 0);
+		r = exec_tn(c, clear, e->path, 0);
+		if (r == 0)
+			r = exec_tn(c, clear_below, e->path, 0);
 		break;
 	case HS_J_RENAME:
-		exec_tn(c, clear, e->path2, 0);
-		exec_tn(c, clear_below, e->path2, 0);
-		hs_meta_move_hpaths(c, e->path, e->path2);
+		r = exec_tn(c, clear, e->path2, 0);
+		if (r == 0)
+			r = exec_tn(c, clear_below, e->path2, 0);
+		if (r == 0)
+			r = hs_meta_move_hpaths(c, e->path, e->path2);
 		break;
 	}
+	return r;
 }
 
 /* When @e may be sent, monotonic ns (0: now). */
@@ -700,17 +706,34 @@ static void send_row(struct job *j)
 
 	pthread_mutex_lock(&c->db_lock);
 	if (r == 0) {
-		hs_meta_begin(c);
-		record(c, e, &s);
-		hs_journal_done(c, e);
-		hs_dir_host_changed(c, e->op == HS_J_DATA || !e->path ? s.hpath : e->path);
-		if (e->path2 && e->op != HS_J_SYMLINK)
-			hs_dir_host_changed(c, e->path2);
+		int rr = hs_meta_begin(c);
+
+		if (rr == 0)
+			rr = record(c, e, &s);
+		if (rr == 0)
+			rr = hs_journal_done(c, e);
 		/* committed at once: until it is, the cache does not know what
 		 * the host now holds (a crash in between resends the row,
 		 * which is idempotent) */
-		if (hs_meta_commit(c) < 0)
+		if (rr == 0)
+			rr = hs_meta_commit(c);
+		if (rr == 0) {
+			hs_dir_host_changed(c, e->op == HS_J_DATA || !e->path ?
+						       s.hpath : e->path);
+			if (e->path2 && e->op != HS_J_SYMLINK)
+				hs_dir_host_changed(c, e->path2);
+		} else {
+			/* the host has it but the cache could not note it
+			 * (cache disk full?): send it again later */
 			hs_meta_rollback(c);
+			hs_journal_set_state(c, e->seq, HS_JS_PENDING, NULL);
+			hs_warn("cannot record the %s of '%s' in the cache "
+				"database: %s (it will be sent again)",
+				op_name(e->op), e->path ? e->path : "?",
+				strerror(-rr));
+			r = rr;
+			j->link_failed = 1; /* retried with backoff */
+		}
 	} else if (hs_tr_err_is_link(r) || broken) {
 		hs_journal_set_state(c, e->seq, HS_JS_PENDING, NULL);
 		j->link_failed = 1;
