@@ -390,6 +390,8 @@ void hs_cache_close(struct hs_cache *c)
 			hs_file_put(c, f);
 		}
 	}
+	while (c->dirs)
+		hs_cache_releasedir(c, c->dirs);
 	hs_meta_close(c);
 	for (i = 0; i < HS_ARRAY_SIZE(c->hchanges); i++)
 		free(c->hchanges[i].dir);

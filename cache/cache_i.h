@@ -187,6 +187,13 @@ struct hs_cache {
 		uint64_t gen;
 		char *dir;
 	} hchanges[256];
+	/* The host paths of the rows being sent right now (db_lock): the host
+	 * may already show such a change while the cache does not record it
+	 * yet, so no listing near them is merged meanwhile. */
+	struct {
+		int used;
+		char *path[2];
+	} hbusy[HS_FLUSH_CONNECTIONS_MAX];
 
 	/* flusher; protected by flush_lock */
 	pthread_mutex_t flush_lock;
@@ -204,9 +211,10 @@ struct hs_cache {
 	uint64_t cache_bytes;       /* last walk of the data folder, and */
 	int64_t cache_bytes_at;     /* when (monotonic ns); see cache_bytes() */
 
-	pthread_mutex_t stat_lock;  /* protects statfs cache */
+	pthread_mutex_t stat_lock;  /* protects the statfs cache and dirs */
 	struct statvfs statfs;
 	int have_statfs;
+	struct hs_dir *dirs;        /* open directory snapshots */
 };
 
 /* meta.c */
@@ -310,6 +318,10 @@ static inline hs_deadline_t hs_refresh_deadline(const struct hs_cache *c,
 /* dir.c */
 /* Records that the flusher changed host folder @dir; db_lock held. */
 void hs_dir_host_changed(struct hs_cache *c, const char *path);
+/* Marks host paths @p1 and @p2 (either may be NULL) as being changed by a
+ * row in flight until hs_dir_host_end(); returns the mark.  db_lock held. */
+int hs_dir_host_begin(struct hs_cache *c, const char *p1, const char *p2);
+void hs_dir_host_end(struct hs_cache *c, int mark);
 /* Makes the listing of @dir fresh.  @need: the caller cannot answer without
  * it (waits for the link until @dl); otherwise only refreshes when the link
  * is up and gives up quietly. */

@@ -295,11 +295,57 @@ void hs_dir_host_changed(struct hs_cache *c, const char *path)
 						strndup(path, (size_t)(slash - path));
 }
 
+int hs_dir_host_begin(struct hs_cache *c, const char *p1, const char *p2)
+{
+	size_t i;
+
+	for (i = 0; i < HS_ARRAY_SIZE(c->hbusy); i++) {
+		if (c->hbusy[i].used)
+			continue;
+		c->hbusy[i].used = 1;
+		c->hbusy[i].path[0] = p1 ? strdup(p1) : NULL;
+		c->hbusy[i].path[1] = p2 ? strdup(p2) : NULL;
+		return (int)i;
+	}
+	return -1; /* cannot happen: one row per flush connection */
+}
+
+void hs_dir_host_end(struct hs_cache *c, int mark)
+{
+	if (mark < 0 || (size_t)mark >= HS_ARRAY_SIZE(c->hbusy))
+		return;
+	free(c->hbusy[mark].path[0]);
+	free(c->hbusy[mark].path[1]);
+	memset(&c->hbusy[mark], 0, sizeof(c->hbusy[mark]));
+}
+
+/* True if host path @p, being changed, may change the listing of host
+ * folder @dir: @p is in it, is it, or is above it (a folder moving). */
+static int near(const char *p, const char *dir)
+{
+	const char *slash = strrchr(p, '/');
+	size_t n = strlen(p);
+
+	if (slash == p && !strcmp(dir, "/"))
+		return 1; /* in the top folder */
+	if (slash && slash != p && strlen(dir) == (size_t)(slash - p) &&
+	    !strncmp(p, dir, (size_t)(slash - p)))
+		return 1; /* in @dir */
+	return !strncmp(dir, p, n) && (dir[n] == 0 || dir[n] == '/');
+}
+
 /* True if the flusher changed host folder @hpath after generation @gen (or
- * if the record of changes no longer reaches back that far); db_lock held. */
+ * if the record of changes no longer reaches back that far), or is
+ * changing it now; db_lock held. */
 static int changed_since(struct hs_cache *c, const char *hpath, uint64_t gen)
 {
 	uint64_t now = atomic_load(&c->hgen), g;
+	size_t i, k;
+
+	for (i = 0; i < HS_ARRAY_SIZE(c->hbusy); i++)
+		for (k = 0; c->hbusy[i].used && k < 2; k++)
+			if (c->hbusy[i].path[k] && near(c->hbusy[i].path[k], hpath))
+				return 1;
 
 	if (now - gen >= HS_ARRAY_SIZE(c->hchanges))
 		return 1;
@@ -531,6 +577,9 @@ int hs_cache_revalidate(struct hs_cache *c, uint64_t ino, int *ret_changed,
 struct hs_dir {
 	struct hs_dir_entry *v;
 	size_t n;
+	/* on c->dirs: the kernel may not release every handle of an
+	 * unmounted filesystem, so the cache frees what is left at close */
+	struct hs_dir *prev, *next;
 };
 
 size_t hs_dir_count(const struct hs_dir *d)
@@ -615,6 +664,12 @@ out:
 	for (k = 0; k < d->n; k++)
 		if (S_ISREG(d->v[k].st.st_mode))
 			hs_file_overlay(c, d->v[k].st.st_ino, &d->v[k].st);
+	pthread_mutex_lock(&c->stat_lock);
+	d->next = c->dirs;
+	if (d->next)
+		d->next->prev = d;
+	c->dirs = d;
+	pthread_mutex_unlock(&c->stat_lock);
 	*ret = d;
 	return 0;
 }
@@ -625,6 +680,14 @@ void hs_cache_releasedir(struct hs_cache *c, struct hs_dir *d)
 
 	if (!d)
 		return;
+	pthread_mutex_lock(&c->stat_lock);
+	if (d->prev)
+		d->prev->next = d->next;
+	else if (c->dirs == d)
+		c->dirs = d->next;
+	if (d->next)
+		d->next->prev = d->prev;
+	pthread_mutex_unlock(&c->stat_lock);
 	for (i = 0; i < d->n; i++)
 		free((char *)d->v[i].name);
 	free(d->v);

@@ -677,10 +677,13 @@ static void send_row(struct job *j)
 	struct hs_transport *t = j->t;
 	struct hs_jentry *e = &j->e;
 	struct snap s = { 0 };
-	int r, broken;
+	int r, broken, mark = -1;
 
 	pthread_mutex_lock(&c->db_lock);
 	r = hs_journal_claim(c, e);
+	if (r == 0)
+		mark = hs_dir_host_begin(c, e->path,
+					 e->op == HS_J_SYMLINK ? NULL : e->path2);
 	pthread_mutex_unlock(&c->db_lock);
 	if (r < 0) {
 		/* changed by the guest since it was read: look again */
@@ -691,6 +694,12 @@ static void send_row(struct job *j)
 	}
 	if (e->op == HS_J_CREATE || e->op == HS_J_DATA) {
 		r = take_snapshot(c, e->ino, &s);
+		if (r == 0 && s.hpath && e->op == HS_J_DATA) {
+			pthread_mutex_lock(&c->db_lock);
+			hs_dir_host_end(c, mark);
+			mark = hs_dir_host_begin(c, s.hpath, NULL);
+			pthread_mutex_unlock(&c->db_lock);
+		}
 		if (r == 0)
 			r = e->op == HS_J_CREATE ? send_create(c, t, e, &s, &j->bytes) :
 						   send_data(c, t, e, &s, &j->bytes);
@@ -705,6 +714,7 @@ static void send_row(struct job *j)
 	j->t = NULL;
 
 	pthread_mutex_lock(&c->db_lock);
+	hs_dir_host_end(c, mark);
 	if (r == 0) {
 		int rr = hs_meta_begin(c);
 
@@ -717,12 +727,7 @@ static void send_row(struct job *j)
 		 * which is idempotent) */
 		if (rr == 0)
 			rr = hs_meta_commit(c);
-		if (rr == 0) {
-			hs_dir_host_changed(c, e->op == HS_J_DATA || !e->path ?
-						       s.hpath : e->path);
-			if (e->path2 && e->op != HS_J_SYMLINK)
-				hs_dir_host_changed(c, e->path2);
-		} else {
+		if (rr < 0) {
 			/* the host has it but the cache could not note it
 			 * (cache disk full?): send it again later */
 			hs_meta_rollback(c);
@@ -746,6 +751,10 @@ static void send_row(struct job *j)
 			op_name(e->op), e->path ? e->path : s.hpath ? s.hpath : "?",
 			msg);
 	}
+	/* even a failed send may have changed the host (an answer lost) */
+	hs_dir_host_changed(c, e->op == HS_J_DATA || !e->path ? s.hpath : e->path);
+	if (e->path2 && e->op != HS_J_SYMLINK)
+		hs_dir_host_changed(c, e->path2);
 	pthread_mutex_unlock(&c->db_lock);
 	end_snapshot(c, &s, r == 0);
 	if (r == 0 && s.conflict)
