@@ -1242,7 +1242,25 @@ int hs_cache_statfs(struct hs_cache *c, struct statvfs *ret)
  * progress ask twice a second). */
 #define CACHE_BYTES_TTL (5 * HS_NSEC_PER_SEC)
 
+static uint64_t walk_bytes(struct hs_cache *c, int64_t ttl);
+
+uint64_t hs_cache_usage(struct hs_cache *c, int fresh)
+{
+	return walk_bytes(c, fresh ? HS_NSEC_PER_SEC / 2 : CACHE_BYTES_TTL) +
+	       atomic_load(&c->added);
+}
+
+void hs_cache_added(struct hs_cache *c, uint64_t bytes)
+{
+	atomic_fetch_add(&c->added, bytes);
+}
+
 static uint64_t cache_bytes(struct hs_cache *c)
+{
+	return hs_cache_usage(c, 0);
+}
+
+static uint64_t walk_bytes(struct hs_cache *c, int64_t ttl)
 {
 	static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 	char path[4096 + 16];
@@ -1253,7 +1271,7 @@ static uint64_t cache_bytes(struct hs_cache *c)
 	DIR *d;
 
 	pthread_mutex_lock(&lock);
-	if (c->cache_bytes_at && hs_now_ns() - c->cache_bytes_at < CACHE_BYTES_TTL) {
+	if (c->cache_bytes_at && hs_now_ns() - c->cache_bytes_at < ttl) {
 		total = c->cache_bytes;
 		pthread_mutex_unlock(&lock);
 		return total;
@@ -1272,8 +1290,47 @@ static uint64_t cache_bytes(struct hs_cache *c)
 	}
 	c->cache_bytes = total;
 	c->cache_bytes_at = hs_now_ns();
+	atomic_store(&c->added, 0);
 	pthread_mutex_unlock(&lock);
 	return total;
+}
+
+/* The flush rate, smoothed over samples at least 0.4 s apart; a rate is
+ * only meaningful while something is owed.  flush_lock held. */
+static void update_rate(struct hs_cache *c, uint64_t sent, uint64_t pending)
+{
+	int64_t now = hs_now_ns(), dt = now - c->rate_at;
+	double inst;
+
+	if (!c->rate_at || sent < c->rate_sent) {
+		c->rate_at = now;
+		c->rate_sent = sent;
+		return;
+	}
+	if (dt < 400 * HS_NSEC_PER_MSEC)
+		return;
+	inst = (double)(sent - c->rate_sent) * 1e9 / (double)dt;
+	c->rate = pending == 0 ? 0 : c->rate ? 0.5 * c->rate + 0.5 * inst : inst;
+	c->rate_at = now;
+	c->rate_sent = sent;
+}
+
+static int64_t oldest_pending_ms(struct hs_cache *c)
+{
+	static const char sql[] = "SELECT min(created) FROM journal WHERE state<>2";
+	sqlite3_stmt *st;
+	int64_t age = -1;
+
+	pthread_mutex_lock(&c->db_lock);
+	st = hs_meta_prepare(c, sql);
+	if (st && sqlite3_step(st) == SQLITE_ROW &&
+	    sqlite3_column_type(st, 0) != SQLITE_NULL)
+		age = HS_MAX(0, (hs_wall_ns() - sqlite3_column_int64(st, 0)) /
+				       HS_NSEC_PER_MSEC);
+	if (st)
+		sqlite3_reset(st);
+	pthread_mutex_unlock(&c->db_lock);
+	return age;
 }
 
 int hs_cache_get_status(struct hs_cache *c, struct hs_cache_status *ret)
@@ -1293,9 +1350,24 @@ int hs_cache_get_status(struct hs_cache *c, struct hs_cache_status *ret)
 	pthread_mutex_lock(&c->flush_lock);
 	ret->flushed_ops = c->flushed_ops;
 	ret->flushed_bytes = c->flushed_bytes;
+	ret->sent_bytes = atomic_load(&c->sent_bytes);
+	/* what the rows being sent have sent already is not owed any more */
+	ret->pending_bytes -= HS_MIN(ret->pending_bytes,
+				     (uint64_t)atomic_load(&c->inflight_sent));
+	update_rate(c, ret->sent_bytes, ret->pending_ops);
+	ret->rate_bps = (uint64_t)(c->rate + 0.5);
+	snprintf(ret->current, sizeof(ret->current), "%s", c->current);
 	pthread_mutex_unlock(&c->flush_lock);
 	ret->cache_bytes = cache_bytes(c);
+	ret->cache_limit = c->cfg.cache_size;
+	ret->conflicts = hs_cache_conflict_count(c);
+	ret->oldest_pending_ms = oldest_pending_ms(c);
 	return r;
+}
+
+void hs_cache_forget_usage(struct hs_cache *c)
+{
+	c->cache_bytes_at = 0;
 }
 
 int hs_cache_sync(struct hs_cache *c, hs_deadline_t dl)

@@ -61,6 +61,10 @@ struct hs_cache_config {
 				 * in parallel, 1..HS_FLUSH_CONNECTIONS_MAX
 				 * (0: 1) */
 	int connect_timeout_ms; /* first connect and each reconnect attempt */
+	uint64_t cache_size;    /* most the cached data may take (0: no limit):
+				 * clean data is dropped to stay below it, and
+				 * writes fail with ENOSPC when nothing is left
+				 * to drop */
 	int allow_offline;      /* start offline when the host is unreachable
 				 * and this cache already holds the folder */
 	enum hs_fsync_mode fsync_mode;
@@ -214,8 +218,52 @@ struct hs_cache_status {
 	uint64_t cache_bytes;     /* data held in the cache folder */
 	char cache_dir[512];
 	char last_error[256];     /* "" when none */
+	uint64_t sent_bytes;      /* data written to the host since mount, as it goes */
+	uint64_t rate_bps;        /* recent flush rate, bytes/s (0: idle) */
+	uint64_t cache_limit;     /* cache_size=, 0 for none */
+	uint64_t conflicts;       /* conflicts listed, until cleared */
+	int64_t oldest_pending_ms; /* age of the oldest row still owed, -1 none */
+	char current[512];        /* the path being sent now, "" when idle */
 };
 int hs_cache_get_status(struct hs_cache *c, struct hs_cache_status *ret);
+
+/* Conflicts found by the flusher (DESIGN.md: no silent overwrite), kept
+ * until the user clears them.  Strings are borrowed for the call; @fn must
+ * not call into the cache; its non-zero return stops the listing. */
+struct hs_conflict {
+	int64_t id;
+	int64_t at_ns;      /* wall clock */
+	const char *path;   /* the host path both sides changed */
+	const char *copy;   /* where the guest's version went, or NULL */
+	const char *reason;
+};
+typedef int (*hs_conflict_fn)(void *arg, const struct hs_conflict *k);
+int hs_cache_conflicts(struct hs_cache *c, hs_conflict_fn fn, void *arg);
+int hs_cache_conflicts_clear(struct hs_cache *c, uint64_t *ret_n);
+
+/* The journal, oldest first: what the host is still owed. */
+struct hs_pending {
+	int64_t seq;
+	const char *op;     /* "create", "write", "mkdir", "rename", ... */
+	const char *state;  /* "pending", "sending", "refused" */
+	const char *path;   /* host path */
+	const char *path2;  /* rename/link target, or NULL */
+	uint64_t bytes;     /* data to move (create/write: at most the size) */
+	int64_t age_ms;
+	const char *error;  /* why the host refused it, or NULL */
+};
+typedef int (*hs_pending_fn)(void *arg, const struct hs_pending *p);
+int hs_cache_pending(struct hs_cache *c, hs_pending_fn fn, void *arg);
+
+/* Drops the cached data of the files at or below guest path @path ("/" or
+ * NULL: all) whose data is all on the host; they are read from the host
+ * again when needed.  Files with changes not on the host are kept. */
+struct hs_evict_result {
+	uint64_t files, bytes; /* dropped */
+	uint64_t kept;         /* files holding changes not on the host yet */
+};
+int hs_cache_evict(struct hs_cache *c, const char *path,
+		   struct hs_evict_result *ret);
 
 /* Sends everything pending now (ignoring writeback_delay) and waits until
  * the journal is empty.  -ETIMEDOUT at @dl; -EIO if the host refused an

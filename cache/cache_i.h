@@ -56,7 +56,7 @@ struct hs_jentry {
 	uint64_t ino;
 	char *path, *path2;
 	struct hs_attr attr; /* SETATTR: attr.valid selects; MKDIR: attr.mode */
-	int64_t created_ns;  /* monotonic at append (0 after a restart) */
+	int64_t created_ns;  /* when appended, on the monotonic clock (stored as wall clock) */
 };
 
 /* An inode row. */
@@ -204,10 +204,17 @@ struct hs_cache {
 	int stop;
 	int force;                  /* sync waiters present: ignore delays */
 	uint64_t flushed_ops, flushed_bytes, failed_ops;
+	char current[512];          /* path of the row being sent, "" idle */
+	int64_t rate_at;            /* monotonic ns of the last rate sample */
+	uint64_t rate_sent;         /* sent_bytes at that sample */
+	double rate;                /* bytes/s, smoothed */
+	atomic_uint_fast64_t sent_bytes; /* written to the host, as it goes */
+	atomic_uint_fast64_t inflight_sent; /* ... by rows still being sent */
 	int64_t busy_seq;           /* entry being sent, 0 none */
 
 	sem_t fetch_sem;            /* bounds FUSE workers waiting on the host */
 
+	atomic_uint_fast64_t added; /* bytes cached since that walk */
 	uint64_t cache_bytes;       /* last walk of the data folder, and */
 	int64_t cache_bytes_at;     /* when (monotonic ns); see cache_bytes() */
 
@@ -276,6 +283,7 @@ int hs_journal_set_state(struct hs_cache *c, int64_t seq, int state, const char 
  * coalesced away or started since @e was read. */
 int hs_journal_claim(struct hs_cache *c, struct hs_jentry *e);
 int hs_journal_done(struct hs_cache *c, const struct hs_jentry *e);
+const char *hs_jop_name(int op); /* "create", "write", ... */
 int hs_journal_counts(struct hs_cache *c, uint64_t *ret_pending,
 		      uint64_t *ret_bytes, uint64_t *ret_failed);
 void hs_journal_wake(struct hs_cache *c);
@@ -299,6 +307,9 @@ int hs_file_note_dirty(struct hs_cache *c, struct hs_file *f);
 int hs_file_truncate(struct hs_cache *c, struct hs_file *f, uint64_t size);
 char *hs_file_data_path(struct hs_cache *c, uint64_t ino);
 void hs_file_remove_data(struct hs_cache *c, uint64_t ino);
+/* Drops the clean cached data of @ino (it is read from the host again when
+ * needed); -EBUSY while it holds changes not on the host yet. */
+int hs_file_evict(struct hs_cache *c, uint64_t ino, uint64_t *ret_bytes);
 /* If @ino is loaded, overlays its in-memory size/times on @st. */
 void hs_file_overlay(struct hs_cache *c, uint64_t ino, struct stat *st);
 /* Fetches blocks [first, last) from the host into the cache file. */
@@ -314,6 +325,21 @@ static inline hs_deadline_t hs_refresh_deadline(const struct hs_cache *c,
 {
 	return HS_MIN(dl, hs_deadline_in_ms(HS_MAX(1000, c->cfg.op_timeout_ms / 4)));
 }
+
+/* admin.c */
+uint64_t hs_cache_conflict_count(struct hs_cache *c);
+/* cache_size: makes room for @bytes more cached data (evicting clean files
+ * other than @ino); -ENOSPC when there is none to make.  No locks held. */
+int hs_cache_reserve(struct hs_cache *c, uint64_t ino, uint64_t bytes);
+/* Evicts clean data while the cache is above cache_size (flusher, idle). */
+void hs_cache_trim(struct hs_cache *c);
+/* cache.c: bytes the cached data takes (@fresh: walk again if the last
+ * walk is older than 0.5 s rather than 5 s) */
+uint64_t hs_cache_usage(struct hs_cache *c, int fresh);
+/* cache.c: note @bytes newly cached (counted until the next walk) */
+void hs_cache_added(struct hs_cache *c, uint64_t bytes);
+/* cache.c: the next status walks the data folder again */
+void hs_cache_forget_usage(struct hs_cache *c);
 
 /* dir.c */
 /* Records that the flusher changed host folder @dir; db_lock held. */

@@ -36,6 +36,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #define RA_MIN (1ULL << 20)
@@ -525,6 +526,8 @@ int hs_file_fetch(struct hs_cache *c, struct hs_file *f, uint64_t first,
 			r = hs_bitmap_set(&f->present, b, e);
 			if (r < 0)
 				break;
+			if (c->cfg.cache_size)
+				hs_cache_added(c, blen);
 			f->map_dirty = 1;
 			b = e;
 		}
@@ -684,21 +687,47 @@ static int need_block(struct hs_cache *c, struct hs_file *f, uint64_t b,
 	return 1;
 }
 
+/* True if writing @size more bytes would eat into the room the cache
+ * database needs on the cache disk: a quarter of the disk, at most 32 MiB,
+ * stays free for it, so a full disk fails a write with ENOSPC rather than
+ * the commit of changes already acknowledged. */
+static int disk_short(int fd, size_t size)
+{
+	struct statvfs sv;
+	uint64_t total, avail, keep;
+
+	if (fstatvfs(fd, &sv) < 0)
+		return 0;
+	total = (uint64_t)sv.f_blocks * sv.f_frsize;
+	avail = (uint64_t)sv.f_bavail * sv.f_frsize;
+	keep = HS_MIN(total / 4, (uint64_t)32 << 20);
+	return avail < keep + size;
+}
+
 ssize_t hs_cache_write(struct hs_cache *c, struct hs_handle *h,
 		       const void *buf, size_t size, off_t off,
 		       hs_deadline_t dl)
 {
 	struct hs_file *f = h->f;
 	uint64_t uoff = (uint64_t)off, end = uoff + size, old;
-	int r = 0, tries;
+	int r = 0, tries, full;
+	size_t done;
 	ssize_t n;
 
 	if (size == 0)
 		return 0;
+	/* cache_size: room is made before the file is locked (evicting
+	 * takes other files' locks) */
+	full = c->cfg.cache_size && hs_cache_reserve(c, f->ino, size) < 0;
 	pthread_mutex_lock(&f->lock);
 	r = hs_file_load(c, f);
 	if (r == 0)
 		r = hs_file_open_fd(c, f);
+	if (r == 0 && (full || disk_short(f->fd, size)) &&
+	    (end > f->size ||
+	     hs_bitmap_next_clear(&f->present, uoff / HS_BLOCK,
+				  (end + HS_BLOCK - 1) / HS_BLOCK) != HS_BITMAP_NONE))
+		r = -ENOSPC; /* it needs new blocks and there is no room */
 	for (tries = 0; r == 0 && tries < 4; tries++) {
 		int dropped = 0;
 
@@ -711,10 +740,13 @@ ssize_t hs_cache_write(struct hs_cache *c, struct hs_handle *h,
 	}
 	if (r < 0)
 		goto out;
-	n = pwrite(f->fd, buf, size, off);
-	if (n != (ssize_t)size) {
-		r = n < 0 ? -errno : -EIO;
-		goto out;
+	for (done = 0; done < size; done += (size_t)n) {
+		n = pwrite(f->fd, (const char *)buf + done, size - done,
+			   off + (off_t)done);
+		if (n <= 0) {
+			r = n < 0 ? -errno : -EIO;
+			goto out;
+		}
 	}
 	old = f->size;
 	if (end > old) {
@@ -735,6 +767,8 @@ ssize_t hs_cache_write(struct hs_cache *c, struct hs_handle *h,
 	f->attr_dirty = f->map_dirty = 1;
 	f->last_write_ns = hs_now_ns();
 	r = hs_file_note_dirty(c, f);
+	if (c->cfg.cache_size)
+		hs_cache_added(c, size); /* at most this much is new */
 out:
 	pthread_mutex_unlock(&f->lock);
 	return r < 0 ? r : (ssize_t)size;
@@ -788,4 +822,42 @@ void hs_cache_release(struct hs_cache *c, struct hs_handle *h)
 	hs_file_put(c, f);
 	free(h);
 	hs_journal_wake(c);
+}
+
+int hs_file_evict(struct hs_cache *c, uint64_t ino, uint64_t *ret_bytes)
+{
+	struct hs_file *f = hs_file_get(c, ino);
+	uint64_t n;
+	int r;
+
+	*ret_bytes = 0;
+	if (!f)
+		return -ENOMEM;
+	pthread_mutex_lock(&f->lock);
+	r = hs_file_load(c, f);
+	if (r < 0)
+		goto out;
+	if (!hs_bitmap_empty(&f->dirty) || !hs_bitmap_empty(&f->writing) ||
+	    f->trunc_min >= 0 || f->fetching) {
+		r = -EBUSY; /* the guest's changes, or a read filling it */
+		goto out;
+	}
+	n = hs_bitmap_count(&f->present);
+	if (n == 0)
+		goto out;
+	hs_bitmap_release(&f->present);
+	f->map_dirty = 1;
+	f->ra_next = 0;
+	if (f->fd >= 0) {
+		if (ftruncate(f->fd, 0) < 0 || ftruncate(f->fd, (off_t)f->size) < 0)
+			r = -errno;
+	} else {
+		hs_file_remove_data(c, ino);
+	}
+	hs_file_persist(c, f);
+	*ret_bytes = n * HS_BLOCK;
+out:
+	pthread_mutex_unlock(&f->lock);
+	hs_file_put(c, f);
+	return r;
 }

@@ -52,18 +52,6 @@ static hs_deadline_t call_dl(struct hs_cache *c)
 	return hs_deadline_in_ms(c->cfg.op_timeout_ms);
 }
 
-static const char *op_name(int op)
-{
-	static const char *const names[] = {
-		[HS_J_MKDIR] = "mkdir", [HS_J_CREATE] = "create",
-		[HS_J_DATA] = "write", [HS_J_SETATTR] = "setattr",
-		[HS_J_UNLINK] = "unlink", [HS_J_RMDIR] = "rmdir",
-		[HS_J_RENAME] = "rename", [HS_J_SYMLINK] = "symlink",
-		[HS_J_LINK] = "link",
-	};
-	return op > 0 && op < (int)HS_ARRAY_SIZE(names) ? names[op] : "?";
-}
-
 /* Runs @sql binding (?1 text @a, ?2 int @n); db_lock held. */
 static int exec_tn(struct hs_cache *c, const char *sql, const char *a, int64_t n)
 {
@@ -116,6 +104,8 @@ static int send_blocks(struct hs_cache *c, struct hs_transport *t,
 				goto out;
 			}
 			*ret_bytes += len;
+			atomic_fetch_add(&c->sent_bytes, len);
+			atomic_fetch_add(&c->inflight_sent, len);
 			b += (len + HS_BLOCK - 1) / HS_BLOCK;
 		}
 	}
@@ -134,6 +124,8 @@ struct snap {
 	uint32_t nlink;
 	int64_t host_size, host_mtime; /* the host version the changes are based on */
 	int conflict;           /* the host copy had changed: see send_data() */
+	char *conflict_copy;    /* the name the guest's version went up as */
+	int conflict_gone;      /* ... because the host copy was deleted */
 	int host_valid;         /* @host was read after a setattr of times */
 	struct hs_attr host;    /* what the host copy is now */
 };
@@ -200,6 +192,8 @@ static void end_snapshot(struct hs_cache *c, struct snap *s, int ok)
 	pthread_mutex_unlock(&f->lock);
 	hs_file_put(c, f);
 	free(s->hpath);
+	free(s->conflict_copy);
+	s->conflict_copy = NULL;
 	s->f = NULL;
 }
 
@@ -347,11 +341,16 @@ static int send_conflict(struct hs_cache *c, struct hs_transport *t,
 		r = upload_file(c, t, name, s, &all, bytes);
 	hs_bitmap_release(&all);
 	if (r == 0)
-		hs_warn("conflict: '%s' changed on the host while the guest "
-			"changed it too; the host's version stays, the guest's is "
-			"saved as '%s'", s->hpath, name);
-	free(name);
+		hs_warn("conflict: '%s' %s on the host while the guest "
+			"changed it; %sthe guest's version is saved as '%s'",
+			s->hpath, host_gone ? "was deleted" : "changed",
+			host_gone ? "" : "the host's version stays, ", name);
 	s->conflict = r == 0;
+	s->conflict_gone = host_gone;
+	if (r == 0)
+		s->conflict_copy = name;
+	else
+		free(name);
 	return r;
 }
 
@@ -597,6 +596,9 @@ static void wait_until(struct hs_cache *c, int64_t at)
 	struct timespec ts;
 	int open;
 
+	/* ... and keeps the cache below cache_size when idle */
+	if (c->cfg.cache_size)
+		hs_cache_trim(c);
 	/* the flusher also closes groups of changes nobody closed */
 	pthread_mutex_lock(&c->db_lock);
 	hs_meta_flush_if_old(c);
@@ -659,6 +661,24 @@ static void adopt_host_version(struct hs_cache *c, uint64_t ino,
 		hs_file_invalidate(c, ino);
 }
 
+/* Adds a conflict to the list `hostsharectl conflicts` shows; db_lock held,
+ * in the transaction that records the row. */
+static int note_conflict(struct hs_cache *c, const char *path,
+			 const char *copy, const char *reason)
+{
+	static const char sql[] =
+		"INSERT INTO conflict(at, path, copy, reason) VALUES(?,?,?,?)";
+	sqlite3_stmt *st = hs_meta_prepare(c, sql);
+
+	if (!st)
+		return -EIO;
+	sqlite3_bind_int64(st, 1, hs_wall_ns());
+	sqlite3_bind_text(st, 2, path ? path : "?", -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 3, copy, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 4, reason, -1, SQLITE_STATIC);
+	return hs_meta_step(c, st);
+}
+
 /* One row being sent: filled by the loop, outcome by send_row(). */
 struct job {
 	struct hs_cache *c;
@@ -692,8 +712,16 @@ static void send_row(struct job *j)
 		j->skipped = 1;
 		return;
 	}
+	pthread_mutex_lock(&c->flush_lock);
+	snprintf(c->current, sizeof(c->current), "%s", e->path ? e->path : "");
+	pthread_mutex_unlock(&c->flush_lock);
 	if (e->op == HS_J_CREATE || e->op == HS_J_DATA) {
 		r = take_snapshot(c, e->ino, &s);
+		if (r == 0 && s.hpath && !e->path) {
+			pthread_mutex_lock(&c->flush_lock);
+			snprintf(c->current, sizeof(c->current), "%s", s.hpath);
+			pthread_mutex_unlock(&c->flush_lock);
+		}
 		if (r == 0 && s.hpath && e->op == HS_J_DATA) {
 			pthread_mutex_lock(&c->db_lock);
 			hs_dir_host_end(c, mark);
@@ -720,6 +748,11 @@ static void send_row(struct job *j)
 
 		if (rr == 0)
 			rr = record(c, e, &s);
+		if (rr == 0 && s.conflict)
+			rr = note_conflict(c, s.hpath, s.conflict_copy,
+					   s.conflict_gone ?
+					   "deleted on the host while changed in the guest" :
+					   "changed on both sides");
 		if (rr == 0)
 			rr = hs_journal_done(c, e);
 		/* committed at once: until it is, the cache does not know what
@@ -734,7 +767,7 @@ static void send_row(struct job *j)
 			hs_journal_set_state(c, e->seq, HS_JS_PENDING, NULL);
 			hs_warn("cannot record the %s of '%s' in the cache "
 				"database: %s (it will be sent again)",
-				op_name(e->op), e->path ? e->path : "?",
+				hs_jop_name(e->op), e->path ? e->path : "?",
 				strerror(-rr));
 			r = rr;
 			j->link_failed = 1; /* retried with backoff */
@@ -748,7 +781,7 @@ static void send_row(struct job *j)
 		snprintf(msg, sizeof(msg), "%s", strerror(-r));
 		hs_journal_set_state(c, e->seq, HS_JS_FAILED, msg);
 		hs_warn("host refused %s of '%s': %s (kept in the cache)",
-			op_name(e->op), e->path ? e->path : s.hpath ? s.hpath : "?",
+			hs_jop_name(e->op), e->path ? e->path : s.hpath ? s.hpath : "?",
 			msg);
 	}
 	/* even a failed send may have changed the host (an answer lost) */
@@ -864,6 +897,7 @@ static void *flusher_thread(void *arg)
 
 		pthread_mutex_lock(&c->flush_lock);
 		for (k = 0; k < n; k++) {
+			atomic_fetch_sub(&c->inflight_sent, jobs[k].bytes);
 			if (jobs[k].skipped) {
 				/* nothing sent */
 			} else if (jobs[k].r == 0) {
@@ -876,6 +910,7 @@ static void *flusher_thread(void *arg)
 			}
 			hs_jentry_release(&jobs[k].e);
 		}
+		c->current[0] = '\0';
 		if (!link_failed)
 			backoff = HS_NSEC_PER_SEC / 4;
 		pthread_cond_broadcast(&c->done_cond);

@@ -57,6 +57,19 @@ void hs_journal_wake(struct hs_cache *c)
 	pthread_mutex_unlock(&c->flush_lock);
 }
 
+const char *hs_jop_name(int op)
+{
+	static const char *const names[] = {
+		[HS_J_MKDIR] = "mkdir", [HS_J_CREATE] = "create",
+		[HS_J_DATA] = "write", [HS_J_SETATTR] = "setattr",
+		[HS_J_UNLINK] = "unlink", [HS_J_RMDIR] = "rmdir",
+		[HS_J_RENAME] = "rename", [HS_J_SYMLINK] = "symlink",
+		[HS_J_LINK] = "link",
+	};
+	return op > 0 && op < (int)HS_ARRAY_SIZE(names) && names[op] ?
+	       names[op] : "?";
+}
+
 int hs_journal_append(struct hs_cache *c, const struct hs_jentry *e)
 {
 	static const char sql[] =
@@ -80,7 +93,9 @@ int hs_journal_append(struct hs_cache *c, const struct hs_jentry *e)
 	sqlite3_bind_int64(st, 10, (int64_t)e->attr.size);
 	sqlite3_bind_int64(st, 11, e->attr.atime_ns);
 	sqlite3_bind_int64(st, 12, e->attr.mtime_ns);
-	sqlite3_bind_int64(st, 13, hs_now_ns());
+	/* wall clock: the row may be replayed after a reboot, when the
+	 * monotonic clock has started again */
+	sqlite3_bind_int64(st, 13, hs_wall_ns());
 	r = hs_meta_step(c, st);
 	if (r == 0)
 		r = add_local(c, e->ino, 1);
@@ -231,6 +246,7 @@ int hs_journal_next(struct hs_cache *c, int64_t after, struct hs_jentry *ret)
 		" WHERE seq>? AND state<>2 ORDER BY seq LIMIT 1";
 	sqlite3_stmt *st = hs_meta_prepare(c, sql);
 	const unsigned char *s;
+	int64_t age;
 	int rc;
 
 	if (!st)
@@ -258,7 +274,10 @@ int hs_journal_next(struct hs_cache *c, int64_t after, struct hs_jentry *ret)
 	ret->attr.size = (uint64_t)sqlite3_column_int64(st, 11);
 	ret->attr.atime_ns = sqlite3_column_int64(st, 12);
 	ret->attr.mtime_ns = sqlite3_column_int64(st, 13);
-	ret->created_ns = sqlite3_column_int64(st, 14);
+	/* its age on the monotonic clock (a wall clock that went back
+	 * makes it new, not older than it is) */
+	age = hs_wall_ns() - sqlite3_column_int64(st, 14);
+	ret->created_ns = hs_now_ns() - HS_MAX(age, 0);
 	sqlite3_reset(st);
 	return 0;
 }

@@ -61,7 +61,10 @@ static const char schema[] =
 	" mtime INTEGER NOT NULL DEFAULT 0, created INTEGER NOT NULL DEFAULT 0,"
 	" error TEXT);"
 	"CREATE INDEX IF NOT EXISTS journal_ino ON journal(ino, state);"
-	"CREATE INDEX IF NOT EXISTS journal_path ON journal(path);";
+	"CREATE INDEX IF NOT EXISTS journal_path ON journal(path);"
+	/* conflicts found by the flusher, until the user clears them */
+	"CREATE TABLE IF NOT EXISTS conflict(id INTEGER PRIMARY KEY AUTOINCREMENT,"
+	" at INTEGER NOT NULL, path TEXT NOT NULL, copy TEXT, reason TEXT NOT NULL);";
 
 /* Prepared statements, keyed by the address of their SQL text (callers
  * pass string literals).  Protected by db_lock like the connection. */

@@ -7,7 +7,12 @@
  * once; more are told "busy") that reads one request line, answers with
  * JSON lines and closes:
  *   "status"            -> one object from hs_cache_get_status()
- *   "flush <timeout_ms>" -> a progress object every 500 ms, then "done".
+ *   "flush <timeout_ms>" -> a progress object every 500 ms, then "done"
+ *   "conflicts"         -> one object per conflict, then "done" with a count
+ *   "conflicts clear"   -> "done" with the count cleared
+ *   "pending"           -> one object per journal row, then "done"
+ *   "evict [PATH]"      -> "done" with the files/bytes dropped
+ * The objects' fields are documented in docs/control.md.
  * Only the daemon's own uid and root may talk (SO_PEERCRED); the socket is
  * 0600 in a 0700 folder as well.
  *
@@ -20,7 +25,7 @@
  * socket has a 5 s send/receive timeout, so that wait is bounded.
  *
  * Not done here: authentication beyond the peer uid, more than one request
- * per connection, conflicts listing (not in the cache interface yet).
+ * per connection.
  */
 #include "fs_i.h"
 #include "reply.h"
@@ -43,7 +48,7 @@
 #define CTL_MAX_CLIENTS 8
 #define CTL_IO_TIMEOUT_S 5
 #define CTL_PROGRESS_MS 500
-#define CTL_MAX_LINE 256
+#define CTL_MAX_LINE 4200 /* "evict " + a path */
 
 struct hs_ctl {
 	struct hs_fs *fs;
@@ -68,7 +73,7 @@ struct ctl_client {
 /* A JSON line being built; on overflow the line is cut and `full` set
  * (never happens with the fields below and their fixed sizes). */
 struct jbuf {
-	char s[4096];
+	char s[16384];
 	size_t n;
 	int full;
 };
@@ -181,6 +186,15 @@ static void iso8601(int64_t wall_ns, char *buf, size_t size)
 		buf[0] = '\0';
 }
 
+/* Seconds until what is owed is on the host at the recent rate (0: idle
+ * or no rate yet). */
+static uint64_t eta_s(const struct hs_cache_status *st)
+{
+	if (!st->rate_bps || !st->pending_bytes)
+		return 0;
+	return (st->pending_bytes + st->rate_bps - 1) / st->rate_bps;
+}
+
 static void do_status(struct hs_ctl *ctl, int fd)
 {
 	struct hs_cache_status st;
@@ -219,6 +233,125 @@ static void do_status(struct hs_ctl *ctl, int fd)
 	jstr(&j, "cache_dir", st.cache_dir);
 	jstr(&j, "last_error", st.last_error);
 	jnum(&j, "pid", (uint64_t)getpid());
+	jnum(&j, "sent_bytes", st.sent_bytes);
+	jnum(&j, "rate_bps", st.rate_bps);
+	jnum(&j, "eta_s", eta_s(&st));
+	jnum(&j, "cache_limit", st.cache_limit);
+	jnum(&j, "conflicts", st.conflicts);
+	jnum(&j, "oldest_pending_s", st.oldest_pending_ms < 0 ? 0 :
+		 (uint64_t)st.oldest_pending_ms / 1000);
+	st.current[sizeof(st.current) - 1] = '\0';
+	jstr(&j, "current", st.current);
+	jsend(fd, &j);
+}
+
+/* One line per conflict, then {"event":"done","count":N}. */
+static int send_conflict(void *arg, const struct hs_conflict *k)
+{
+	char at[32];
+	struct jbuf j;
+
+	iso8601(k->at_ns, at, sizeof(at));
+	jopen(&j);
+	jnum(&j, "id", (uint64_t)k->id);
+	jstr(&j, "at", at);
+	jstr(&j, "path", k->path);
+	jstr(&j, "copy", k->copy ? k->copy : "");
+	jstr(&j, "reason", k->reason);
+	return jsend(*(int *)arg, &j);
+}
+
+static void send_done(int fd, int r, uint64_t count, const char *what)
+{
+	char msg[160];
+	struct jbuf j;
+
+	if (r < 0) {
+		snprintf(msg, sizeof(msg), "cannot %s: %s", what, strerror(-r));
+		send_error(fd, msg);
+		return;
+	}
+	jopen(&j);
+	jstr(&j, "event", "done");
+	jnum(&j, "count", count);
+	jsend(fd, &j);
+}
+
+struct lister {
+	int fd;
+	uint64_t n;
+};
+
+static int count_conflict(void *arg, const struct hs_conflict *k)
+{
+	struct lister *l = arg;
+
+	l->n++;
+	return send_conflict(&l->fd, k);
+}
+
+static void do_conflicts(struct hs_ctl *ctl, int fd, int clear)
+{
+	struct lister l = { .fd = fd };
+	int r;
+
+	if (clear) {
+		r = hs_cache_conflicts_clear(ctl->fs->cache, &l.n);
+		if (r == 0 && l.n)
+			hs_notice("%" PRIu64 " conflicts cleared from the list", l.n);
+		send_done(fd, r, l.n, "clear the conflicts");
+		return;
+	}
+	r = hs_cache_conflicts(ctl->fs->cache, count_conflict, &l);
+	send_done(fd, r, l.n, "list the conflicts");
+}
+
+static int send_pending(void *arg, const struct hs_pending *p)
+{
+	struct lister *l = arg;
+	struct jbuf j;
+
+	l->n++;
+	jopen(&j);
+	jnum(&j, "seq", (uint64_t)p->seq);
+	jstr(&j, "op", p->op);
+	jstr(&j, "state", p->state);
+	jstr(&j, "path", p->path ? p->path : "");
+	if (p->path2)
+		jstr(&j, "path2", p->path2);
+	jnum(&j, "bytes", p->bytes);
+	jnum(&j, "age_ms", (uint64_t)p->age_ms);
+	if (p->error)
+		jstr(&j, "error", p->error);
+	return jsend(l->fd, &j);
+}
+
+static void do_pending(struct hs_ctl *ctl, int fd)
+{
+	struct lister l = { .fd = fd };
+	int r = hs_cache_pending(ctl->fs->cache, send_pending, &l);
+
+	send_done(fd, r, l.n, "list the journal");
+}
+
+static void do_evict(struct hs_ctl *ctl, int fd, const char *path)
+{
+	struct hs_evict_result res;
+	struct jbuf j;
+	char msg[160];
+	int r = hs_cache_evict(ctl->fs->cache, path, &res);
+
+	if (r < 0) {
+		snprintf(msg, sizeof(msg), "cannot evict '%.100s': %s", path,
+			 r == -ENOENT ? "not in the mount" : strerror(-r));
+		send_error(fd, msg);
+		return;
+	}
+	jopen(&j);
+	jstr(&j, "event", "done");
+	jnum(&j, "files", res.files);
+	jnum(&j, "bytes", res.bytes);
+	jnum(&j, "kept", res.kept);
 	jsend(fd, &j);
 }
 
@@ -241,6 +374,10 @@ static int send_progress(int fd, const struct hs_cache_status *st)
 	jnum(&j, "pending_ops", st->pending_ops);
 	jnum(&j, "pending_bytes", st->pending_bytes);
 	jnum(&j, "flushed_bytes", st->flushed_bytes);
+	jnum(&j, "sent_bytes", st->sent_bytes);
+	jnum(&j, "rate_bps", st->rate_bps);
+	jnum(&j, "eta_s", eta_s(st));
+	jstr(&j, "current", st->current);
 	jstr(&j, "link", hs_link_state_name(st->link));
 	return jsend(fd, &j);
 }
@@ -358,6 +495,12 @@ static void serve(struct hs_ctl *ctl, int fd)
 			send_error(fd, "usage: flush <timeout_ms>");
 		else
 			do_flush(ctl, fd, ms);
+	} else if (!strcmp(line, "conflicts") || !strcmp(line, "conflicts clear")) {
+		do_conflicts(ctl, fd, line[9] != '\0');
+	} else if (!strcmp(line, "pending")) {
+		do_pending(ctl, fd);
+	} else if (!strcmp(line, "evict") || !strncmp(line, "evict ", 6)) {
+		do_evict(ctl, fd, line[5] ? line + 6 : "/");
 	} else {
 		char msg[CTL_MAX_LINE + 32];
 

@@ -115,6 +115,35 @@ static int parse_ll(const char *s, long long min, long long max,
 	return 0;
 }
 
+/* "123", "64K", "512M", "20G", "1T" (powers of 1024); 0 is "no limit". */
+static int parse_size(const char *s, uint64_t *ret)
+{
+	char *end;
+	unsigned long long v;
+	unsigned shift = 0;
+
+	if (!*s || *s == '-')
+		return -EINVAL;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno || end == s)
+		return -EINVAL;
+	switch (*end) {
+	case 'k': case 'K': shift = 10; end++; break;
+	case 'm': case 'M': shift = 20; end++; break;
+	case 'g': case 'G': shift = 30; end++; break;
+	case 't': case 'T': shift = 40; end++; break;
+	}
+	if (*end == 'i' && shift)
+		end++;
+	if (*end == 'B' || *end == 'b')
+		end++;
+	if (*end || (shift && v > (UINT64_MAX >> shift)))
+		return -EINVAL;
+	*ret = (uint64_t)v << shift;
+	return 0;
+}
+
 static int parse_int(const char *s, int min, int max, int *ret)
 {
 	long long v;
@@ -261,7 +290,7 @@ static int apply_option(struct hs_opts *o, const char *opt, char *err,
 		{ "ServerAliveInterval", VALUE }, { "ConnectTimeout", VALUE },
 		{ "cache_dir", VALUE }, { "op_timeout", VALUE },
 		{ "attr_timeout", VALUE }, { "writeback_delay", VALUE },
-		{ "flush_connections", VALUE },
+		{ "flush_connections", VALUE }, { "cache_size", VALUE },
 		{ "fsync", VALUE }, { "idmap", VALUE }, { "uid", VALUE },
 		{ "gid", VALUE }, { "umask", VALUE }, { "allow_other", FLAG },
 		{ "allow_root", FLAG }, { "default_permissions", FLAG },
@@ -331,6 +360,8 @@ static int apply_option(struct hs_opts *o, const char *opt, char *err,
 				  &o->attr_timeout_s);
 	} else if (!strcmp(name, "writeback_delay")) {
 		r = parse_int(v, 0, 3600 * 1000, &o->writeback_delay_ms);
+	} else if (!strcmp(name, "cache_size")) {
+		r = parse_size(v, &o->cache_size);
 	} else if (!strcmp(name, "flush_connections")) {
 		r = parse_int(v, 1, HS_FLUSH_CONNECTIONS_MAX, &o->flush_connections);
 	} else if (!strcmp(name, "fsync")) {
@@ -698,6 +729,8 @@ void hs_opts_print_help(FILE *f)
 "  op_timeout=S             give up on the host after S seconds: EIO (10)\n"
 "  attr_timeout=S           trust host attributes for S seconds (1)\n"
 "  writeback_delay=MS       age of a change before it is sent (500)\n"
+"  cache_size=SIZE          most the cached data may take, e.g. 20G; clean\n"
+"                           data is dropped to stay below (0: no limit)\n"
 "  flush_connections=N      SSH connections that send new files in\n"
 "                           parallel; more helps on a link with latency (1)\n"
 "  fsync=local|host         fsync waits for the guest disk or the host (local)\n"

@@ -46,6 +46,7 @@ struct hs_opts {
 	int attr_timeout_ms;    /* attr_timeout= (s, fractional); 1 s */
 	double attr_timeout_s;  /* the same, as FUSE wants it */
 	int writeback_delay_ms; /* writeback_delay= (ms); 500 */
+	uint64_t cache_size;    /* cache_size= (bytes); 0: no limit */
 	int flush_connections;  /* flush_connections=; 1 */
 	enum hs_fsync_mode fsync_mode; /* fsync=local|host; local */
 	int allow_offline;      /* offline=yes|no; yes */

@@ -1,7 +1,10 @@
 /* SPDX-License-Identifier: MIT
  * tools/hostsharectl.c - the control client of a hostshare mount:
- *   hostsharectl status [--json] MOUNTPOINT
+ *   hostsharectl status [--json] [MOUNTPOINT]
  *   hostsharectl flush --wait [--timeout SECONDS] [--json] MOUNTPOINT
+ *   hostsharectl conflicts [--clear] [--json] MOUNTPOINT
+ *   hostsharectl pending [--json] MOUNTPOINT
+ *   hostsharectl evict [--json] MOUNTPOINT [PATH]
  *
  * Talks the line protocol of common/ctl.h to the daemon's control socket:
  * the socket of the caller's uid first, then root's (a mount made from
@@ -13,9 +16,8 @@
  * is silent otherwise unless it fails.  Exit status: 0 done, 1 failed
  * (one line "hostsharectl: <what>" on stderr), 2 usage error.
  *
- * Single-threaded.  Links only common/.  Not done here: conflicts (no
- * protocol request yet), talking to mounts of other users (the daemon
- * refuses them by design).
+ * Single-threaded.  Links only common/.  Not done here: talking to mounts
+ * of other users (the daemon refuses them by design).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -43,15 +45,24 @@
 
 static void usage(FILE *f)
 {
-	fputs("usage: hostsharectl status [--json] MOUNTPOINT\n"
+	fputs("usage: hostsharectl status [--json] [MOUNTPOINT]\n"
 	      "       hostsharectl flush --wait [--timeout SECONDS] [--json] MOUNTPOINT\n"
+	      "       hostsharectl conflicts [--clear] [--json] MOUNTPOINT\n"
+	      "       hostsharectl pending [--json] MOUNTPOINT\n"
+	      "       hostsharectl evict [--json] MOUNTPOINT [PATH]\n"
 	      "       hostsharectl --help | --version\n"
 	      "\n"
-	      "  status   show the link, pending and flushed work of a mount\n"
-	      "  flush    send every pending change to the host now and wait\n"
-	      "           until all of it is there (exit 0) or it fails (exit 1)\n"
+	      "  status     link, pending work, flush rate, cache and conflicts of\n"
+	      "             a mount (of every hostshare mount when none is given)\n"
+	      "  flush      send every pending change to the host now and wait\n"
+	      "             until all of it is there (exit 0) or it fails (exit 1)\n"
+	      "  conflicts  files changed on both sides, and where the guest's\n"
+	      "             version went; --clear empties the list once handled\n"
+	      "  pending    the changes not on the host yet, oldest first\n"
+	      "  evict      drop cached data that is on the host (of PATH, or of\n"
+	      "             the whole mount); changes not sent yet are kept\n"
 	      "\n"
-	      "  --json          print the daemon's JSON lines\n"
+	      "  --json          machine-readable output (see docs/control.md)\n"
 	      "  --timeout SECS  give up after SECS seconds (default: no limit)\n",
 	      f);
 }
@@ -276,6 +287,8 @@ static int connect_mount(const char *mp)
 		if (r == -ENOTDIR && i == 0)
 			die(1, "'%s' is not a hostshare mount (no control socket)",
 			    mp);
+		if (r == -EACCES || r == -EPERM)
+			denied = 1; /* cannot even look at it */
 		if (r < 0)
 			continue;
 		fd = try_connect(sock_path);
@@ -311,7 +324,7 @@ static void send_line(int fd, const char *line)
  * newline) or NULL at end of stream. */
 struct reader {
 	int fd;
-	char buf[8192];
+	char buf[20480];
 	size_t len;  /* bytes in buf */
 	size_t used; /* bytes of buf already returned */
 };
@@ -373,11 +386,22 @@ static void check_error(const char *line, const char *mp)
 
 /* ---- commands ---- */
 
+static const char *human_duration(uint64_t s, char *buf, size_t size)
+{
+	if (s >= 3600)
+		snprintf(buf, size, "%" PRIu64 ":%02" PRIu64 ":%02" PRIu64, s / 3600,
+			 s / 60 % 60, s % 60);
+	else
+		snprintf(buf, size, "%" PRIu64 ":%02" PRIu64, s / 60, s % 60);
+	return buf;
+}
+
 static int cmd_status(const char *mp, int json)
 {
 	struct reader rd = { .fd = connect_mount(mp) };
-	char v[600], b1[32], since[64];
+	char v[600], b1[32], b2[32], since[64];
 	const char *line;
+	uint64_t n;
 
 	send_line(rd.fd, "status\n");
 	line = next_line(&rd);
@@ -401,14 +425,37 @@ static int cmd_status(const char *mp, int json)
 	if (!jget(line, "link_since", since, sizeof(since)))
 		since[0] = '\0';
 	ROW("Link", "%s%s%s", v, since[0] ? " since " : "", since);
-	ROW("Pending", "%" PRIu64 " ops, %s", jget_u64(line, "pending_ops"),
-	    human_bytes(jget_u64(line, "pending_bytes"), b1, sizeof(b1)));
-	ROW("Flushed", "%" PRIu64 " ops, %s", jget_u64(line, "flushed_ops"),
-	    human_bytes(jget_u64(line, "flushed_bytes"), b1, sizeof(b1)));
+	n = jget_u64(line, "pending_ops");
+	if (n && jget_u64(line, "oldest_pending_s"))
+		snprintf(v, sizeof(v), ", oldest %s ago",
+			 human_duration(jget_u64(line, "oldest_pending_s"), b2,
+					sizeof(b2)));
+	else
+		v[0] = '\0';
+	ROW("Pending", "%" PRIu64 " ops, %s%s", n,
+	    human_bytes(jget_u64(line, "pending_bytes"), b1, sizeof(b1)), v);
+	if (n && jget_u64(line, "rate_bps")) {
+		ROW("Flushing", "%s/s, done in about %s",
+		    human_bytes(jget_u64(line, "rate_bps"), b1, sizeof(b1)),
+		    human_duration(jget_u64(line, "eta_s"), b2, sizeof(b2)));
+	}
+	if (jget(line, "current", v, sizeof(v)) && v[0])
+		ROW("Sending", "%s", v);
+	ROW("Flushed", "%" PRIu64 " ops, %s since mount",
+	    jget_u64(line, "flushed_ops"),
+	    human_bytes(jget_u64(line, "sent_bytes"), b1, sizeof(b1)));
 	ROW("Failed", "%" PRIu64 " ops", jget_u64(line, "failed_ops"));
+	n = jget_u64(line, "conflicts");
+	ROW("Conflicts", "%" PRIu64 "%s", n,
+	    n ? " (see 'hostsharectl conflicts')" : "");
 	jget(line, "cache_dir", v, sizeof(v));
-	ROW("Cache", "%s in %s",
-	    human_bytes(jget_u64(line, "cache_bytes"), b1, sizeof(b1)), v);
+	if (jget_u64(line, "cache_limit"))
+		ROW("Cache", "%s of %s in %s",
+		    human_bytes(jget_u64(line, "cache_bytes"), b1, sizeof(b1)),
+		    human_bytes(jget_u64(line, "cache_limit"), b2, sizeof(b2)), v);
+	else
+		ROW("Cache", "%s in %s (no limit)",
+		    human_bytes(jget_u64(line, "cache_bytes"), b1, sizeof(b1)), v);
 	if (!jget(line, "last_error", v, sizeof(v)) || !v[0])
 		snprintf(v, sizeof(v), "none");
 	ROW("Last error", "%s", v);
@@ -418,15 +465,89 @@ static int cmd_status(const char *mp, int json)
 	return 0;
 }
 
+/* The mountpoints of hostshare mounts in /proc/self/mountinfo (octal
+ * escapes decoded), one per call; NULL at the end. */
+static char *next_mount(FILE *f, char *buf, size_t size)
+{
+	char line[8192], *p, *fields[10], *sep;
+	int i;
+
+	while (fgets(line, sizeof(line), f)) {
+		/* id parent maj:min root mountpoint opts [optional...] - type src */
+		p = line;
+		for (i = 0; i < 5 && p; i++) {
+			fields[i] = p;
+			p = strchr(p, ' ');
+			if (p)
+				*p++ = '\0';
+		}
+		if (!p || !(sep = strstr(p, " - ")))
+			continue;
+		sep += 3;
+		if (strncmp(sep, "fuse.hostshare ", 15))
+			continue;
+		/* unescape \040 and friends */
+		{
+			const char *s = fields[4];
+			size_t n = 0;
+
+			while (*s && n + 1 < size) {
+				if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' &&
+				    s[2] >= '0' && s[2] <= '7' && s[3] >= '0' &&
+				    s[3] <= '7') {
+					buf[n++] = (char)((s[1] - '0') * 64 +
+							  (s[2] - '0') * 8 + (s[3] - '0'));
+					s += 4;
+				} else {
+					buf[n++] = *s++;
+				}
+			}
+			buf[n] = '\0';
+		}
+		return buf;
+	}
+	return NULL;
+}
+
+/* status of every hostshare mount: blocks separated by a blank line, or
+ * one JSON line each.  Mounts of other users are skipped quietly. */
+static int cmd_status_all(int json)
+{
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+	char mp[PATH_MAX];
+	int n = 0;
+
+	if (!f)
+		die(1, "cannot read /proc/self/mountinfo: %s", strerror(errno));
+	while (next_mount(f, mp, sizeof(mp))) {
+		uid_t uids[2] = { geteuid(), 0 };
+		int i, fd = -1;
+
+		for (i = 0; i < (uids[0] == 0 ? 1 : 2) && fd < 0; i++)
+			if (socket_path_for(mp, uids[i], sock_path,
+					    sizeof(sock_path)) == 0)
+				fd = try_connect(sock_path);
+		if (fd < 0)
+			continue;
+		close(fd);
+		fflush(stdout);
+		if (n++ && !json)
+			putchar('\n');
+		cmd_status(mp, json);
+	}
+	fclose(f);
+	if (!n && !json)
+		printf("no hostshare mounts\n");
+	return 0;
+}
+
 static int cmd_flush(const char *mp, uint64_t timeout_ms, int json)
 {
 	struct reader rd = { .fd = connect_mount(mp) };
 	int tty = !json && isatty(STDERR_FILENO), shown = 0;
-	int64_t t_prev = hs_now_ns(), t_now;
-	uint64_t prev_flushed = 0, flushed;
-	double rate = 0, inst;
-	char req[64], v[512], b1[32], b2[32], link[32];
-	const char *line;
+	uint64_t sent0 = 0, done, total;
+	char req[64], v[512], b1[32], b2[32], b3[32], b4[32], cur[512];
+	const char *line, *base;
 	int first = 1;
 
 	snprintf(req, sizeof(req), "flush %" PRIu64 "\n", timeout_ms);
@@ -440,28 +561,36 @@ static int cmd_flush(const char *mp, uint64_t timeout_ms, int json)
 		if (!jget(line, "event", v, sizeof(v)))
 			continue;
 		if (!strcmp(v, "progress")) {
-			t_now = hs_now_ns();
-			flushed = jget_u64(line, "flushed_bytes");
-			if (!first && t_now > t_prev && flushed >= prev_flushed) {
-				inst = (double)(flushed - prev_flushed) * 1e9 /
-				       (double)(t_now - t_prev);
-				rate = rate ? 0.7 * rate + 0.3 * inst : inst;
-			}
+			if (first)
+				sent0 = jget_u64(line, "sent_bytes");
 			first = 0;
-			prev_flushed = flushed;
-			t_prev = t_now;
 			if (!tty)
 				continue;
-			if (!jget(line, "link", link, sizeof(link)))
-				link[0] = '\0';
-			fprintf(stderr, "\rflushing: %" PRIu64 " ops, %s pending, %s/s%s\033[K",
-				jget_u64(line, "pending_ops"),
-				human_bytes(jget_u64(line, "pending_bytes"), b1,
-					    sizeof(b1)),
-				human_bytes((uint64_t)(rate + 0.5), b2,
-					    sizeof(b2)),
-				link[0] && strcmp(link, "connected") ?
-				" (waiting for the host)" : "");
+			done = jget_u64(line, "sent_bytes") - sent0;
+			total = done + jget_u64(line, "pending_bytes");
+			if (!jget(line, "current", cur, sizeof(cur)))
+				cur[0] = '\0';
+			base = strrchr(cur, '/') ? strrchr(cur, '/') + 1 : cur;
+			jget(line, "link", v, sizeof(v));
+			if (v[0] && strcmp(v, "connected")) {
+				fprintf(stderr, "\rflushing: %s / %s, %" PRIu64
+					" ops pending, waiting for the host (%s)\033[K",
+					human_bytes(done, b1, sizeof(b1)),
+					human_bytes(total, b2, sizeof(b2)),
+					jget_u64(line, "pending_ops"), v);
+			} else {
+				fprintf(stderr, "\rflushing: %s / %s, %s/s, ETA %s, %" PRIu64
+					" ops%s%s\033[K",
+					human_bytes(done, b1, sizeof(b1)),
+					human_bytes(total, b2, sizeof(b2)),
+					human_bytes(jget_u64(line, "rate_bps"), b3,
+						    sizeof(b3)),
+					jget_u64(line, "rate_bps") ?
+					human_duration(jget_u64(line, "eta_s"), b4,
+						       sizeof(b4)) : "-",
+					jget_u64(line, "pending_ops"),
+					base[0] ? ", " : "", base);
+			}
 			shown = 1;
 		} else if (!strcmp(v, "done")) {
 			if (shown)
@@ -484,10 +613,155 @@ static int cmd_flush(const char *mp, uint64_t timeout_ms, int json)
 	return 1;
 }
 
+/* Sends @req and collects the object lines up to {"event":"done"}: with
+ * @json they are printed as one JSON array; otherwise @row formats each.
+ * Returns the done line's count. */
+static uint64_t run_list(const char *mp, const char *req, int json,
+			 void (*row)(const char *line))
+{
+	struct reader rd = { .fd = connect_mount(mp) };
+	char v[32];
+	const char *line;
+	uint64_t n = 0;
+
+	send_line(rd.fd, req);
+	if (json)
+		fputs("[", stdout);
+	while ((line = next_line(&rd))) {
+		check_error(line, mp);
+		if (jget(line, "event", v, sizeof(v)) && !strcmp(v, "done")) {
+			if (json)
+				fputs(n ? "\n]\n" : "]\n", stdout);
+			close(rd.fd);
+			return jget_u64(line, "count");
+		}
+		if (json)
+			printf("%s\n%s", n ? "," : "", line);
+		else
+			row(line);
+		n++;
+	}
+	die(1, "the daemon closed the connection before the answer ended");
+	return 0;
+}
+
+static void conflict_row(const char *line)
+{
+	char at[40], path[4200], copy[4200], reason[200];
+
+	jget(line, "at", at, sizeof(at));
+	jget(line, "path", path, sizeof(path));
+	jget(line, "copy", copy, sizeof(copy));
+	jget(line, "reason", reason, sizeof(reason));
+	printf("%s  %s\n      %s%s%s\n", at, path, reason,
+	       copy[0] ? "; the guest's version is " : "", copy);
+}
+
+static int cmd_conflicts(const char *mp, int clear, int json)
+{
+	struct reader rd;
+	char v[200];
+	const char *line;
+
+	if (!clear) {
+		if (!run_list(mp, "conflicts\n", json, conflict_row) && !json)
+			printf("no conflicts\n");
+		return 0;
+	}
+	rd = (struct reader){ .fd = connect_mount(mp) };
+	send_line(rd.fd, "conflicts clear\n");
+	line = next_line(&rd);
+	if (!line)
+		die(1, "the daemon closed the connection without an answer");
+	check_error(line, mp);
+	if (json)
+		printf("%s\n", line);
+	else if (jget(line, "count", v, sizeof(v)))
+		printf("%s conflicts cleared from the list (the files stay)\n", v);
+	close(rd.fd);
+	return 0;
+}
+
+static void pending_row(const char *line)
+{
+	char op[16], state[16], path[4200], path2[4200], err[300], b1[32],
+		b2[32];
+
+	jget(line, "op", op, sizeof(op));
+	jget(line, "state", state, sizeof(state));
+	jget(line, "path", path, sizeof(path));
+	if (!jget(line, "path2", path2, sizeof(path2)))
+		path2[0] = '\0';
+	if (!jget(line, "error", err, sizeof(err)))
+		err[0] = '\0';
+	printf("%-8s %-8s %9s %8s  %s%s%s%s%s\n", op, state,
+	       !strcmp(op, "create") || !strcmp(op, "write") ?
+	       human_bytes(jget_u64(line, "bytes"), b1, sizeof(b1)) : "",
+	       human_duration(jget_u64(line, "age_ms") / 1000, b2, sizeof(b2)),
+	       path, path2[0] ? " -> " : "", path2, err[0] ? ": " : "", err);
+}
+
+static int cmd_pending(const char *mp, int json)
+{
+	if (!json)
+		printf("%-8s %-8s %9s %8s  %s\n", "OP", "STATE", "BYTES", "AGE",
+		       "PATH");
+	run_list(mp, "pending\n", json, pending_row);
+	return 0;
+}
+
+/* @path (a file or folder in the mount at @mp) as a path inside the
+ * mount, "/" for the mount itself. */
+static void mount_relative(const char *mp, const char *path, char *out,
+			   size_t size)
+{
+	char rmp[PATH_MAX], rp[PATH_MAX];
+	size_t n;
+
+	if (!realpath(mp, rmp))
+		die(1, "'%s': %s", mp, strerror(errno));
+	if (!realpath(path, rp))
+		die(1, "'%s': %s", path, strerror(errno));
+	n = strlen(rmp);
+	if (!strcmp(rmp, "/"))
+		n = 0;
+	if (strncmp(rp, rmp, n) || (rp[n] != '/' && rp[n] != '\0'))
+		die(1, "'%s' is not inside the mount at '%s'", path, mp);
+	snprintf(out, size, "%s", rp[n] ? rp + n : "/");
+}
+
+static int cmd_evict(const char *mp, const char *path, int json)
+{
+	struct reader rd = { .fd = connect_mount(mp) };
+	char rel[PATH_MAX], req[PATH_MAX + 16], b1[32];
+	const char *line;
+
+	mount_relative(mp, path ? path : mp, rel, sizeof(rel));
+	snprintf(req, sizeof(req), "evict %s\n", rel);
+	send_line(rd.fd, req);
+	line = next_line(&rd);
+	if (!line)
+		die(1, "the daemon closed the connection without an answer");
+	check_error(line, mp);
+	if (json) {
+		printf("%s\n", line);
+	} else {
+		printf("dropped %s of cached data from %" PRIu64 " files",
+		       human_bytes(jget_u64(line, "bytes"), b1, sizeof(b1)),
+		       jget_u64(line, "files"));
+		if (jget_u64(line, "kept"))
+			printf("; %" PRIu64 " files with changes not on the host"
+			       " yet were kept", jget_u64(line, "kept"));
+		printf("\n");
+	}
+	close(rd.fd);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
-	const char *cmd = NULL, *mp = NULL;
-	int json = 0, wait = 0, i;
+	const char *cmd = NULL, *mp = NULL, *path = NULL;
+	int json = 0, wait = 0, clear = 0, i;
 	uint64_t timeout_ms = NO_TIMEOUT_MS;
 
 	for (i = 1; i < argc; i++) {
@@ -503,6 +777,8 @@ int main(int argc, char **argv)
 			json = 1;
 		} else if (!strcmp(a, "--wait")) {
 			wait = 1;
+		} else if (!strcmp(a, "--clear")) {
+			clear = 1;
 		} else if (!strcmp(a, "--timeout") ||
 			   !strncmp(a, "--timeout=", 10)) {
 			const char *v = a[9] == '=' ? a + 10 : NULL;
@@ -527,6 +803,8 @@ int main(int argc, char **argv)
 			cmd = a;
 		} else if (!mp) {
 			mp = a;
+		} else if (!path && !strcmp(cmd, "evict")) {
+			path = a;
 		} else {
 			die(2, "unexpected argument '%s'", a);
 		}
@@ -535,15 +813,24 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
-	if (strcmp(cmd, "status") && strcmp(cmd, "flush"))
+	if (strcmp(cmd, "status") && strcmp(cmd, "flush") &&
+	    strcmp(cmd, "conflicts") && strcmp(cmd, "pending") &&
+	    strcmp(cmd, "evict"))
 		die(2, "unknown command '%s' (see 'hostsharectl --help')", cmd);
+	if (wait && strcmp(cmd, "flush"))
+		die(2, "%s takes no '--wait'", cmd);
+	if (clear && strcmp(cmd, "conflicts"))
+		die(2, "%s takes no '--clear'", cmd);
+	if (!strcmp(cmd, "status"))
+		return mp ? cmd_status(mp, json) : cmd_status_all(json);
 	if (!mp)
 		die(2, "%s: missing MOUNTPOINT", cmd);
-	if (!strcmp(cmd, "status")) {
-		if (wait)
-			die(2, "status takes no '--wait'");
-		return cmd_status(mp, json);
-	}
+	if (!strcmp(cmd, "conflicts"))
+		return cmd_conflicts(mp, clear, json);
+	if (!strcmp(cmd, "pending"))
+		return cmd_pending(mp, json);
+	if (!strcmp(cmd, "evict"))
+		return cmd_evict(mp, path, json);
 	if (!wait)
 		die(2, "flush needs '--wait' (the only mode so far)");
 	return cmd_flush(mp, timeout_ms, json);

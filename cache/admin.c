@@ -1,0 +1,287 @@
+/* SPDX-License-Identifier: MIT
+ * cache/admin.c - what hostsharectl asks of a mount besides its status:
+ * the conflicts found, the journal rows still owed to the host, and
+ * dropping clean cached data.
+ *
+ * Locking: the listings hold db_lock while they step through their query
+ * and call the caller's function for each row, so that function must not
+ * call back into the cache.  Eviction takes the inode list under db_lock,
+ * then evicts one file at a time (files_lock -> hs_file.lock -> db_lock,
+ * the usual order).
+ */
+#include "cache_i.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+int hs_cache_conflicts(struct hs_cache *c, hs_conflict_fn fn, void *arg)
+{
+	static const char sql[] =
+		"SELECT id, at, path, copy, reason FROM conflict ORDER BY id";
+	sqlite3_stmt *st;
+	int rc, r = 0;
+
+	pthread_mutex_lock(&c->db_lock);
+	st = hs_meta_prepare(c, sql);
+	if (!st) {
+		pthread_mutex_unlock(&c->db_lock);
+		return -EIO;
+	}
+	while (r == 0 && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		struct hs_conflict k = {
+			.id = sqlite3_column_int64(st, 0),
+			.at_ns = sqlite3_column_int64(st, 1),
+			.path = (const char *)sqlite3_column_text(st, 2),
+			.copy = (const char *)sqlite3_column_text(st, 3),
+			.reason = (const char *)sqlite3_column_text(st, 4),
+		};
+		r = fn(arg, &k);
+	}
+	if (r == 0 && rc != SQLITE_DONE)
+		r = hs_meta_errno(c, rc);
+	sqlite3_reset(st);
+	pthread_mutex_unlock(&c->db_lock);
+	return r;
+}
+
+int hs_cache_conflicts_clear(struct hs_cache *c, uint64_t *ret_n)
+{
+	static const char sql[] = "DELETE FROM conflict";
+	sqlite3_stmt *st;
+	int r;
+
+	*ret_n = 0;
+	pthread_mutex_lock(&c->db_lock);
+	r = hs_meta_begin(c);
+	if (r == 0 && !(st = hs_meta_prepare(c, sql)))
+		r = -EIO;
+	if (r == 0)
+		r = hs_meta_step(c, st);
+	if (r == 0)
+		*ret_n = (uint64_t)sqlite3_changes(c->db);
+	if (r == 0)
+		r = hs_meta_commit(c);
+	else
+		hs_meta_rollback(c);
+	pthread_mutex_unlock(&c->db_lock);
+	return r;
+}
+
+uint64_t hs_cache_conflict_count(struct hs_cache *c)
+{
+	static const char sql[] = "SELECT count(*) FROM conflict";
+	sqlite3_stmt *st;
+	uint64_t n = 0;
+
+	pthread_mutex_lock(&c->db_lock);
+	st = hs_meta_prepare(c, sql);
+	if (st && sqlite3_step(st) == SQLITE_ROW)
+		n = (uint64_t)sqlite3_column_int64(st, 0);
+	if (st)
+		sqlite3_reset(st);
+	pthread_mutex_unlock(&c->db_lock);
+	return n;
+}
+
+static const char *state_name(int state)
+{
+	switch (state) {
+	case HS_JS_PENDING:
+		return "pending";
+	case HS_JS_RUNNING:
+		return "sending";
+	case HS_JS_FAILED:
+		return "refused";
+	}
+	return "?";
+}
+
+int hs_cache_pending(struct hs_cache *c, hs_pending_fn fn, void *arg)
+{
+	/* bytes: what a CREATE or DATA row has to move, at most the size
+	 * (the dirty map would say exactly, but a listing does not load it) */
+	static const char sql[] =
+		"SELECT j.seq, j.op, j.state, j.path, j.path2, j.created, j.error,"
+		" CASE WHEN j.op IN (2,3) THEN coalesce(i.size, 0) ELSE 0 END,"
+		" i.hpath FROM journal j LEFT JOIN inode i ON i.ino=j.ino"
+		" ORDER BY j.seq";
+	int64_t now = hs_wall_ns();
+	sqlite3_stmt *st;
+	int rc, r = 0;
+
+	pthread_mutex_lock(&c->db_lock);
+	st = hs_meta_prepare(c, sql);
+	if (!st) {
+		pthread_mutex_unlock(&c->db_lock);
+		return -EIO;
+	}
+	while (r == 0 && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		int op = sqlite3_column_int(st, 1);
+		const char *path = (const char *)sqlite3_column_text(st, 3);
+		struct hs_pending p = {
+			.seq = sqlite3_column_int64(st, 0),
+			.op = hs_jop_name(op),
+			.state = state_name(sqlite3_column_int(st, 2)),
+			.path = path ? path : (const char *)sqlite3_column_text(st, 8),
+			.path2 = op == HS_J_SYMLINK ? NULL :
+				 (const char *)sqlite3_column_text(st, 4),
+			.age_ms = (now - sqlite3_column_int64(st, 5)) / HS_NSEC_PER_MSEC,
+			.error = (const char *)sqlite3_column_text(st, 6),
+			.bytes = (uint64_t)sqlite3_column_int64(st, 7),
+		};
+		if (p.age_ms < 0)
+			p.age_ms = 0;
+		r = fn(arg, &p);
+	}
+	if (r == 0 && rc != SQLITE_DONE)
+		r = hs_meta_errno(c, rc);
+	sqlite3_reset(st);
+	pthread_mutex_unlock(&c->db_lock);
+	return r;
+}
+
+/* Inode of guest path @path ("/" or "/a/b"); db_lock held. */
+static int resolve(struct hs_cache *c, const char *path, uint64_t *ret)
+{
+	char *copy = strdup(path), *save = NULL, *name;
+	uint64_t ino = HS_ROOT_INO;
+	int r = 0;
+
+	if (!copy)
+		return -ENOMEM;
+	for (name = strtok_r(copy, "/", &save); name && r == 0;
+	     name = strtok_r(NULL, "/", &save)) {
+		if (!strcmp(name, "."))
+			continue;
+		if (!strcmp(name, "..")) {
+			r = -EINVAL;
+			break;
+		}
+		r = hs_meta_lookup(c, ino, name, &ino);
+	}
+	free(copy);
+	if (r == 0)
+		*ret = ino;
+	return r;
+}
+
+int hs_cache_evict(struct hs_cache *c, const char *path,
+		   struct hs_evict_result *ret)
+{
+	/* the regular files at or below @top whose data is all on the host */
+	static const char sql[] =
+		"WITH RECURSIVE t(ino) AS (SELECT ?1 UNION"
+		" SELECT d.ino FROM dentry d JOIN t ON d.parent=t.ino)"
+		" SELECT i.ino FROM t JOIN inode i ON i.ino=t.ino"
+		" WHERE (i.mode & 61440) = 32768 AND i.present IS NOT NULL";
+	uint64_t top, *v = NULL, n = 0, cap = 0, k, bytes;
+	sqlite3_stmt *st;
+	int r, rc;
+
+	memset(ret, 0, sizeof(*ret));
+	pthread_mutex_lock(&c->db_lock);
+	r = resolve(c, path && *path ? path : "/", &top);
+	if (r == 0 && !(st = hs_meta_prepare(c, sql)))
+		r = -EIO;
+	if (r == 0) {
+		sqlite3_bind_int64(st, 1, (int64_t)top);
+		while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+			if (n == cap) {
+				uint64_t *nv;
+
+				cap = cap ? cap * 2 : 64;
+				nv = realloc(v, cap * sizeof(*v));
+				if (!nv) {
+					r = -ENOMEM;
+					break;
+				}
+				v = nv;
+			}
+			v[n++] = (uint64_t)sqlite3_column_int64(st, 0);
+		}
+		if (r == 0 && rc != SQLITE_DONE)
+			r = hs_meta_errno(c, rc);
+		sqlite3_reset(st);
+	}
+	pthread_mutex_unlock(&c->db_lock);
+	for (k = 0; r == 0 && k < n; k++) {
+		int e = hs_file_evict(c, v[k], &bytes);
+
+		if (e == 0 && bytes) {
+			ret->files++;
+			ret->bytes += bytes;
+		} else if (e == -EBUSY) {
+			ret->kept++;
+		}
+	}
+	free(v);
+	if (r == 0)
+		hs_cache_forget_usage(c);
+	return r;
+}
+
+/* ---- cache_size: staying below the limit ---- */
+
+/* Bytes the cache data takes: the last walk of the data folder plus what
+ * was added since (cache.c: hs_cache_usage()). */
+
+/* Evicts clean files, least recently checked first, until the data takes
+ * at most @target bytes or nothing clean is left.  Returns the usage
+ * reached. */
+static uint64_t trim_to(struct hs_cache *c, uint64_t target, uint64_t skip_ino)
+{
+	static const char sql[] =
+		"SELECT ino FROM inode WHERE (mode & 61440) = 32768 AND"
+		" present IS NOT NULL AND local=0 AND ino<>?1"
+		" ORDER BY checked_at, ino LIMIT 64 OFFSET ?2";
+	uint64_t used = hs_cache_usage(c, 1), v[64], bytes;
+	int64_t offset = 0;
+	size_t n, k;
+	sqlite3_stmt *st;
+
+	while (used > target) {
+		n = 0;
+		pthread_mutex_lock(&c->db_lock);
+		st = hs_meta_prepare(c, sql);
+		if (st) {
+			sqlite3_bind_int64(st, 1, (int64_t)skip_ino);
+			sqlite3_bind_int64(st, 2, offset);
+			while (n < HS_ARRAY_SIZE(v) && sqlite3_step(st) == SQLITE_ROW)
+				v[n++] = (uint64_t)sqlite3_column_int64(st, 0);
+			sqlite3_reset(st);
+		}
+		pthread_mutex_unlock(&c->db_lock);
+		if (n == 0)
+			break;
+		for (k = 0; k < n && used > target; k++) {
+			if (hs_file_evict(c, v[k], &bytes) == 0 && bytes)
+				used -= HS_MIN(used, bytes);
+			else
+				offset++; /* still there next time: skip it */
+		}
+	}
+	hs_cache_forget_usage(c);
+	return hs_cache_usage(c, 1);
+}
+
+void hs_cache_trim(struct hs_cache *c)
+{
+	uint64_t limit = c->cfg.cache_size;
+
+	if (limit && hs_cache_usage(c, 0) > limit)
+		trim_to(c, limit / 10 * 9, 0);
+}
+
+int hs_cache_reserve(struct hs_cache *c, uint64_t ino, uint64_t bytes)
+{
+	uint64_t limit = c->cfg.cache_size;
+
+	if (!limit || hs_cache_usage(c, 0) + bytes <= limit)
+		return 0;
+	/* make room down to 90 %, so that not every write has to */
+	if (trim_to(c, limit / 10 * 9 > bytes ? limit / 10 * 9 - bytes : 0, ino) +
+	    bytes <= limit)
+		return 0;
+	return -ENOSPC;
+}
