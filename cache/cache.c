@@ -314,6 +314,7 @@ int hs_cache_open(const struct hs_cache_config *cfg, struct hs_cache **ret,
 	pthread_mutex_init(&c->stat_lock, NULL);
 	hs_cond_init_monotonic(&c->flush_cond);
 	hs_cond_init_monotonic(&c->done_cond);
+	hs_bg_init(c);
 	sem_init(&c->fetch_sem, 0, HS_FETCHERS);
 	c->remote_uid = c->remote_gid = (uint32_t)-1;
 
@@ -380,6 +381,7 @@ void hs_cache_close(struct hs_cache *c)
 
 	if (!c)
 		return;
+	hs_bg_stop(c);
 	hs_flusher_stop(c);
 	hs_link_free(c->link);
 	for (i = 0; i < HS_ARRAY_SIZE(c->files); i++) {
@@ -404,6 +406,7 @@ void hs_cache_close(struct hs_cache *c)
 	pthread_mutex_destroy(&c->stat_lock);
 	pthread_cond_destroy(&c->flush_cond);
 	pthread_cond_destroy(&c->done_cond);
+	hs_bg_destroy(c);
 	free(c->dir);
 	free(c->datadir);
 	free(c->source);
@@ -975,6 +978,12 @@ static int drop_name(struct hs_cache *c, struct hs_inode *x, const char *path,
 	e.op = op;
 	e.ino = x->ino;
 	e.path = (char *)path;
+	if (op == HS_J_UNLINK && S_ISREG(x->mode) && x->host_size >= 0) {
+		/* what the guest deleted: a newer host version is kept */
+		e.flags = HS_JF_VERSIONED;
+		e.attr.size = (uint64_t)x->host_size;
+		e.attr.mtime_ns = x->host_mtime;
+	}
 	return hs_journal_append(c, &e);
 }
 
@@ -1380,6 +1389,7 @@ int hs_cache_sync(struct hs_cache *c, hs_deadline_t dl)
 	c->force++;
 	pthread_cond_broadcast(&c->flush_cond);
 	pthread_mutex_unlock(&c->flush_lock);
+	hs_link_kick(c->link);
 	for (;;) {
 		pthread_mutex_lock(&c->db_lock);
 		busy = hs_journal_busy(c, &failed);

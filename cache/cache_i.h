@@ -20,6 +20,9 @@
 #define HS_BLOCK 4096ULL
 #define HS_ROOT_INO 1ULL
 
+enum { HS_BG_LIST = 0, HS_BG_REVALIDATE = 1 };
+#define HS_BG_MAX 16 /* background refreshes at once */
+
 /* ---- meta.c: the sqlite database ---- */
 
 /* Journal operations.  The numbers are stored in the database: never
@@ -47,6 +50,10 @@ enum hs_jstate {
 enum hs_jflags {
 	HS_JF_REPLACED = 1 << 0, /* a rename that replaced an existing name */
 	HS_JF_NOREPLACE = 1 << 1,
+	HS_JF_VERSIONED = 1 << 2, /* unlink: attr.size/mtime_ns are the host
+				   * version the guest deleted */
+	HS_JF_STARTED = 1 << 3,   /* create: an upload to its temporary name
+				   * began (it may be on the host, half done) */
 };
 
 struct hs_jentry {
@@ -101,6 +108,9 @@ int hs_link_get(struct hs_link *l, int slot, int wait, hs_deadline_t dl,
 /* Returns a connection taken with hs_link_get(); @result is what the last
  * call on it returned (a link-class error schedules a reconnect). */
 void hs_link_put(struct hs_link *l, struct hs_transport *t, int result);
+/* Someone waits for the host (a flush --wait): dial now rather than at the
+ * end of the reconnect backoff (at most every 2 s). */
+void hs_link_kick(struct hs_link *l);
 enum hs_link_state hs_link_get_state(struct hs_link *l, int64_t *ret_since);
 void hs_link_last_error(struct hs_link *l, char *buf, size_t size);
 /* Remote login ids (from the first connection); (uint32_t)-1 unknown. */
@@ -161,6 +171,7 @@ struct hs_handle {
 /* ---- the cache ---- */
 
 struct hs_cache {
+	uint32_t instance; /* random, per cache: part of temporary host names */
 	struct hs_cache_config cfg;
 	char *dir;        /* cache folder */
 	char *datadir;    /* dir/data */
@@ -222,6 +233,15 @@ struct hs_cache {
 	struct statvfs statfs;
 	int have_statfs;
 	struct hs_dir *dirs;        /* open directory snapshots */
+
+	/* refreshes running in the background (bg.c); bg_lock is a leaf */
+	pthread_mutex_t bg_lock;
+	pthread_cond_t bg_cond;     /* one finished */
+	int bg_stop, bg_running;
+	struct {
+		uint64_t ino;       /* 0: free */
+		int kind;           /* HS_BG_* */
+	} bg[HS_BG_MAX];
 };
 
 /* meta.c */
@@ -284,6 +304,10 @@ int hs_journal_set_state(struct hs_cache *c, int64_t seq, int state, const char 
 int hs_journal_claim(struct hs_cache *c, struct hs_jentry *e);
 int hs_journal_done(struct hs_cache *c, const struct hs_jentry *e);
 const char *hs_jop_name(int op); /* "create", "write", ... */
+/* The host name a row @seq uploads @path under before renaming it into
+ * place: the same for every attempt of the row, so a retry overwrites
+ * what a cut attempt left. */
+char *hs_journal_temp_name(struct hs_cache *c, const char *path, int64_t seq);
 int hs_journal_counts(struct hs_cache *c, uint64_t *ret_pending,
 		      uint64_t *ret_bytes, uint64_t *ret_failed);
 void hs_journal_wake(struct hs_cache *c);
@@ -326,6 +350,14 @@ static inline hs_deadline_t hs_refresh_deadline(const struct hs_cache *c,
 	return HS_MIN(dl, hs_deadline_in_ms(HS_MAX(1000, c->cfg.op_timeout_ms / 4)));
 }
 
+/* bg.c: refreshes the cache can do without, waited for briefly */
+void hs_bg_init(struct hs_cache *c);
+void hs_bg_stop(struct hs_cache *c);   /* waits for the running ones */
+void hs_bg_destroy(struct hs_cache *c);
+/* Runs the refresh of kind @kind of @ino on a thread of its own and waits
+ * for it at most a few tens of milliseconds.  No locks held. */
+void hs_bg_refresh(struct hs_cache *c, uint64_t ino, int kind);
+
 /* admin.c */
 uint64_t hs_cache_conflict_count(struct hs_cache *c);
 /* cache_size: makes room for @bytes more cached data (evicting clean files
@@ -352,6 +384,9 @@ void hs_dir_host_end(struct hs_cache *c, int mark);
  * it (waits for the link until @dl); otherwise only refreshes when the link
  * is up and gives up quietly. */
 int hs_dir_refresh(struct hs_cache *c, uint64_t dir, int need, hs_deadline_t dl);
+/* The same, always on the caller's thread (bg.c). */
+int hs_dir_refresh_now(struct hs_cache *c, uint64_t dir, int need,
+		       hs_deadline_t dl);
 int hs_cache_revalidate(struct hs_cache *c, uint64_t ino, int *ret_changed,
 			hs_deadline_t dl);
 

@@ -361,6 +361,30 @@ static int changed_since(struct hs_cache *c, const char *hpath, uint64_t gen)
 
 int hs_dir_refresh(struct hs_cache *c, uint64_t dir, int need, hs_deadline_t dl)
 {
+	struct hs_inode d;
+	int r, stale_copy;
+
+	pthread_mutex_lock(&c->db_lock);
+	r = hs_meta_get_inode(c, dir, &d);
+	pthread_mutex_unlock(&c->db_lock);
+	if (r < 0)
+		return r;
+	if (!S_ISDIR(d.mode)) {
+		hs_inode_release(&d);
+		return -ENOTDIR;
+	}
+	stale_copy = !fresh(c, &d) && d.hpath && d.listed_at != -2;
+	hs_inode_release(&d);
+	if (!stale_copy)
+		return hs_dir_refresh_now(c, dir, need, dl);
+	/* the listing the cache holds will do if the host is slow */
+	hs_bg_refresh(c, dir, HS_BG_LIST);
+	return 0;
+}
+
+int hs_dir_refresh_now(struct hs_cache *c, uint64_t dir, int need,
+		       hs_deadline_t dl)
+{
 	int r, raced = 0, tries;
 
 	/* A listing that raced with the flusher's changes to the host is

@@ -546,7 +546,7 @@ int hs_cache_open_file(struct hs_cache *c, uint64_t ino, int flags,
 	struct hs_handle *h;
 	struct hs_inode in;
 	struct hs_file *f;
-	int r, changed = 0;
+	int r;
 
 	pthread_mutex_lock(&c->db_lock);
 	r = hs_meta_get_inode(c, ino, &in);
@@ -565,7 +565,7 @@ int hs_cache_open_file(struct hs_cache *c, uint64_t ino, int flags,
 	 * the host when its attributes are older than attr_timeout. */
 	if (in.hpath && in.local == 0 &&
 	    hs_now_ns() - in.checked_at > c->cfg.attr_timeout_ms * HS_NSEC_PER_MSEC)
-		hs_cache_revalidate(c, ino, &changed, dl);
+		hs_bg_refresh(c, ino, HS_BG_REVALIDATE); /* briefly: never hang */
 	hs_inode_release(&in);
 
 	h = calloc(1, sizeof(*h));

@@ -39,7 +39,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
@@ -115,6 +114,7 @@ out:
 }
 
 struct snap {
+	int64_t seq;            /* the row being sent */
 	struct hs_file *f;
 	uint64_t size;
 	int64_t trunc;
@@ -125,6 +125,7 @@ struct snap {
 	int64_t host_size, host_mtime; /* the host version the changes are based on */
 	int conflict;           /* the host copy had changed: see send_data() */
 	char *conflict_copy;    /* the name the guest's version went up as */
+	int kept_host;          /* an unlink left a newer host version alone */
 	int conflict_gone;      /* ... because the host copy was deleted */
 	int host_valid;         /* @host was read after a setattr of times */
 	struct hs_attr host;    /* what the host copy is now */
@@ -200,20 +201,6 @@ static void end_snapshot(struct hs_cache *c, struct snap *s, int ok)
 /* A fresh temporary name beside @path.  The random part comes from the
  * kernel: names must not repeat across restarts of the daemon, or a send
  * cut short by a crash would collide with its own leftover. */
-static char *temp_name(const char *path)
-{
-	const char *slash = strrchr(path, '/');
-	uint64_t rnd;
-	char *p;
-
-	if (getrandom(&rnd, sizeof(rnd), 0) != sizeof(rnd))
-		rnd = (uint64_t)hs_now_ns() ^ ((uint64_t)getpid() << 32);
-	if (asprintf(&p, "%.*s/.hs-tmp.%.40s.%016llx", (int)(slash - path), path,
-		     slash + 1, (unsigned long long)rnd) < 0)
-		return NULL;
-	return p;
-}
-
 /* A new file whose guest owner is not the login user's: ask the host for
  * that owner too.  A host that may not give files away (a non-root login)
  * keeps its owner; that is logged, not a failure of the upload. */
@@ -248,10 +235,11 @@ static int upload_file(struct hs_cache *c, struct hs_transport *t,
 	char *tmp;
 	int r;
 
-	tmp = temp_name(path);
+	tmp = hs_journal_temp_name(c, path, s->seq);
 	if (!tmp)
 		return -ENOMEM;
-	r = hs_tr_fopen(t, tmp, O_WRONLY | O_CREAT | O_EXCL | O_TRUNC, 0600, &rf,
+	/* not O_EXCL: what a cut attempt of this row left is overwritten */
+	r = hs_tr_fopen(t, tmp, O_WRONLY | O_CREAT | O_TRUNC, 0600, &rf,
 			call_dl(c));
 	if (r < 0)
 		goto out;
@@ -452,7 +440,7 @@ static int send_simple(struct hs_cache *c, struct hs_transport *t,
 	case HS_J_SYMLINK:
 		if (e->flags & HS_JF_REPLACED) {
 			/* replaces a name: make it aside, rename it over */
-			char *tmp = temp_name(e->path);
+			char *tmp = hs_journal_temp_name(c, e->path, e->seq);
 
 			if (!tmp)
 				return -ENOMEM;
@@ -472,6 +460,25 @@ static int send_simple(struct hs_cache *c, struct hs_transport *t,
 			r = 0;
 		return r;
 	case HS_J_UNLINK:
+		if (e->flags & HS_JF_VERSIONED) {
+			/* the host changed it since the guest saw it: the
+			 * edit stays (DESIGN.md: no silent overwrite) */
+			r = hs_tr_lstat(t, e->path, &a, call_dl(c));
+			if (r == -ENOENT)
+				return 0;
+			if (r < 0)
+				return r;
+			if (S_ISREG(a.mode) &&
+			    (a.size != e->attr.size ||
+			     a.mtime_ns / HS_NSEC_PER_SEC !=
+			     e->attr.mtime_ns / HS_NSEC_PER_SEC)) {
+				hs_warn("conflict: '%s' changed on the host while "
+					"the guest deleted it; the host's version stays",
+					e->path);
+				s->kept_host = 1;
+				return 0;
+			}
+		}
 		r = hs_tr_unlink(t, e->path, call_dl(c));
 		return r == -ENOENT ? 0 : r;
 	case HS_J_RMDIR:
@@ -679,6 +686,24 @@ static int note_conflict(struct hs_cache *c, const char *path,
 	return hs_meta_step(c, st);
 }
 
+/* Makes the listing of the folder holding host path @path stale, so a
+ * name the host kept comes back in the guest at the next look. */
+static int relist_parent(struct hs_cache *c, const char *path)
+{
+	static const char sql[] = "UPDATE inode SET listed_at=0 WHERE hpath=?1"
+				  " AND listed_at>0 AND ?2=?2";
+	const char *slash = strrchr(path, '/');
+	char *dir = !slash || slash == path ? strdup("/") :
+					     strndup(path, (size_t)(slash - path));
+	int r;
+
+	if (!dir)
+		return -ENOMEM;
+	r = exec_tn(c, sql, dir, 0);
+	free(dir);
+	return r;
+}
+
 /* One row being sent: filled by the loop, outcome by send_row(). */
 struct job {
 	struct hs_cache *c;
@@ -717,6 +742,7 @@ static void send_row(struct job *j)
 	pthread_mutex_unlock(&c->flush_lock);
 	if (e->op == HS_J_CREATE || e->op == HS_J_DATA) {
 		r = take_snapshot(c, e->ino, &s);
+		s.seq = e->seq;
 		if (r == 0 && s.hpath && !e->path) {
 			pthread_mutex_lock(&c->flush_lock);
 			snprintf(c->current, sizeof(c->current), "%s", s.hpath);
@@ -753,6 +779,11 @@ static void send_row(struct job *j)
 					   s.conflict_gone ?
 					   "deleted on the host while changed in the guest" :
 					   "changed on both sides");
+		if (rr == 0 && s.kept_host)
+			rr = note_conflict(c, e->path, NULL,
+					   "changed on the host while deleted in the guest");
+		if (rr == 0 && s.kept_host)
+			rr = relist_parent(c, e->path);
 		if (rr == 0)
 			rr = hs_journal_done(c, e);
 		/* committed at once: until it is, the cache does not know what

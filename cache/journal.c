@@ -31,6 +31,7 @@
 #include "cache_i.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -68,6 +69,52 @@ const char *hs_jop_name(int op)
 	};
 	return op > 0 && op < (int)HS_ARRAY_SIZE(names) && names[op] ?
 	       names[op] : "?";
+}
+
+char *hs_journal_temp_name(struct hs_cache *c, const char *path, int64_t seq)
+{
+	const char *slash = strrchr(path, '/');
+	char *p;
+
+	if (!slash)
+		return NULL;
+	if (asprintf(&p, "%.*s/.hs-tmp.%.40s.%08x%08llx", (int)(slash - path),
+		     path, slash + 1, c->instance, (unsigned long long)seq) < 0)
+		return NULL;
+	return p;
+}
+
+/* Rows of @ino about to be dropped: an upload one of them began may have
+ * left its temporary file on the host, which a new row removes. */
+static int forget_started(struct hs_cache *c, uint64_t ino)
+{
+	static const char sql[] = "SELECT seq, path FROM journal WHERE ino=? AND"
+				  " state=0 AND op=2 AND (flags & 8)";
+	struct { int64_t seq; char *path; } v[16];
+	sqlite3_stmt *st = hs_meta_prepare(c, sql);
+	int n = 0, i, r = 0;
+
+	if (!st)
+		return -EIO;
+	sqlite3_bind_int64(st, 1, (int64_t)ino);
+	while (n < 16 && sqlite3_step(st) == SQLITE_ROW) {
+		v[n].seq = sqlite3_column_int64(st, 0);
+		v[n].path = strdup((const char *)sqlite3_column_text(st, 1));
+		n++;
+	}
+	sqlite3_reset(st);
+	for (i = 0; i < n; i++) {
+		struct hs_jentry e = { .op = HS_J_UNLINK };
+
+		e.path = v[i].path ? hs_journal_temp_name(c, v[i].path, v[i].seq) : NULL;
+		if (r == 0 && !e.path)
+			r = -ENOMEM;
+		if (r == 0)
+			r = hs_journal_append(c, &e);
+		free(e.path);
+		free(v[i].path);
+	}
+	return r;
 }
 
 int hs_journal_append(struct hs_cache *c, const struct hs_jentry *e)
@@ -146,6 +193,9 @@ int hs_journal_unlinked(struct hs_cache *c, uint64_t ino, int *ret_dropped)
 	r = has_blocker(c, ino);
 	if (r != 0)
 		return r < 0 ? r : 0;
+	r = forget_started(c, ino);
+	if (r < 0)
+		return r;
 	st = hs_meta_prepare(c, conv);
 	if (!st)
 		return -EIO;
@@ -210,6 +260,11 @@ int hs_journal_renamed(struct hs_cache *c, uint64_t ino, const char *to,
 		return -ENOMEM;
 	}
 	e.flags = replaced ? HS_JF_REPLACED : 0;
+	r = forget_started(c, ino);
+	if (r < 0) {
+		hs_jentry_release(&e);
+		return r;
+	}
 	st = hs_meta_prepare(c, conv);
 	if (!st) {
 		hs_jentry_release(&e);
@@ -343,7 +398,8 @@ int hs_journal_counts(struct hs_cache *c, uint64_t *ret_pending,
 
 int hs_journal_claim(struct hs_cache *c, struct hs_jentry *e)
 {
-	static const char sql[] = "UPDATE journal SET state=1 WHERE seq=? AND state=0";
+	static const char sql[] = "UPDATE journal SET state=1, flags=flags|8"
+				  " WHERE seq=? AND state=0";
 	sqlite3_stmt *st = hs_meta_prepare(c, sql);
 	int64_t seq = e->seq;
 	int r;

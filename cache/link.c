@@ -54,6 +54,7 @@ struct hs_link {
 	enum hs_link_state state;
 	int64_t since;       /* wall ns */
 	int dial_failed;
+	int64_t last_kick;      /* monotonic ns of the last hs_link_kick() */
 	char last_error[256];
 	uint32_t ruid, rgid;
 	unsigned caps;
@@ -244,6 +245,22 @@ static void *link_thread(void *arg)
 	}
 	pthread_mutex_unlock(&l->lock);
 	return NULL;
+}
+
+void hs_link_kick(struct hs_link *l)
+{
+	int64_t now = hs_now_ns();
+	int i;
+
+	pthread_mutex_lock(&l->lock);
+	if (now - l->last_kick >= 2 * HS_NSEC_PER_SEC) {
+		l->last_kick = now;
+		for (i = 0; i < l->nslots; i++)
+			if (!l->s[i].t && l->s[i].next_try > now)
+				l->s[i].next_try = now;
+		pthread_cond_broadcast(&l->cond);
+	}
+	pthread_mutex_unlock(&l->lock);
 }
 
 int hs_link_start(struct hs_link *l, int (*on_ping)(void *arg, struct hs_transport *t),

@@ -288,6 +288,18 @@ int hs_meta_open(struct hs_cache *c, char *err, size_t errlen)
 			  NULL, NULL, NULL);
 	if (rc != SQLITE_OK)
 		goto fail;
+	rc = sqlite3_exec(c->db, "INSERT OR IGNORE INTO meta VALUES('instance',"
+			  " abs(random() % 4294967296));", NULL, NULL, NULL);
+	if (rc != SQLITE_OK)
+		goto fail;
+	rc = sqlite3_prepare_v2(c->db, "SELECT value FROM meta WHERE key='instance'",
+				-1, &st, NULL);
+	if (rc != SQLITE_OK)
+		goto fail;
+	if (sqlite3_step(st) == SQLITE_ROW)
+		c->instance = (uint32_t)sqlite3_column_int64(st, 0);
+	sqlite3_finalize(st);
+	st = NULL;
 	free(path);
 	return 0;
 fail:

@@ -286,13 +286,14 @@ class MountFactory:
         os.makedirs(self.host_dir, exist_ok=True)
 
     def __call__(self, options=(), foreground=True, mounter=None, name=None,
-                 remote_dir=None, cache_dir=None, mount=True):
-        """A new Mount of this test's host folder (or @remote_dir); mounted
-        unless mount=False.  Foreground (-f) by default."""
+                 remote_dir=None, cache_dir=None, mount=True, sshd=None):
+        """A new Mount of this test's host folder (or @remote_dir) on the
+        session's sshd (or @sshd); mounted unless mount=False.  Foreground
+        (-f) by default."""
         mounter = mounter or self.mounter
         n = len(self.mounts)
         name = name or ("mnt" if n == 0 else "mnt%d" % n)
-        m = Mount(mounter, self.sshd,
+        m = Mount(mounter, sshd or self.sshd,
                   remote_dir or self.host_dir,
                   os.path.join(self.dir, name),
                   cache_dir or os.path.join(self.dir, "cache" if n == 0 else "cache%d" % n),

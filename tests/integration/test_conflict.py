@@ -60,3 +60,33 @@ def test_changed_on_both_sides_keeps_both(hostshare_only, mount_factory, timing)
     assert read(mnt.guest("report.txt")) == host_report
     assert read(mnt.guest(os.path.basename(copies[0]))) == b"GUESTcontent\n"
     assert not os.path.exists(mnt.guest("notes"))
+
+
+@pytest.mark.timeout(120)
+def test_deleted_in_guest_edited_on_host_keeps_the_edit(hostshare_only, mount_factory, timing):
+    """The guest deletes a file while someone edits it on the host: the
+    host's edit stays, comes back in the guest, and is listed."""
+    import json
+
+    mnt = mount_factory(options=["writeback_delay=60000", "attr_timeout=1"])
+    with open(mnt.guest("draft.md"), "wb") as f:
+        f.write(b"first draft\n")
+    with open(mnt.guest("scratch"), "wb") as f:
+        f.write(b"nobody edits this\n")
+    mnt.flush()
+
+    os.unlink(mnt.guest("draft.md"))
+    os.unlink(mnt.guest("scratch"))
+    edited = b"first draft\nedited on the host\n"
+    with open(mnt.host("draft.md"), "wb") as f:
+        f.write(edited)
+    mnt.flush()
+
+    assert read(mnt.host("draft.md")) == edited, "the host's edit was deleted"
+    assert not os.path.exists(mnt.host("scratch")), "a plain delete did not reach the host"
+    time.sleep(1.5)                          # past attr_timeout
+    assert read(mnt.guest("draft.md")) == edited
+    got = json.loads(mnt.ctl("conflicts", "--json", mnt.path).stdout)
+    assert [(k["path"], k["reason"]) for k in got] == [
+        ("/draft.md", "changed on the host while deleted in the guest")], got
+    timing("delete vs host edit", "host edit kept, back in the guest, listed")

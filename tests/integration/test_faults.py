@@ -210,3 +210,116 @@ def test_offline_mount_and_catch_up(hostshare_only, sshd, test_dir, mount_factor
     finally:
         assert mnt.unmount() == 0
         p2.stop()
+
+
+def tree_of(n_files, seed):
+    """@n_files files of 1..300 KiB in a few folders; {relpath: bytes}."""
+    import random
+    rng = random.Random(seed)
+    want = {}
+    for i in range(n_files):
+        rel = os.path.join("d%d" % (i % 7), "f%03d" % i)
+        want[rel] = os.urandom(rng.randrange(1024, 300 * 1024))
+    return want
+
+
+def write_tree(root, want, during=None):
+    for k, (rel, data) in enumerate(sorted(want.items())):
+        os.makedirs(os.path.dirname(os.path.join(root, rel)), exist_ok=True)
+        write(os.path.join(root, rel), data)
+        if during:
+            during(k)
+
+
+def check_tree(root, want):
+    bad = [rel for rel, data in want.items()
+           if not os.path.exists(os.path.join(root, rel)) or
+           read(os.path.join(root, rel)) != data]
+    assert not bad, "%d files missing or different on the host: %s" % (len(bad), bad[:5])
+    half = [n for d, _, fs in os.walk(root) for n in fs if n.startswith(".hs-tmp.")]
+    return half
+
+
+@pytest.mark.timeout(300)
+def test_reset_repeatedly_during_a_copy(hostshare_only, proxy, sshd, test_dir,
+                                        mount_factory, timing):
+    """The link is reset every half second while a tree is copied in and
+    flushed: the copy never notices, and every byte arrives."""
+    import threading
+
+    mnt = mount_factory(options=through(proxy, sshd, test_dir,
+                                        ["writeback_delay=0", "ConnectTimeout=3"]))
+    want = tree_of(150, 7)
+    stop = threading.Event()
+    resets = [0]
+
+    def resetter():
+        while not stop.wait(0.5):
+            proxy.reset()
+            resets[0] += 1
+    t = threading.Thread(target=resetter, daemon=True)
+    t.start()
+    _, t_copy = timed(lambda: write_tree(mnt.guest(), want))
+    time.sleep(3)                       # more resets while it flushes
+    stop.set()
+    t.join()
+    t0 = time.monotonic()
+    mnt.flush()
+    timing("reset every 0.5 s: copy of 150 files took", "%.2f s (%d resets)" %
+           (t_copy, resets[0]))
+    timing("reset every 0.5 s: on the host after the resets stopped",
+           "%.1f s" % (time.monotonic() - t0))
+    check_tree(mnt.host(), want)
+
+
+@pytest.mark.timeout(300)
+def test_sshd_stopped_and_restarted(hostshare_only, test_dir, mount_factory, timing):
+    """The host's sshd goes away (sessions killed, port closed) in the
+    middle of a copy and comes back on the same port 8 s later: the copy
+    goes on from the cache, the link reconnects by itself, and everything
+    arrives."""
+    from harness import Sshd, pid_alive
+
+    own = Sshd(os.path.join(test_dir, "own-sshd")).start()
+    try:
+        mnt = mount_factory(options=["writeback_delay=0", "ConnectTimeout=2",
+                                     "ServerAliveInterval=1"], sshd=own)
+        want = tree_of(120, 11)
+        state = {}
+
+        def during(k):
+            if k == 40:
+                # the listener and every session it forked
+                kids = [int(p) for p in os.listdir("/proc") if p.isdigit() and
+                        _ppid(int(p)) == own.pid]
+                own.stop()
+                for p in kids:
+                    try:
+                        os.kill(p, 9)
+                    except OSError:
+                        pass
+                state["down"] = time.monotonic()
+        _, t_copy = timed(lambda: write_tree(mnt.guest(), want, during))
+        st = mnt.status()
+        timing("sshd down: copy of 120 files took", "%.2f s" % t_copy)
+        timing("sshd down: link state during the outage", st["link"])
+        assert st["link"] in ("reconnecting", "offline"), st
+        time.sleep(max(0, 8 - (time.monotonic() - state["down"])))
+        own.restart()
+        t0 = time.monotonic()
+        mnt.flush()
+        timing("sshd back: everything on the host after", "%.1f s" % (time.monotonic() - t0))
+        assert mnt.status()["link"] == "connected"
+        check_tree(mnt.host(), want)
+        assert mnt.unmount() == 0
+    finally:
+        if own.pid is not None and pid_alive(own.pid):
+            own.stop()
+
+
+def _ppid(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return -1

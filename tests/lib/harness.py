@@ -372,6 +372,24 @@ class Sshd:
                 last = f.read()[-2000:]
         raise HarnessError("sshd did not start; log:\n" + last)
 
+    def restart(self, timeout=15):
+        """Starts sshd again on the same port with the same keys (after
+        stop()), as a host's sshd comes back after a restart."""
+        assert self.pid is None and self.port, "restart() needs a stopped sshd"
+        logf = open(self.log, "ab")
+        self.proc = subprocess.Popen(
+            [SSHD_BIN, "-D", "-e", "-f", self.config],
+            stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
+            start_new_session=True)
+        logf.close()
+        self.pid = self.proc.pid
+        if not wait_port(self.port, timeout, self.proc):
+            self.stop()
+            raise HarnessError("sshd did not come back on port %d" % self.port)
+        with open(self.harness_pidfile, "w") as f:
+            f.write("%d\n" % self.pid)
+        return self
+
     def host_dir(self, name):
         """A fresh folder the tests use as the remote side (under
         workdir/host)."""
