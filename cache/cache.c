@@ -329,6 +329,8 @@ int hs_cache_open(const struct hs_cache_config *cfg, struct hs_cache **ret,
 	if (r < 0)
 		goto fail;
 	r = hs_meta_open(c, err, errlen);
+	if (r == 0)
+		r = hs_journal_check_data(c);
 	if (r < 0)
 		goto fail;
 	r = hs_link_new(cfg->dial ? cfg->dial : default_dial,

@@ -304,6 +304,10 @@ int hs_journal_set_state(struct hs_cache *c, int64_t seq, int state, const char 
 int hs_journal_claim(struct hs_cache *c, struct hs_jentry *e);
 int hs_journal_done(struct hs_cache *c, const struct hs_jentry *e);
 const char *hs_jop_name(int op); /* "create", "write", ... */
+/* At open: rows whose dirty blocks are holes in their cache file (the data
+ * never reached the cache disk before a power cut) are marked refused
+ * instead of sending zeros under the file's name. */
+int hs_journal_check_data(struct hs_cache *c);
 /* The host name a row @seq uploads @path under before renaming it into
  * place: the same for every attempt of the row, so a retry overwrites
  * what a cut attempt left. */

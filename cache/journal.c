@@ -31,9 +31,11 @@
 #include "cache_i.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 
 static int add_local(struct hs_cache *c, uint64_t ino, int64_t delta)
@@ -443,4 +445,102 @@ int hs_journal_busy(struct hs_cache *c, uint64_t *ret_failed)
 		sqlite3_reset(st);
 	}
 	return busy;
+}
+
+/* True if a block of @dirty lies in a hole of cache file @fd: its data was
+ * never written to the cache disk (lost with the page cache in a crash). */
+static int dirty_in_hole(int fd, const struct hs_bitmap *dirty, uint64_t size)
+{
+	uint64_t nb = (size + HS_BLOCK - 1) / HS_BLOCK, b = 0, e;
+	off_t data;
+
+	while (b < nb) {
+		b = hs_bitmap_next_set(dirty, b, nb);
+		if (b == HS_BITMAP_NONE)
+			break;
+		e = hs_bitmap_next_clear(dirty, b, nb);
+		if (e == HS_BITMAP_NONE)
+			e = nb;
+		for (; b < e; b++) {
+			data = lseek(fd, (off_t)(b * HS_BLOCK), SEEK_DATA);
+			if (data < 0)
+				return errno == ENXIO; /* only a hole up to the end */
+			if ((uint64_t)data >= (b + 1) * HS_BLOCK &&
+			    b * HS_BLOCK < size)
+				return 1;
+			/* skip the data run */
+			data = lseek(fd, (off_t)(b * HS_BLOCK), SEEK_HOLE);
+			if (data < 0)
+				return 0;
+			if ((uint64_t)data / HS_BLOCK > b + 1)
+				b = HS_MIN((uint64_t)data / HS_BLOCK, e) - 1;
+		}
+	}
+	return 0;
+}
+
+int hs_journal_check_data(struct hs_cache *c)
+{
+	static const char sql[] =
+		"SELECT j.seq, j.ino, coalesce(j.path, i.hpath), i.size FROM journal j"
+		" JOIN inode i ON i.ino=j.ino WHERE j.op IN (2,3) AND j.state=0";
+	struct { int64_t seq; uint64_t ino, size; char *path; } *v = NULL;
+	size_t n = 0, cap = 0, k;
+	sqlite3_stmt *st;
+	int r = 0;
+
+	pthread_mutex_lock(&c->db_lock);
+	st = hs_meta_prepare(c, sql);
+	while (st && sqlite3_step(st) == SQLITE_ROW) {
+		if (n == cap) {
+			void *nv;
+
+			cap = cap ? cap * 2 : 64;
+			nv = realloc(v, cap * sizeof(*v));
+			if (!nv) {
+				r = -ENOMEM;
+				break;
+			}
+			v = nv;
+		}
+		v[n].seq = sqlite3_column_int64(st, 0);
+		v[n].ino = (uint64_t)sqlite3_column_int64(st, 1);
+		v[n].path = sqlite3_column_text(st, 2) ?
+			    strdup((const char *)sqlite3_column_text(st, 2)) : NULL;
+		v[n].size = (uint64_t)sqlite3_column_int64(st, 3);
+		n++;
+	}
+	if (st)
+		sqlite3_reset(st);
+	for (k = 0; r == 0 && k < n; k++) {
+		struct hs_bitmap present, dirty;
+		int64_t trunc;
+		char *p = hs_file_data_path(c, v[k].ino);
+		int fd = p ? open(p, O_RDONLY | O_CLOEXEC) : -1, lost;
+
+		hs_bitmap_init(&present);
+		hs_bitmap_init(&dirty);
+		lost = hs_meta_load_maps(c, v[k].ino, &present, &dirty, &trunc) == 0 &&
+		       !hs_bitmap_empty(&dirty) &&
+		       (fd < 0 ? errno == ENOENT : dirty_in_hole(fd, &dirty, v[k].size));
+		if (lost) {
+			hs_warn("'%s': its data was lost in a crash before it reached "
+				"the cache disk (it had not been fsync'd); it is not "
+				"sent to the host", v[k].path ? v[k].path : "?");
+			r = hs_journal_set_state(c, v[k].seq, HS_JS_FAILED,
+						 "data lost in a crash (not fsync'd)");
+		}
+		if (fd >= 0)
+			close(fd);
+		free(p);
+		hs_bitmap_release(&present);
+		hs_bitmap_release(&dirty);
+	}
+	if (r == 0)
+		r = hs_meta_flush(c);
+	pthread_mutex_unlock(&c->db_lock);
+	for (k = 0; k < n; k++)
+		free(v[k].path);
+	free(v);
+	return r;
 }

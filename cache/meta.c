@@ -26,9 +26,11 @@
 #include "cache_i.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define SCHEMA_VERSION 1
 
@@ -222,18 +224,22 @@ void hs_meta_rollback(struct hs_cache *c)
 
 int hs_meta_sync(struct hs_cache *c)
 {
-	int r;
+	char path[4096 + 16];
+	int r, fd;
 
-	/* A FULL-synchronous commit syncs the WAL, which holds every earlier
-	 * commit too. */
+	/* Every commit is in the WAL (or, once checkpointed, in the database
+	 * file, which a checkpoint syncs first): syncing the WAL makes all of
+	 * them durable.  Done by hand: a FULL-synchronous commit that changes
+	 * nothing writes no frame and syncs nothing. */
 	r = hs_meta_flush(c);
 	if (r < 0)
 		return r;
-	r = hs_meta_exec(c, "PRAGMA synchronous=FULL");
-	if (r == 0)
-		r = hs_meta_exec(c, "BEGIN IMMEDIATE; UPDATE meta SET value=value"
-				    " WHERE key='schema'; COMMIT");
-	hs_meta_exec(c, "PRAGMA synchronous=NORMAL");
+	snprintf(path, sizeof(path), "%s/meta.db-wal", c->dir);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return errno == ENOENT ? 0 : -errno; /* no WAL: nothing unsynced */
+	r = fdatasync(fd) < 0 ? -errno : 0;
+	close(fd);
 	return r;
 }
 
@@ -305,10 +311,13 @@ int hs_meta_open(struct hs_cache *c, char *err, size_t errlen)
 fail:
 	r = (rc & 0xff) == SQLITE_NOTADB || (rc & 0xff) == SQLITE_CORRUPT ? -EIO :
 	    (rc & 0xff) == SQLITE_FULL ? -ENOSPC : -EIO;
-	snprintf(err, errlen, "%s cache database '%s': %s",
+	/* one line: what, where, and the way out (the folder may still hold
+	 * changes the host has not got: moved aside, not deleted) */
+	snprintf(err, errlen, "%s cache database '%s': %s; to start over with "
+		 "an empty cache, move the folder '%s' aside",
 		 r == -EIO && ((rc & 0xff) == SQLITE_NOTADB ||
 			       (rc & 0xff) == SQLITE_CORRUPT) ? "corrupt" : "cannot open",
-		 path, c->db ? sqlite3_errmsg(c->db) : sqlite3_errstr(rc));
+		 path, c->db ? sqlite3_errmsg(c->db) : sqlite3_errstr(rc), c->dir);
 	free(path);
 	return r;
 }

@@ -144,3 +144,41 @@ def test_help():
     assert rc == 0, err
     text = (out + err).lower()
     assert "usage" in text and "mountpoint" in text.replace(" ", ""), text[:2000]
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "unreadable"])
+def test_corrupt_cache_database(sshd, where, damage):
+    """A damaged cache database: one line naming the file and saying how
+    to recover, never a crash, and nothing mounted."""
+    mnt, cache, host = where
+    ok = hs(opts(sshd, cache) + [sshd.source(host), mnt])
+    assert ok[0] == 0, ok
+    with open(os.path.join(mnt, "kept"), "wb") as f:
+        f.write(b"x")
+    subprocess.run(["fusermount3", "-u", mnt], check=True)
+    for _ in range(100):                   # the daemon exits after unmount
+        if not leftover_daemons(mnt):
+            break
+        time.sleep(0.1)
+    dbs = [os.path.join(d, "meta.db") for d, _, fs in os.walk(cache) if "meta.db" in fs]
+    assert len(dbs) == 1, dbs
+    db = dbs[0]
+    for extra in ("-wal", "-shm"):
+        if os.path.exists(db + extra):
+            os.unlink(db + extra)
+    if damage == "garbage":
+        with open(db, "r+b") as f:
+            f.seek(0)
+            f.write(os.urandom(4096))
+    elif damage == "truncated":
+        with open(db, "r+b") as f:
+            f.truncate(1000)
+    else:
+        os.chmod(db, 0)
+        os.chmod(os.path.dirname(db), 0o500)   # root ignores modes: take the folder too
+        os.rename(db, db + ".moved")
+        os.mkdir(db)                           # a folder where the file should be
+    line = one_line_failure(hs(opts(sshd, cache) + [sshd.source(host), mnt]), mnt,
+                            "cache database")
+    assert db in line, line
+    assert "hostsharectl" in line or "remove" in line or "move" in line, line
