@@ -303,3 +303,20 @@ def test_fstab_host_down_at_boot(installed, mount_factory, sshd, test_dir, timin
     assert took < 10, "failing mount took %.1f s" % took
     assert "hostshare: cannot connect to '127.0.0.1:" in cp.stderr, cp.stderr
     assert not harness.is_mounted(fresh.path)
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze")
+def test_systemd_unit_examples_verify(tmp_path):
+    """The shipped .mount/.automount examples load in systemd (offline
+    `systemd-analyze verify`) and name the same mount point."""
+    d = os.path.join(REPO, "tools", "systemd")
+    units = sorted(os.path.join(d, n) for n in os.listdir(d)
+                   if n.endswith((".mount", ".automount")))
+    assert len(units) == 2, units
+    cp = run(["systemd-analyze", "verify"] + units, check=False, cwd=str(tmp_path))
+    assert cp.returncode == 0, cp.stdout + cp.stderr
+    for u in units:
+        with open(u) as f:
+            where = [ln.split("=", 1)[1].strip() for ln in f if ln.startswith("Where=")]
+        esc = run(["systemd-escape", "-p", "--suffix=" + u.rsplit(".", 1)[1], where[0]]).stdout
+        assert esc.strip() == os.path.basename(u), (u, esc)
