@@ -300,3 +300,48 @@ def test_gio_copy_cancelled_half_way(mnt, genv, test_dir, timing):
             with open(mnt.host(name), "rb") as h, open(dst, "rb") as g:
                 assert h.read() == g.read()
     assert host_names(mnt) == ["kept-partial.bin"], host_names(mnt)
+
+
+@pytest.mark.skipif(shutil.which("kioclient5") is None,
+                    reason="kioclient5 (kde-cli-tools) not installed")
+def test_kio_copy_move_trash(mnt, genv, test_dir):
+    """KDE's KIO (what Dolphin uses), headless: a tree copied in (KIO
+    recurses itself), moved, one file overwritten, one deleted to the
+    trash.  KIO keeps top-folder trashes only for devices Solid knows, so a
+    file trashed from a hostshare mount goes to the home trash and leaves
+    the mount (and the host) entirely; KIO may leave an empty .Trash-UID
+    behind while it decides."""
+    env = dict(genv, QT_QPA_PLATFORM="offscreen")
+
+    def kio(*args):
+        cp = run(["dbus-run-session", "--", "kioclient5", "--noninteractive"] +
+                 list(args), env=env, check=False, timeout=90)
+        assert cp.returncode == 0, "kioclient5 %s: %s" % (" ".join(args), cp.stderr[-2000:])
+        return cp
+
+    src = os.path.join(test_dir, "kde")
+    spec = {"tree/a.txt": b"a\n", "tree/sub/b.bin": os.urandom(2 << 20),
+            "tree/sub/c.txt": b"c\n" * 999, "over.txt": b"new content\n"}
+    make_tree(src, spec)
+    with open(mnt.guest("over.txt"), "wb") as f:
+        f.write(b"old\n")
+    kio("copy", os.path.join(src, "tree"), mnt.guest("tree"))
+    kio("move", mnt.guest("tree"), mnt.guest("tree2"))
+    kio("copy", "--overwrite", os.path.join(src, "over.txt"), mnt.guest("over.txt"))
+    kio("move", mnt.guest("tree2", "a.txt"), "trash:/")
+    trashed = os.path.join(test_dir, "xdg-data", "Trash", "files", "a.txt")
+    with open(trashed, "rb") as f:
+        assert f.read() == spec["tree/a.txt"]
+    mnt.flush()
+    want_root = os.path.join(test_dir, "kde-want")
+    make_tree(want_root, {"tree2/sub/b.bin": spec["tree/sub/b.bin"],
+                          "tree2/sub/c.txt": spec["tree/sub/c.txt"],
+                          "over.txt": spec["over.txt"]})
+    want = tree_manifest(want_root, mtimes=False)
+    got = tree_manifest(mnt.host(), mtimes=False)
+    trash = ".Trash-%d" % os.getuid()
+    if trash in got:
+        assert sorted(k for k in got if k.startswith(trash + "/")) == \
+            [trash + "/files", trash + "/info"], got
+        got = {k: v for k, v in got.items() if k.split("/")[0] != trash}
+    assert want == got, manifest_diff(want, got)
