@@ -165,6 +165,17 @@ def test_allow_other_enforces_permissions(mount_factory, shared_dir, users):
         assert f.read() == b"for everyone\n"
 
 
+def test_no_default_permissions_opt_out(mount_factory, shared_dir, users):
+    """Only an explicit no_default_permissions drops the kernel's checks:
+    then another user reads what the modes forbid (the documented risk)."""
+    other = users()
+    m = mount_factory(options=["allow_other", "no_default_permissions"])
+    host_tree(m, {"secret.txt": (0o600, b"root only\n")})
+    e = harness.mountinfo_entry(m.path)
+    assert "allow_other" in e[-1] and "default_permissions" not in e[-1], e
+    assert probe(other, "read", m.guest("secret.txt")) == "OK"
+
+
 def test_desktop_user_uid_gid_umask(mount_factory, shared_dir, users, test_dir):
     """Root mounts for desktop user U (uid=, gid=, umask=027): U owns every
     file, may write and create; another user is kept out by the umask."""
