@@ -14,6 +14,7 @@ PREFIX/bin), and removes them afterwards.  It refuses to touch a real
 file of the same name (the test is skipped then).
 """
 
+import json
 import os
 import shutil
 import socket
@@ -320,3 +321,30 @@ def test_systemd_unit_examples_verify(tmp_path):
             where = [ln.split("=", 1)[1].strip() for ln in f if ln.startswith("Where=")]
         esc = run(["systemd-escape", "-p", "--suffix=" + u.rsplit(".", 1)[1], where[0]]).stdout
         assert esc.strip() == os.path.basename(u), (u, esc)
+
+
+def test_meson_install_layout(tmp_path):
+    """`meson install` puts mount.hostshare in PREFIX/sbin and, unless that
+    is /sbin or /usr/sbin, a symlink to it in /sbin, where mount(8) looks;
+    the installed helper runs the installed hostshare (PREFIX/bin)."""
+    dest = str(tmp_path / "dest")
+    cp = run(["meson", "install", "-C", harness.build_dir(), "--no-rebuild",
+              "--destdir", dest], check=False, timeout=120)
+    assert cp.returncode == 0, cp.stdout + cp.stderr
+    installed = json.loads(run(["meson", "introspect", "--installed",
+                                harness.build_dir()]).stdout).values()
+    prog = [v for v in installed if v.endswith("/bin/hostshare")]
+    helper = [v for v in installed if v.endswith("/sbin/mount.hostshare")
+              and v != "/sbin/mount.hostshare"]
+    assert len(prog) == 1 and len(helper) == 1, installed
+    assert os.stat(dest + helper[0]).st_mode & 0o111
+    if helper[0] != "/usr/sbin/mount.hostshare":
+        assert os.readlink(dest + "/sbin/mount.hostshare") == helper[0]
+    # -f -v: print the command, mount nothing
+    cp = run([dest + helper[0], "me@host:/x", str(tmp_path), "-f", "-v",
+              "-o", "rw,nofail"], check=False)
+    assert cp.returncode == 0, cp.stderr
+    words = cp.stderr.split()
+    assert words[0] == "mount.hostshare:", cp.stderr
+    assert os.path.realpath(words[1]) == os.path.realpath(dest + prog[0]), cp.stderr
+    assert words[2:] == ["-o", "rw,nofail", "--", "me@host:/x", str(tmp_path)], cp.stderr
