@@ -13,8 +13,9 @@
  *   "pending"           -> one object per journal row, then "done"
  *   "evict [PATH]"      -> "done" with the files/bytes dropped
  * The objects' fields are documented in docs/control.md.
- * Only the daemon's own uid and root may talk (SO_PEERCRED); the socket is
- * 0600 in a 0700 folder as well.
+ * Only the daemon's own uid and root may talk (SO_PEERCRED), and the uid=
+ * user of a mount root made for a desktop user; the socket is 0600 (owned
+ * by that user then) in a 0700 folder (0711 then) as well.
  *
  * Locking: ctl->lock guards stopping, nclients and client_fd[].  It is held
  * only for bookkeeping, never across a cache call or socket I/O.
@@ -528,14 +529,23 @@ static void *client_main(void *arg)
 
 /* ---- accepting ---- */
 
-static int peer_allowed(int fd)
+/* The uid= user of a mount root made for a desktop user, or -1. */
+static int64_t desktop_uid(const struct hs_fs *fs)
+{
+	if (geteuid() != 0 || !fs->opts || fs->opts->uid < 0)
+		return -1;
+	return fs->opts->uid;
+}
+
+static int peer_allowed(const struct hs_fs *fs, int fd)
 {
 	struct ucred cred;
 	socklen_t len = sizeof(cred);
 
 	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
 		return 0;
-	return cred.uid == geteuid() || cred.uid == 0;
+	return cred.uid == geteuid() || cred.uid == 0 ||
+	       (int64_t)cred.uid == desktop_uid(fs);
 }
 
 static void accept_one(struct hs_ctl *ctl)
@@ -551,7 +561,7 @@ static void accept_one(struct hs_ctl *ctl)
 		return;
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-	if (!peer_allowed(fd)) {
+	if (!peer_allowed(ctl->fs, fd)) {
 		send_error(fd, "permission denied");
 		close(fd);
 		return;
@@ -693,6 +703,21 @@ int hs_ctl_start(struct hs_fs *fs, char *err, size_t errlen)
 		close(fd);
 		unlink(fs->ctl_path);
 		goto fail;
+	}
+	/* A mount root made for a desktop user (uid=): that user may talk
+	 * too, so the socket is theirs and the run folder lets them reach it
+	 * (0711: no listing; the other sockets stay 0600 root's). */
+	if (desktop_uid(fs) >= 0) {
+		char dir[PATH_MAX], *slash;
+
+		snprintf(dir, sizeof(dir), "%s", fs->ctl_path);
+		slash = strrchr(dir, '/');
+		if (slash)
+			*slash = '\0';
+		if (chown(fs->ctl_path, (uid_t)desktop_uid(fs), (gid_t)-1) < 0 ||
+		    (slash && chmod(dir, 0711) < 0))
+			hs_warn("control socket: cannot open it to uid %lld: %s",
+				   (long long)desktop_uid(fs), strerror(errno));
 	}
 
 	ctl = calloc(1, sizeof(*ctl));

@@ -294,6 +294,7 @@ static int apply_option(struct hs_opts *o, const char *opt, char *err,
 		{ "fsync", VALUE }, { "idmap", VALUE }, { "uid", VALUE },
 		{ "gid", VALUE }, { "umask", VALUE }, { "allow_other", FLAG },
 		{ "allow_root", FLAG }, { "default_permissions", FLAG },
+		{ "no_default_permissions", FLAG },
 		{ "ro", FLAG }, { "rw", FLAG }, { "max_threads", VALUE },
 		{ "offline", VALUE }, { "loglevel", VALUE },
 		{ "fsname", VALUE }, { "subtype", VALUE },
@@ -398,6 +399,10 @@ static int apply_option(struct hs_opts *o, const char *opt, char *err,
 		o->allow_root = 1;
 	} else if (!strcmp(name, "default_permissions")) {
 		o->default_permissions = 1;
+		o->no_default_permissions = 0;
+	} else if (!strcmp(name, "no_default_permissions")) {
+		o->default_permissions = 0;
+		o->no_default_permissions = 1;
 	} else if (!strcmp(name, "ro")) {
 		o->ro = 1;
 	} else if (!strcmp(name, "rw")) {
@@ -556,8 +561,9 @@ int hs_opts_parse(int argc, char **argv, struct hs_opts *o, char *err,
 	r = set_str(&o->mountpoint, pos[1], strlen(pos[1]));
 	if (r < 0)
 		return r;
-	/* Other users get in only with the kernel checking permissions. */
-	if (o->allow_other)
+	/* Other users get in only with the kernel checking permissions
+	 * (hostshare checks none itself), unless explicitly turned off. */
+	if (o->allow_other && !o->no_default_permissions)
 		o->default_permissions = 1;
 	if (o->allow_other && o->allow_root)
 		return fail(err, errlen,
@@ -738,9 +744,12 @@ void hs_opts_print_help(FILE *f)
 "  uid=N, gid=N             idmap=user: the local owner to show;\n"
 "                           idmap=none: owner of every file\n"
 "  umask=OCTAL              mask applied to reported permissions\n"
-"  allow_other              let other users in (implies default_permissions)\n"
+"  allow_other              let other users in (implies default_permissions\n"
+"                           unless no_default_permissions is given)\n"
 "  allow_root               let root in\n"
 "  default_permissions      let the kernel check permissions\n"
+"  no_default_permissions   do not: every user may do what the mounting\n"
+"                           user may\n"
 "  ro, rw                   read-only or read-write mount (rw)\n"
 "  max_threads=N            FUSE worker threads (10)\n"
 "  offline=yes|no           start offline when the host is unreachable and\n"

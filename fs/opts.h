@@ -57,6 +57,8 @@ struct hs_opts {
 	int umask;              /* umask= (octal) applied to reported modes;
 				 * -1 when not given */
 	int allow_other, allow_root, default_permissions, ro;
+	int no_default_permissions; /* no_default_permissions: allow_other
+				     * without the kernel's checks */
 
 	/* ---- FUSE ---- */
 	int max_threads;        /* max_threads=; 10 */
