@@ -33,6 +33,8 @@
 
 #include "common/common.h"
 #include "common/ctl.h"
+#include "common/version.h"
+#include "doctor.h"
 
 #ifndef HS_VERSION
 #define HS_VERSION "unknown"
@@ -45,11 +47,14 @@ static void usage(FILE *f)
 {
 	fputs("usage: hostsharectl status [--json] MOUNTPOINT\n"
 	      "       hostsharectl flush --wait [--timeout SECONDS] [--json] MOUNTPOINT\n"
+	      "       hostsharectl doctor [--json] [--no-write] MOUNTPOINT | SOURCE\n"
 	      "       hostsharectl --help | --version\n"
 	      "\n"
 	      "  status   show the link, pending and flushed work of a mount\n"
 	      "  flush    send every pending change to the host now and wait\n"
 	      "           until all of it is there (exit 0) or it fails (exit 1)\n"
+	      "  doctor   check link, host, clocks, disks and memory: a verdict\n"
+	      "           and a fix each (see hostsharectl(1))\n"
 	      "\n"
 	      "  --json          print the daemon's JSON lines\n"
 	      "  --timeout SECS  give up after SECS seconds (default: no limit)\n",
@@ -490,6 +495,8 @@ int main(int argc, char **argv)
 	int json = 0, wait = 0, i;
 	uint64_t timeout_ms = NO_TIMEOUT_MS;
 
+	if (argc > 1 && !strcmp(argv[1], "doctor"))
+		return hs_doctor_main(argc - 1, argv + 1);
 	for (i = 1; i < argc; i++) {
 		const char *a = argv[i];
 
@@ -497,7 +504,7 @@ int main(int argc, char **argv)
 			usage(stdout);
 			return 0;
 		} else if (!strcmp(a, "-V") || !strcmp(a, "--version")) {
-			printf("hostsharectl %s\n", HS_VERSION);
+			hs_print_versions(stdout, "hostsharectl", NULL);
 			return 0;
 		} else if (!strcmp(a, "--json")) {
 			json = 1;
