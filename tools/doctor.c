@@ -564,9 +564,18 @@ static void source_cache_dir(struct doctor *d)
 
 /* ---- link checks (own connection) ---- */
 
+/* Turns the one-line error of hs_tr_open() into the check that failed
+ * (the checks before it passed).  0 when it names none of them: then the
+ * SSH layer itself failed (handshake timeout, a dropped connection). */
 static int classify_open_error(struct doctor *d, const char *err)
 {
-	if (strstr(err, "host key") || strstr(err, "known_hosts")) {
+	int hostkey = strstr(err, "host key") || strstr(err, "known_hosts");
+	int auth = strstr(err, "authentication failed") != NULL;
+	int folder = strstr(err, "remote folder") != NULL;
+	const char *kh = d->known_hosts[0] ? d->known_hosts :
+					     "~/.ssh/known_hosts";
+
+	if (hostkey) {
 		int unknown = strstr(err, "is not in known_hosts") != NULL;
 
 		if (unknown && d->policy == HS_HOSTKEY_ACCEPT_NEW) {
@@ -581,22 +590,20 @@ static int classify_open_error(struct doctor *d, const char *err)
 		    "%s", err);
 		return 1;
 	}
-	add(d, "hostkey", V_OK, NULL, "matches %s",
-	    d->known_hosts[0] ? d->known_hosts : "~/.ssh/known_hosts");
-	if (strstr(err, "authentication")) {
+	if (!auth && !folder)
+		return 0;
+	add(d, "hostkey", V_OK, NULL, "matches %s", kh);
+	if (auth) {
 		add(d, "auth", V_FAIL,
 		    "put the public key in the host's ~/.ssh/authorized_keys, or name the key with -o IdentityFile=",
 		    "%s", err);
 		return 2;
 	}
 	add(d, "auth", V_OK, NULL, "logged in as %s", d->user);
-	if (strstr(err, "remote folder")) {
-		add(d, "folder", V_FAIL,
-		    "create the folder on the host, or fix the dir part of the source",
-		    "%s", err);
-		return 3;
-	}
-	return 0;
+	add(d, "folder", V_FAIL,
+	    "create the folder on the host, or fix the dir part of the source",
+	    "%s", err);
+	return 3;
 }
 
 static int cmp_double(const void *a, const void *b)
