@@ -437,7 +437,7 @@ def test_deb_builds_installs_and_mounts(hostshare_only, sshd, test_dir,
     os.makedirs(mnt)
     installed = False
     try:
-        cp = harness.run(["apt-get", "install", "-y", "-q", "--no-download",
+        cp = harness.run(["apt-get", "install", "-y", "-q",
                           os.path.abspath(deb)], timeout=300, check=False,
                          env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
         installed = dpkg_installed("hostshare")
