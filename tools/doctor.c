@@ -742,11 +742,17 @@ static void probe_data(struct doctor *d, struct hs_transport *t)
 			enum verdict v = certain >= SKEW_FAIL_S ? V_FAIL :
 					 certain >= SKEW_WARN_S ? V_WARN : V_OK;
 
-			set_value(add(d, "clock", v,
-				      "synchronise both clocks (chrony/systemd-timesyncd in the guest; the hypervisor's time sync); host changes are recognised by mtime",
-				      "host clock %s guest by %+.1f s (within %.1f s)",
-				      skew >= 0 ? "ahead of" : "behind", skew,
-				      half), skew);
+			const char *fix = "synchronise both clocks (chrony or systemd-timesyncd in the guest, the hypervisor's time sync): host changes are recognised by mtime";
+
+			if (fabs(skew) <= half)
+				set_value(add(d, "clock", v, fix,
+					      "guest and host clocks agree (within %.1f s)",
+					      half), skew);
+			else
+				set_value(add(d, "clock", v, fix,
+					      "host clock %s the guest's by %.1f s (within %.1f s)",
+					      skew > 0 ? "ahead of" : "behind",
+					      fabs(skew), half), skew);
 		}
 	}
 
