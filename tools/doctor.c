@@ -1338,9 +1338,16 @@ static int report(const struct doctor *d)
 
 void hs_doctor_usage(FILE *f)
 {
-	fputs("       hostsharectl doctor [--json] [--timeout SECONDS] [--no-write] MOUNTPOINT\n"
+	fputs(" hostsharectl doctor [--json] [--timeout SECONDS] [--no-write] MOUNTPOINT\n"
 	      "       hostsharectl doctor [--json] [--timeout SECONDS] [--no-write]\n"
-	      "                           [-p PORT] [-o OPTIONS] [user@]host:[dir]\n",
+	      "                           [-p PORT] [-o OPTIONS] [user@]host:[dir]\n"
+	      "\n"
+	      "Checks the link to the host, the host key and login, round-trip time,\n"
+	      "throughput both ways, clock skew, free space on host and guest, memory,\n"
+	      "hypervisor shared folders on the same path, pending work and errors;\n"
+	      "a verdict and a fix each.  Writes one probe file (.hs-doctor.*) in the\n"
+	      "remote folder and removes it (--no-write: none).  Exit 1 if a check\n"
+	      "failed.  See hostsharectl(1).\n",
 	      f);
 }
 
@@ -1360,7 +1367,11 @@ int hs_doctor_main(int argc, char **argv)
 	for (i = 1; i < argc; i++) {
 		const char *a = argv[i];
 
-		if (!strcmp(a, "--json")) {
+		if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+			fputs("usage:", stdout);
+			hs_doctor_usage(stdout);
+			return 0;
+		} else if (!strcmp(a, "--json")) {
 			json_out = 1;
 		} else if (!strcmp(a, "--no-write")) {
 			d.no_write = 1;
