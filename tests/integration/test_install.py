@@ -180,6 +180,14 @@ def test_doctor_healthy_mount(hostshare_only, mount_factory, timing):
     with open(mnt.guest("f"), "w") as f:
         f.write("hello\n")
     mnt.flush()
+    # the probe name is reserved: the guest can neither make nor see one
+    with pytest.raises(PermissionError):
+        open(mnt.guest(".hs-doctor.mine"), "w")
+    with open(mnt.host(".hs-doctor.left-over"), "w") as f:
+        f.write("x")
+    time.sleep(1.2)                          # past attr_timeout
+    assert sorted(os.listdir(mnt.guest())) == ["f"]
+    os.unlink(mnt.host(".hs-doctor.left-over"))
     t0 = time.monotonic()
     rep, checks = doctor_json(mnt.path)
     took = time.monotonic() - t0
