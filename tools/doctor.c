@@ -662,7 +662,7 @@ static void probe_data(struct doctor *d, struct hs_transport *t)
 		    r == -EACCES || r == -EROFS ? "the remote folder is not writable for the login user (use --no-write to skip)" :
 		    r == -ENOSPC || r == -EDQUOT ? "free space on the host" :
 						   "the link is too slow or stalled: check the network between guest and host",
-		    "writing %s MiB to the host failed: %s",
+		    "writing %s to the host failed: %s",
 		    human_bytes(PROBE_SIZE, b1, sizeof(b1)), strerror((int)-r));
 		add(d, "download", V_SKIP, NULL, "no probe file");
 		add(d, "clock", V_SKIP, NULL, "no probe file");
@@ -735,25 +735,23 @@ static void probe_data(struct doctor *d, struct hs_transport *t)
 		double lo = (double)(a.mtime_ns - w1) / 1e9;
 		double hi = (double)(a.mtime_ns - w0) / 1e9 + res;
 
+		const char *fix = "synchronise both clocks (chrony or systemd-timesyncd in the guest, the hypervisor's time sync): host changes are recognised by mtime";
+		enum verdict v;
+
 		skew = (lo + hi) / 2;
 		half = (hi - lo) / 2;
-		{
-			double certain = fabs(skew) - half;
-			enum verdict v = certain >= SKEW_FAIL_S ? V_FAIL :
-					 certain >= SKEW_WARN_S ? V_WARN : V_OK;
-
-			const char *fix = "synchronise both clocks (chrony or systemd-timesyncd in the guest, the hypervisor's time sync): host changes are recognised by mtime";
-
-			if (fabs(skew) <= half)
-				set_value(add(d, "clock", v, fix,
-					      "guest and host clocks agree (within %.1f s)",
-					      half), skew);
-			else
-				set_value(add(d, "clock", v, fix,
-					      "host clock %s the guest's by %.1f s (within %.1f s)",
-					      skew > 0 ? "ahead of" : "behind",
-					      fabs(skew), half), skew);
-		}
+		/* judged by the part of the skew that is certain */
+		v = fabs(skew) - half >= SKEW_FAIL_S ? V_FAIL :
+		    fabs(skew) - half >= SKEW_WARN_S ? V_WARN : V_OK;
+		if (fabs(skew) <= half)
+			set_value(add(d, "clock", v, fix,
+				      "guest and host clocks agree (within %.1f s)",
+				      half), skew);
+		else
+			set_value(add(d, "clock", v, fix,
+				      "host clock %s the guest's by %.1f s (within %.1f s)",
+				      skew > 0 ? "ahead of" : "behind",
+				      fabs(skew), half), skew);
 	}
 
 out_remove:
