@@ -425,7 +425,8 @@ static int check_name(const char *name)
 		return -EINVAL;
 	if (n > 255)
 		return -ENAMETOOLONG;
-	if (!strncmp(name, ".hs-tmp.", 8) || !strncmp(name, ".hs-replaced.", 13))
+	if (!strncmp(name, ".hs-tmp.", 8) || !strncmp(name, ".hs-replaced.", 13) ||
+	    !strncmp(name, ".hs-doctor.", 11))
 		return -EACCES; /* reserved for our own temporary names */
 	return 0;
 }

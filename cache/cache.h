@@ -270,4 +270,16 @@ int hs_cache_evict(struct hs_cache *c, const char *path,
  * entry (it stays counted in failed_ops). */
 int hs_cache_sync(struct hs_cache *c, hs_deadline_t dl);
 
+/* For `hostsharectl doctor` (cache/doctor.c): the age of the oldest
+ * pending journal entry, entries left by an earlier mount, and the last
+ * entries the host refused ("'path': error; ...").  Never touches the
+ * network. */
+struct hs_cache_journal_info {
+	int64_t oldest_age_ms;      /* -1: none pending (or all from before) */
+	uint64_t earlier_mount_ops; /* pending entries of an earlier mount */
+	char refused[512];
+};
+int hs_cache_journal_info(struct hs_cache *c,
+			  struct hs_cache_journal_info *ret);
+
 #endif

@@ -41,7 +41,8 @@ static int collect(void *arg, const char *name, const struct hs_attr *attr)
 	struct hlist *l = arg;
 
 	/* our own temporary names are never shown */
-	if (!strncmp(name, ".hs-tmp.", 8) || !strncmp(name, ".hs-replaced.", 13))
+	if (!strncmp(name, ".hs-tmp.", 8) || !strncmp(name, ".hs-replaced.", 13) ||
+	    !strncmp(name, ".hs-doctor.", 11))
 		return 0;
 	if (l->n == l->cap) {
 		size_t cap = l->cap ? l->cap * 2 : 64;

@@ -12,6 +12,8 @@
  *   "flush <timeout_ms>\n" -> progress objects {"event":"progress",...}
  *                            then {"event":"done","ok":true|false,
  *                                  "error":"..."}
+ *   "doctor\n"            -> one JSON object: how the mount reaches its
+ *                            host (fs/ctl_doctor.c), for hostsharectl doctor
  */
 #ifndef HS_CTL_H
 #define HS_CTL_H

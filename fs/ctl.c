@@ -30,6 +30,7 @@
  */
 #include "fs_i.h"
 #include "reply.h"
+#include "ctl_doctor.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -488,6 +489,8 @@ static void serve(struct hs_ctl *ctl, int fd)
 		return;
 	if (!strcmp(line, "status")) {
 		do_status(ctl, fd);
+	} else if (!strcmp(line, "doctor")) {
+		hs_ctl_doctor(ctl->fs, fd);
 	} else if (!strncmp(line, "flush", 5) &&
 		   (line[5] == ' ' || line[5] == '\0')) {
 		errno = 0;

@@ -30,10 +30,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <libssh2.h>
-#include <lz4.h>
 #include <signal.h>
-#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,24 +38,10 @@
 #include <unistd.h>
 
 #include "common/ctl.h"
+#include "common/version.h"
 
 /* One line for the user; room for a full path plus words. */
 #define ERRLEN (PATH_MAX + 1024)
-
-#ifndef HS_VERSION
-#define HS_VERSION "unknown"
-#endif
-
-static void print_versions(void)
-{
-	const char *ssh2 = libssh2_version(0);
-
-	printf("hostshare %s\n", HS_VERSION);
-	printf("libfuse %s\n", fuse_pkgversion());
-	printf("libssh2 %s\n", ssh2 ? ssh2 : LIBSSH2_VERSION);
-	printf("sqlite %s\n", sqlite3_libversion());
-	printf("lz4 %s\n", LZ4_versionString());
-}
 
 /* ---- readiness pipe ---- */
 
@@ -366,7 +349,8 @@ int main(int argc, char **argv)
 		if (o.show_help)
 			hs_opts_print_help(stdout);
 		else
-			print_versions();
+			hs_print_versions(stdout, "hostshare",
+					  fuse_pkgversion());
 		hs_opts_release(&o);
 		return 0;
 	}

@@ -35,6 +35,8 @@
 
 #include "common/common.h"
 #include "common/ctl.h"
+#include "common/version.h"
+#include "doctor.h"
 
 #ifndef HS_VERSION
 #define HS_VERSION "unknown"
@@ -50,6 +52,7 @@ static void usage(FILE *f)
 	      "       hostsharectl conflicts [--clear] [--json] MOUNTPOINT\n"
 	      "       hostsharectl pending [--json] MOUNTPOINT\n"
 	      "       hostsharectl evict [--json] MOUNTPOINT [PATH]\n"
+	      "       hostsharectl doctor [--json] [--no-write] MOUNTPOINT | SOURCE\n"
 	      "       hostsharectl --help | --version\n"
 	      "\n"
 	      "  status     link, pending work, flush rate, cache and conflicts of\n"
@@ -61,6 +64,8 @@ static void usage(FILE *f)
 	      "  pending    the changes not on the host yet, oldest first\n"
 	      "  evict      drop cached data that is on the host (of PATH, or of\n"
 	      "             the whole mount); changes not sent yet are kept\n"
+	      "  doctor     check link, host, clocks, disks and memory: a verdict\n"
+	      "             and a fix each (see hostsharectl(1))\n"
 	      "\n"
 	      "  --json          machine-readable output (see docs/control.md)\n"
 	      "  --timeout SECS  give up after SECS seconds (default: no limit)\n",
@@ -764,6 +769,8 @@ int main(int argc, char **argv)
 	int json = 0, wait = 0, clear = 0, i;
 	uint64_t timeout_ms = NO_TIMEOUT_MS;
 
+	if (argc > 1 && !strcmp(argv[1], "doctor"))
+		return hs_doctor_main(argc - 1, argv + 1);
 	for (i = 1; i < argc; i++) {
 		const char *a = argv[i];
 
@@ -771,7 +778,7 @@ int main(int argc, char **argv)
 			usage(stdout);
 			return 0;
 		} else if (!strcmp(a, "-V") || !strcmp(a, "--version")) {
-			printf("hostsharectl %s\n", HS_VERSION);
+			hs_print_versions(stdout, "hostsharectl", NULL);
 			return 0;
 		} else if (!strcmp(a, "--json")) {
 			json = 1;

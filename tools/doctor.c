@@ -1,0 +1,1458 @@
+/* SPDX-License-Identifier: MIT
+ * tools/doctor.c - `hostsharectl doctor`: the checks a person makes by hand
+ * when a shared folder is slow or stuck, each with a verdict and a fix.
+ *
+ *   hostsharectl doctor [--json] [--timeout S] [--no-write] MOUNTPOINT
+ *   hostsharectl doctor [--json] [--timeout S] [--no-write]
+ *                       [-p PORT] [-o OPT,...] [user@]host:[dir]
+ *
+ * For a MOUNTPOINT the daemon's control socket gives the status (link,
+ * pending work, last error, cache folder) and, through the "doctor"
+ * request (fs/ctl_doctor.c), how the mount reaches its host.  For a SOURCE
+ * the settings come from the command line, parsed like the mount
+ * program's (-p, -o port=, IdentityFile=, UserKnownHostsFile=,
+ * StrictHostKeyChecking=, ConnectTimeout=, cache_dir=; other mount
+ * options are accepted and ignored so an fstab line can be pasted).
+ *
+ * Then the doctor opens a connection of its own (libhs's transport API),
+ * so what it measures is the link itself, not the mount's queue:
+ *   connect   TCP connect time to host:port
+ *   hostkey   the host key against known_hosts (always checked strictly:
+ *             the doctor never adds a key, even with accept-new)
+ *   auth      public-key login
+ *   folder    the remote folder exists
+ *   rtt       median of 10 SFTP round trips
+ *   upload / download
+ *             throughput of an 8 MiB probe file, written and read back
+ *   clock     skew between guest and host clocks, from the mtime the host
+ *             gives the probe file against the guest's clock around the
+ *             write (resolution 1 s: SFTP v3 carries whole seconds)
+ *   host_space
+ *             free space on the host's filesystem (statvfs@openssh.com)
+ * and local checks: cache_space (the guest disk holding the cache),
+ * memory, swap, shared_folders (a hypervisor shared folder — vmhgfs-fuse,
+ * vboxsf, 9p, virtiofs — mounted on, over or under the same path, from
+ * /proc/self/mountinfo), journal (pending work and the age of its oldest
+ * entry, read from the cache database opened read-only) and errors (the
+ * daemon's last error and entries the host refused).
+ *
+ * It changes nothing, with one documented exception: the probe file
+ * ".hs-doctor.<guest>.<pid>" in the top of the remote folder, removed
+ * before the doctor exits (--no-write skips upload, download and clock;
+ * they are skipped on a read-only mount too).
+ *
+ * Verdicts: ok, warn, fail, skip (not applicable or not measurable
+ * because an earlier check failed).  Exit status: 0 no check failed,
+ * 1 a check failed (or the mount could not be asked), 2 usage error.
+ * --json prints one object: {"target":..., "ok":bool, "failed":[names],
+ * "checks":[{"name","verdict","detail","fix", "value"?}...]}.
+ *
+ * Every network step has a deadline (--timeout, default 10 s; connecting
+ * uses the mount's ConnectTimeout).  Single-threaded.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <math.h>
+#include <poll.h>
+#include <pwd.h>
+#include <signal.h>
+#include <sqlite3.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/common.h"
+#include "common/ctl.h"
+#include "transport/dial.h"
+#include "transport/transport.h"
+
+#include "doctor.h"
+
+#define PROBE_SIZE (8u << 20)      /* bytes moved each way */
+#define PROBE_CHUNK (1u << 20)     /* bytes per transport call */
+#define RTT_SAMPLES 10
+#define LOW_SPACE_PCT 15.0
+#define RTT_WARN_MS 20.0
+#define SLOW_MIBS 10.0
+#define SKEW_WARN_S 2.0
+#define SKEW_FAIL_S 60.0
+#define JOURNAL_AGE_WARN_S 300
+#define MAX_CHECKS 24
+
+enum verdict { V_OK, V_WARN, V_FAIL, V_SKIP };
+static const char *const verdict_name[] = { "ok", "warn", "fail", "skip" };
+
+struct check {
+	const char *name;
+	enum verdict v;
+	char detail[512];
+	char fix[256];
+	int has_value;
+	double value; /* the measured number, unit given by the check */
+};
+
+struct doctor {
+	/* what to check */
+	char target[PATH_MAX];  /* as given */
+	int is_mount;
+	char mountpoint[PATH_MAX];
+	char source[600];
+	char host[256];
+	char user[128];
+	char dir[PATH_MAX];
+	int port;
+	char *identity[16];     /* NULL-terminated */
+	size_t n_identity;
+	char known_hosts[PATH_MAX];
+	enum hs_tr_hostkey_policy policy;
+	int connect_timeout_ms;
+	int timeout_ms;
+	int no_write;
+	int ro;
+	char cache_root[PATH_MAX]; /* SOURCE: cache_dir= or the default */
+	char cache_dir[PATH_MAX];  /* the per-source folder ("" unknown) */
+
+	/* status of the mount (MOUNTPOINT only) */
+	char st_link[32], st_since[64], st_last_error[512];
+	uint64_t pending_ops, pending_bytes, failed_ops;
+	int have_status;
+	int64_t oldest_age_ms;      /* -1: nothing pending (or unknown) */
+	uint64_t earlier_mount_ops;
+	char refused[600];
+
+	struct check checks[MAX_CHECKS];
+	size_t n;
+};
+
+static int json_out;
+
+static void fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static void fatal(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("hostsharectl: doctor: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	exit(1);
+}
+
+static void usage_error(const char *fmt, ...)
+	__attribute__((format(printf, 1, 2)));
+
+static void usage_error(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("hostsharectl: doctor: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputs(" (see 'hostsharectl --help')\n", stderr);
+	exit(2);
+}
+
+static struct check *add(struct doctor *d, const char *name, enum verdict v,
+			 const char *fix, const char *fmt, ...)
+	__attribute__((format(printf, 5, 6)));
+
+static struct check *add(struct doctor *d, const char *name, enum verdict v,
+			 const char *fix, const char *fmt, ...)
+{
+	struct check *c;
+	va_list ap;
+
+	if (d->n >= MAX_CHECKS)
+		return NULL;
+	c = &d->checks[d->n++];
+	memset(c, 0, sizeof(*c));
+	c->name = name;
+	c->v = v;
+	va_start(ap, fmt);
+	vsnprintf(c->detail, sizeof(c->detail), fmt, ap);
+	va_end(ap);
+	snprintf(c->fix, sizeof(c->fix), "%s", fix && v != V_OK ? fix : "");
+	return c;
+}
+
+static void set_value(struct check *c, double v)
+{
+	if (c) {
+		c->has_value = 1;
+		c->value = v;
+	}
+}
+
+static const char *human_bytes(uint64_t b, char *buf, size_t size)
+{
+	static const char *const unit[] = { "KiB", "MiB", "GiB", "TiB", "PiB" };
+	double v = (double)b;
+	int i = -1;
+
+	if (b < 1024) {
+		snprintf(buf, size, "%" PRIu64 " B", b);
+		return buf;
+	}
+	while (v >= 1024 && i < 4) {
+		v /= 1024;
+		i++;
+	}
+	snprintf(buf, size, "%.1f %s", v, unit[i]);
+	return buf;
+}
+
+static double ms_since(int64_t t0)
+{
+	return (double)(hs_now_ns() - t0) / 1e6;
+}
+
+/* ---- a reader of the flat JSON objects the daemon sends ---- */
+
+/* Copies the value of @k in @obj into @out (strings unescaped, other
+ * values as written, null as "").  1 found, 0 not. */
+static int jget(const char *obj, const char *k, char *out, size_t outlen)
+{
+	char name[64];
+	const char *p = obj;
+	size_t n;
+
+	while (*p && *p != '{')
+		p++;
+	if (!*p++)
+		return 0;
+	for (;;) {
+		while (isspace((unsigned char)*p) || *p == ',')
+			p++;
+		if (*p != '"')
+			return 0;
+		for (n = 0, p++; *p && *p != '"'; p++)
+			if (n + 1 < sizeof(name))
+				name[n++] = *p;
+		name[n] = '\0';
+		if (*p++ != '"')
+			return 0;
+		while (isspace((unsigned char)*p) || *p == ':')
+			p++;
+		n = 0;
+		if (*p == '"') {
+			for (p++; *p && *p != '"'; p++) {
+				char ch = *p;
+
+				if (ch == '\\' && p[1]) {
+					p++;
+					ch = *p == 'n' ? '\n' : *p == 't' ? '\t' :
+					     *p == 'u' ? '?' : *p;
+					if (*p == 'u' && strlen(p) >= 5)
+						p += 4;
+				}
+				if (!strcmp(name, k) && n + 1 < outlen)
+					out[n++] = ch;
+			}
+			if (*p++ != '"')
+				return 0;
+		} else {
+			for (; *p && *p != ',' && *p != '}'; p++)
+				if (!strcmp(name, k) && n + 1 < outlen &&
+				    !isspace((unsigned char)*p))
+					out[n++] = *p;
+		}
+		if (!strcmp(name, k)) {
+			if (outlen) {
+				out[n] = '\0';
+				if (!strcmp(out, "null"))
+					out[0] = '\0';
+			}
+			return 1;
+		}
+		if (*p != ',')
+			return 0;
+	}
+}
+
+static uint64_t jget_u64(const char *obj, const char *k)
+{
+	char v[32];
+
+	return jget(obj, k, v, sizeof(v)) ? strtoull(v, NULL, 10) : 0;
+}
+
+/* ---- the control socket ---- */
+
+/* Sends @req to the daemon of @mp and reads its first answer line into
+ * @out.  0, or -errno with a line in @err. */
+static int ask_daemon(const char *mp, const char *req, char *out,
+		      size_t outlen, char *err, size_t errlen)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	uid_t uids[2] = { geteuid(), 0 };
+	char path[PATH_MAX];
+	size_t n = 0;
+	int i, fd = -1, r = -ENOENT;
+	ssize_t got;
+
+	for (i = 0; i < (uids[0] == 0 ? 1 : 2) && fd < 0; i++) {
+		r = hs_ctl_socket_path(mp, uids[i], path, sizeof(path));
+		if (r < 0 || strlen(path) >= sizeof(sa.sun_path))
+			continue;
+		strcpy(sa.sun_path, path);
+		fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (fd < 0)
+			return -errno;
+		if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+			r = -errno;
+			close(fd);
+			fd = -1;
+		}
+	}
+	if (fd < 0) {
+		snprintf(err, errlen,
+			 r == -EACCES || r == -EPERM ?
+			 "permission denied: '%s' is a mount of another user" :
+			 "'%s' is not a hostshare mount (no control socket)",
+			 mp);
+		return r < 0 ? r : -ENOENT;
+	}
+	if (send(fd, req, strlen(req), MSG_NOSIGNAL) < 0) {
+		r = -errno;
+		goto fail;
+	}
+	while (n + 1 < outlen) {
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+
+		r = poll(&p, 1, 10000);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0) {
+			r = r == 0 ? -ETIMEDOUT : -errno;
+			goto fail;
+		}
+		got = read(fd, out + n, outlen - 1 - n);
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got <= 0)
+			break;
+		n += (size_t)got;
+		if (memchr(out, '\n', n))
+			break;
+	}
+	close(fd);
+	out[n] = '\0';
+	out[strcspn(out, "\n")] = '\0';
+	if (!n) {
+		snprintf(err, errlen, "the daemon of '%s' sent no answer", mp);
+		return -EPROTO;
+	}
+	return 0;
+
+fail:
+	close(fd);
+	snprintf(err, errlen, "cannot talk to the daemon of '%s': %s", mp,
+		 strerror(-r));
+	return r;
+}
+
+static void from_mount(struct doctor *d)
+{
+	char line[16384], err[PATH_MAX + 128], v[PATH_MAX], k[32];
+	uint64_t i, nid;
+
+	if (ask_daemon(d->target, "status\n", line, sizeof(line), err,
+		       sizeof(err)) < 0)
+		fatal("%s", err);
+	if (jget(line, "error", v, sizeof(v)))
+		fatal("%s", v);
+	d->have_status = 1;
+	jget(line, "mountpoint", d->mountpoint, sizeof(d->mountpoint));
+	jget(line, "source", d->source, sizeof(d->source));
+	jget(line, "link", d->st_link, sizeof(d->st_link));
+	jget(line, "link_since", d->st_since, sizeof(d->st_since));
+	jget(line, "last_error", d->st_last_error, sizeof(d->st_last_error));
+	jget(line, "cache_dir", d->cache_dir, sizeof(d->cache_dir));
+	d->pending_ops = jget_u64(line, "pending_ops");
+	d->pending_bytes = jget_u64(line, "pending_bytes");
+	d->failed_ops = jget_u64(line, "failed_ops");
+
+	if (ask_daemon(d->target, "doctor\n", line, sizeof(line), err,
+		       sizeof(err)) < 0)
+		fatal("%s", err);
+	if (jget(line, "error", v, sizeof(v)))
+		fatal("the daemon of '%s' does not know the doctor request (%s); is it an older hostshare?",
+		      d->target, v);
+	jget(line, "host", d->host, sizeof(d->host));
+	jget(line, "user", d->user, sizeof(d->user));
+	jget(line, "dir", d->dir, sizeof(d->dir));
+	jget(line, "known_hosts", d->known_hosts, sizeof(d->known_hosts));
+	d->port = (int)jget_u64(line, "port");
+	d->connect_timeout_ms = (int)jget_u64(line, "connect_timeout_ms");
+	jget(line, "hostkey_policy", v, sizeof(v));
+	d->policy = !strcmp(v, "no") ? HS_HOSTKEY_NO :
+		    !strcmp(v, "accept-new") ? HS_HOSTKEY_ACCEPT_NEW :
+					       HS_HOSTKEY_STRICT;
+	d->oldest_age_ms = -1;
+	if (jget(line, "oldest_pending_age_ms", v, sizeof(v)))
+		d->oldest_age_ms = strtoll(v, NULL, 10);
+	d->earlier_mount_ops = jget_u64(line, "earlier_mount_ops");
+	jget(line, "refused", d->refused, sizeof(d->refused));
+	jget(line, "ro", v, sizeof(v));
+	d->ro = !strcmp(v, "true");
+	nid = jget_u64(line, "identity_files");
+	for (i = 1; i <= nid && d->n_identity + 1 < HS_ARRAY_SIZE(d->identity);
+	     i++) {
+		snprintf(k, sizeof(k), "identity_file_%" PRIu64, i);
+		if (jget(line, k, v, sizeof(v)) && v[0])
+			d->identity[d->n_identity++] = strdup(v);
+	}
+}
+
+/* ---- SOURCE on the command line ---- */
+
+static void set_opt(struct doctor *d, const char *name, const char *val)
+{
+	char *end;
+	long n;
+
+	if (!strcmp(name, "port") || !strcmp(name, "ConnectTimeout")) {
+		errno = 0;
+		n = val ? strtol(val, &end, 10) : 0;
+		if (!val || errno || *end || n <= 0 || n > 65535)
+			usage_error("invalid value '%s' for option '%s'",
+				    val ? val : "", name);
+		if (!strcmp(name, "port"))
+			d->port = (int)n;
+		else
+			d->connect_timeout_ms = (int)n * 1000;
+	} else if (!strcmp(name, "IdentityFile") && val) {
+		if (d->n_identity + 1 < HS_ARRAY_SIZE(d->identity))
+			d->identity[d->n_identity++] = strdup(val);
+	} else if (!strcmp(name, "UserKnownHostsFile") && val) {
+		snprintf(d->known_hosts, sizeof(d->known_hosts), "%s", val);
+	} else if (!strcmp(name, "cache_dir") && val) {
+		snprintf(d->cache_root, sizeof(d->cache_root), "%s", val);
+	} else if (!strcmp(name, "StrictHostKeyChecking") && val) {
+		if (!strcmp(val, "yes"))
+			d->policy = HS_HOSTKEY_STRICT;
+		else if (!strcmp(val, "accept-new"))
+			d->policy = HS_HOSTKEY_ACCEPT_NEW;
+		else if (!strcmp(val, "no"))
+			d->policy = HS_HOSTKEY_NO;
+		else
+			usage_error("invalid value '%s' for option '%s'", val,
+				    name);
+	} else if (!strcmp(name, "ro")) {
+		d->ro = 1;
+	}
+	/* every other mount option: accepted and ignored */
+}
+
+/* -o list: "a=b,c" with "\," a literal comma. */
+static void parse_o(struct doctor *d, const char *list)
+{
+	char buf[PATH_MAX * 2], *eq;
+	size_t n;
+	const char *p = list;
+
+	while (*p) {
+		for (n = 0; *p && *p != ','; p++) {
+			if (*p == '\\' && p[1])
+				p++;
+			if (n + 1 < sizeof(buf))
+				buf[n++] = *p;
+		}
+		buf[n] = '\0';
+		if (*p == ',')
+			p++;
+		if (!buf[0])
+			continue;
+		eq = strchr(buf, '=');
+		if (eq)
+			*eq++ = '\0';
+		set_opt(d, buf, eq);
+	}
+}
+
+static void parse_source(struct doctor *d, const char *s)
+{
+	const char *at = NULL, *host, *end, *dir, *p;
+
+	for (p = s; *p && *p != ':' && *p != '['; p++)
+		if (*p == '@')
+			at = p;
+	host = at ? at + 1 : s;
+	if (*host == '[') {
+		end = strchr(host, ']');
+		if (!end || end[1] != ':')
+			usage_error("'%s' is neither a mountpoint nor a source ([user@]host:[dir])",
+				    s);
+		host++;
+		dir = end + 2;
+	} else {
+		end = strchr(host, ':');
+		if (!end)
+			usage_error("'%s' is neither a mountpoint nor a source ([user@]host:[dir])",
+				    s);
+		dir = end + 1;
+	}
+	if (end == host || (at && at == s))
+		usage_error("source '%s' names no host or user", s);
+	snprintf(d->source, sizeof(d->source), "%s", s);
+	snprintf(d->host, sizeof(d->host), "%.*s", (int)(end - host), host);
+	snprintf(d->dir, sizeof(d->dir), "%s", dir);
+	if (at)
+		snprintf(d->user, sizeof(d->user), "%.*s", (int)(at - s), s);
+}
+
+static const char *home_dir(void)
+{
+	const char *h = getenv("HOME");
+	struct passwd *pw;
+
+	if (h && h[0] == '/')
+		return h;
+	pw = getpwuid(geteuid());
+	return pw && pw->pw_dir ? pw->pw_dir : "/";
+}
+
+/* The per-source cache folder the mount program would use (the same
+ * naming as fs/opts.c: hs_opts_cache_folder()); nothing is created. */
+static void source_cache_dir(struct doctor *d)
+{
+	char label[96], key[PATH_MAX + 600];
+	const char *xdg;
+	size_t i, n;
+
+	if (!d->cache_root[0]) {
+		if (geteuid() == 0)
+			snprintf(d->cache_root, sizeof(d->cache_root),
+				 "/var/cache/hostshare");
+		else if ((xdg = getenv("XDG_CACHE_HOME")) && xdg[0] == '/')
+			snprintf(d->cache_root, sizeof(d->cache_root),
+				 "%s/hostshare", xdg);
+		else
+			snprintf(d->cache_root, sizeof(d->cache_root),
+				 "%s/.cache/hostshare", home_dir());
+	}
+	n = strlen(d->cache_root);
+	while (n > 1 && d->cache_root[n - 1] == '/')
+		d->cache_root[--n] = '\0';
+	snprintf(label, sizeof(label), "%.40s@%.40s-%d", d->user, d->host,
+		 d->port);
+	for (i = 0; label[i]; i++) {
+		unsigned char ch = (unsigned char)label[i];
+
+		if (!isalnum(ch) && ch != '.' && ch != '-' && ch != '_' &&
+		    ch != '@')
+			label[i] = '_';
+	}
+	snprintf(key, sizeof(key), "%s@%s:%d:%s", d->user, d->host, d->port,
+		 d->dir);
+	snprintf(d->cache_dir, sizeof(d->cache_dir), "%.3800s/%.100s-%016" PRIx64,
+		 d->cache_root, label, hs_fnv1a64(key));
+}
+
+/* ---- link checks (own connection) ---- */
+
+/* Turns the one-line error of hs_tr_open() into the check that failed
+ * (the checks before it passed).  0 when it names none of them: then the
+ * SSH layer itself failed (handshake timeout, a dropped connection). */
+static int classify_open_error(struct doctor *d, const char *err)
+{
+	int hostkey = strstr(err, "host key") || strstr(err, "known_hosts");
+	int auth = strstr(err, "authentication failed") != NULL;
+	int folder = strstr(err, "remote folder") != NULL;
+	const char *kh = d->known_hosts[0] ? d->known_hosts :
+					     "~/.ssh/known_hosts";
+
+	if (hostkey) {
+		int unknown = strstr(err, "is not in known_hosts") != NULL;
+
+		if (unknown && d->policy == HS_HOSTKEY_ACCEPT_NEW) {
+			add(d, "hostkey", V_WARN,
+			    "connect once with ssh to check and record the key; the mount adds it on its next connect (accept-new)",
+			    "%s; the doctor does not add keys", err);
+			return 1;
+		}
+		add(d, "hostkey", V_FAIL,
+		    unknown ? "check the key with the host's admin, then record it: ssh -o StrictHostKeyChecking=accept-new HOST true" :
+			      "if the host was reinstalled, remove the old key (ssh-keygen -R HOST) and record the new one; otherwise do not connect",
+		    "%s", err);
+		return 1;
+	}
+	if (!auth && !folder)
+		return 0;
+	add(d, "hostkey", V_OK, NULL, "matches %s", kh);
+	if (auth) {
+		add(d, "auth", V_FAIL,
+		    "put the public key in the host's ~/.ssh/authorized_keys, or name the key with -o IdentityFile=",
+		    "%s", err);
+		return 2;
+	}
+	add(d, "auth", V_OK, NULL, "logged in as %s", d->user);
+	add(d, "folder", V_FAIL,
+	    "create the folder on the host, or fix the dir part of the source",
+	    "%s", err);
+	return 3;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* Writes, reads back and removes the probe file; measures the clock skew
+ * from the mtime the host gives the file. */
+static void probe_data(struct doctor *d, struct hs_transport *t)
+{
+	char name[128], guest[64], b1[32];
+	unsigned char *buf = NULL, *back = NULL;
+	struct hs_tr_file *f = NULL;
+	struct hs_attr a = { .valid = 0 };
+	hs_deadline_t dl;
+	int64_t t0, w0, w1;
+	double secs, mibs, skew, half;
+	uint64_t off;
+	ssize_t r = 0;
+	int created = 0, i;
+
+	if (gethostname(guest, sizeof(guest)) < 0 || !guest[0])
+		snprintf(guest, sizeof(guest), "guest");
+	guest[sizeof(guest) - 1] = '\0';
+	for (i = 0; guest[i]; i++)
+		if (!isalnum((unsigned char)guest[i]) && guest[i] != '-')
+			guest[i] = '_';
+	snprintf(name, sizeof(name), "/.hs-doctor.%.40s.%d", guest,
+		 (int)getpid());
+	buf = malloc(PROBE_CHUNK);
+	back = malloc(PROBE_CHUNK);
+	if (!buf || !back)
+		fatal("out of memory");
+	for (off = 0; off < PROBE_CHUNK; off++)
+		buf[off] = (unsigned char)(off * 2654435761u >> 13);
+
+	/* upload */
+	dl = hs_deadline_in_ms(d->timeout_ms);
+	t0 = hs_now_ns();
+	r = hs_tr_fopen(t, name, O_WRONLY | O_CREAT | O_EXCL, 0600, &f, dl);
+	if (r == 0) {
+		created = 1;
+		for (off = 0; off < PROBE_SIZE && r >= 0; off += PROBE_CHUNK)
+			r = hs_tr_pwrite(t, f, buf, PROBE_CHUNK, off, dl);
+		i = hs_tr_fclose(t, f, dl);
+		f = NULL;
+		if (r >= 0 && i < 0)
+			r = i;
+	}
+	secs = ms_since(t0) / 1000.0;
+	if (r < 0) {
+		add(d, "upload", V_FAIL,
+		    r == -EACCES || r == -EROFS ? "the remote folder is not writable for the login user (use --no-write to skip)" :
+		    r == -ENOSPC || r == -EDQUOT ? "free space on the host" :
+						   "the link is too slow or stalled: check the network between guest and host",
+		    "writing %s to the host failed: %s",
+		    human_bytes(PROBE_SIZE, b1, sizeof(b1)), strerror((int)-r));
+		add(d, "download", V_SKIP, NULL, "no probe file");
+		add(d, "clock", V_SKIP, NULL, "no probe file");
+		goto out_remove;
+	}
+	mibs = (double)PROBE_SIZE / 1048576.0 / (secs > 0 ? secs : 1e-9);
+	set_value(add(d, "upload", mibs < SLOW_MIBS ? V_WARN : V_OK,
+		      "the link is slow: check the network between guest and host (or the host's disk)",
+		      "%.1f MiB/s (%s in %.2f s)", mibs,
+		      human_bytes(PROBE_SIZE, b1, sizeof(b1)), secs), mibs);
+
+	/* download, compared byte for byte */
+	dl = hs_deadline_in_ms(d->timeout_ms);
+	t0 = hs_now_ns();
+	r = hs_tr_fopen(t, name, O_RDONLY, 0, &f, dl);
+	for (off = 0; r >= 0 && off < PROBE_SIZE;) {
+		r = hs_tr_pread(t, f, back, PROBE_CHUNK -
+				(size_t)(off % PROBE_CHUNK), off, dl);
+		if (r == 0)
+			r = -EIO; /* shorter than written */
+		if (r > 0) {
+			if (memcmp(back, buf + off % PROBE_CHUNK, (size_t)r)) {
+				r = -EBADMSG;
+				break;
+			}
+			off += (uint64_t)r;
+		}
+	}
+	if (f)
+		hs_tr_fclose(t, f, dl);
+	f = NULL;
+	secs = ms_since(t0) / 1000.0;
+	if (r < 0) {
+		add(d, "download", V_FAIL,
+		    r == -EBADMSG ? "the host returned other bytes than were written: check the host's disk and filesystem" :
+				    "the link is too slow or stalled: check the network between guest and host",
+		    "reading the probe file back failed: %s",
+		    r == -EBADMSG ? "content differs" : strerror((int)-r));
+	} else {
+		mibs = (double)PROBE_SIZE / 1048576.0 /
+		       (secs > 0 ? secs : 1e-9);
+		set_value(add(d, "download", mibs < SLOW_MIBS ? V_WARN : V_OK,
+			      "the link is slow: check the network between guest and host",
+			      "%.1f MiB/s (%s in %.2f s, content verified)",
+			      mibs, human_bytes(PROBE_SIZE, b1, sizeof(b1)),
+			      secs), mibs);
+	}
+
+	/* clock: one small write; the host stamps the mtime in between */
+	dl = hs_deadline_in_ms(d->timeout_ms);
+	w0 = hs_wall_ns();
+	r = hs_tr_fopen(t, name, O_WRONLY, 0, &f, dl);
+	if (r == 0) {
+		r = hs_tr_pwrite(t, f, buf, 1, 0, dl);
+		i = hs_tr_fclose(t, f, dl);
+		if (r >= 0 && i < 0)
+			r = i;
+	}
+	f = NULL;
+	w1 = hs_wall_ns();
+	if (r >= 0)
+		r = hs_tr_lstat(t, name, &a, dl);
+	if (r < 0 || !(a.valid & HS_ATTR_MTIME)) {
+		add(d, "clock", V_SKIP, NULL, "cannot read the probe file's mtime: %s",
+		    r < 0 ? strerror((int)-r) : "not sent");
+	} else {
+		/* host time H of the write, guest time T in [w0, w1];
+		 * whole-second mtimes: H in [mtime, mtime + 1 s) */
+		double res = (t->caps & HS_TR_CAP_NS_TIMES) ? 0.0 : 1.0;
+		double lo = (double)(a.mtime_ns - w1) / 1e9;
+		double hi = (double)(a.mtime_ns - w0) / 1e9 + res;
+
+		const char *fix = "synchronise both clocks (chrony or systemd-timesyncd in the guest, the hypervisor's time sync): host changes are recognised by mtime";
+		enum verdict v;
+
+		skew = (lo + hi) / 2;
+		half = (hi - lo) / 2;
+		/* judged by the part of the skew that is certain */
+		v = fabs(skew) - half >= SKEW_FAIL_S ? V_FAIL :
+		    fabs(skew) - half >= SKEW_WARN_S ? V_WARN : V_OK;
+		if (fabs(skew) <= half)
+			set_value(add(d, "clock", v, fix,
+				      "guest and host clocks agree (within %.1f s)",
+				      half), skew);
+		else
+			set_value(add(d, "clock", v, fix,
+				      "host clock %s the guest's by %.1f s (within %.1f s)",
+				      skew > 0 ? "ahead of" : "behind",
+				      fabs(skew), half), skew);
+	}
+
+out_remove:
+	if (created) {
+		dl = hs_deadline_in_ms(d->timeout_ms);
+		r = hs_tr_unlink(t, name, dl);
+		if (r < 0 && r != -ENOENT)
+			add(d, "cleanup", V_WARN,
+			    "remove the probe file on the host by hand",
+			    "cannot remove the probe file '%s' in the remote folder: %s",
+			    name + 1, strerror((int)-r));
+	}
+	free(buf);
+	free(back);
+}
+
+static void space_check(struct doctor *d, const char *name, uint64_t avail,
+			uint64_t total, const char *where, const char *fix)
+{
+	char b1[32], b2[32];
+	double pct = total ? 100.0 * (double)avail / (double)total : 0;
+	enum verdict v = avail == 0 ? V_FAIL :
+			 pct < LOW_SPACE_PCT ? V_WARN : V_OK;
+
+	set_value(add(d, name, v, fix, "%s free of %s (%.0f %%) %s",
+		      human_bytes(avail, b1, sizeof(b1)),
+		      human_bytes(total, b2, sizeof(b2)), pct, where), pct);
+}
+
+static void link_checks(struct doctor *d)
+{
+	struct hs_tr_config cfg;
+	struct hs_transport *t = NULL;
+	struct hs_statvfs vfs;
+	struct check *conn = NULL;
+	char err[1024], where[300];
+	double rtt[RTT_SAMPLES], t_ms;
+	hs_deadline_t dl;
+	int64_t t0;
+	int fd, r, i, n = 0;
+	const char *skip_why = "no connection";
+
+	hs_dial_hostport(where, sizeof(where), d->host, d->port);
+	dl = hs_deadline_in_ms(d->connect_timeout_ms);
+	t0 = hs_now_ns();
+	fd = hs_dial_tcp(d->host, d->port, dl, err, sizeof(err));
+	if (fd < 0) {
+		add(d, "connect", V_FAIL,
+		    fd == -ECONNREFUSED ? "start sshd on the host, or fix the host and port (-p / -o port=)" :
+					  "check that the host is up and reachable from the guest (address, firewall, the VM's network)",
+		    "%s", err);
+		goto skip_all;
+	}
+	t_ms = ms_since(t0);
+	close(fd);
+	/* TCP answered; turned into a failure below if SSH does not */
+	conn = add(d, "connect", V_OK, NULL, "%s answered in %.1f ms", where,
+		   t_ms);
+	set_value(conn, t_ms);
+
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.kind = HS_TR_SFTP;
+	cfg.host = d->host;
+	cfg.port = d->port;
+	cfg.user = d->user[0] ? d->user : NULL;
+	cfg.root = d->dir;
+	cfg.identity_files = d->n_identity ? (const char *const *)d->identity :
+					     NULL;
+	cfg.known_hosts = d->known_hosts[0] ? d->known_hosts : NULL;
+	/* never add a key: accept-new is checked as strict */
+	cfg.hostkey_policy = d->policy == HS_HOSTKEY_NO ? HS_HOSTKEY_NO :
+							  HS_HOSTKEY_STRICT;
+	cfg.connect_timeout_ms = d->connect_timeout_ms;
+	cfg.keepalive_s = 0;
+	cfg.use_agent = 1;
+
+	dl = hs_deadline_in_ms(d->connect_timeout_ms);
+	err[0] = '\0';
+	r = hs_tr_open(&cfg, dl, &t, err, sizeof(err));
+	if (r < 0) {
+		/* TCP worked: the SSH layer failed */
+		int stage = classify_open_error(d, err);
+
+		if (stage == 0 && conn) {
+			conn->v = V_FAIL;
+			snprintf(conn->detail, sizeof(conn->detail),
+				 "TCP answered in %.1f ms, but: %s", t_ms, err);
+			snprintf(conn->fix, sizeof(conn->fix),
+				 "the host accepts TCP but SSH does not answer in time: check sshd on the host, or a stalled link");
+			skip_why = "no SSH session";
+		}
+		goto skip_all;
+	}
+	if (d->policy == HS_HOSTKEY_NO)
+		add(d, "hostkey", V_WARN,
+		    "use StrictHostKeyChecking=yes or accept-new: without it anyone on the path can pose as the host",
+		    "not checked (StrictHostKeyChecking=no)");
+	else
+		add(d, "hostkey", V_OK, NULL, "matches %s",
+		    d->known_hosts[0] ? d->known_hosts : "~/.ssh/known_hosts");
+	add(d, "auth", V_OK, NULL, "logged in as %s",
+	    d->user[0] ? d->user : "the local user");
+	add(d, "folder", V_OK, NULL, "'%s' exists",
+	    d->dir[0] ? d->dir : "(login folder)");
+
+	for (i = 0; i < RTT_SAMPLES; i++) {
+		dl = hs_deadline_in_ms(d->timeout_ms);
+		t0 = hs_now_ns();
+		r = hs_tr_ping(t, dl);
+		if (r < 0)
+			break;
+		rtt[n++] = ms_since(t0);
+	}
+	if (r < 0) {
+		add(d, "rtt", V_FAIL,
+		    "the link stalls: check the network between guest and host",
+		    "round trip %d of %d failed: %s", n + 1, RTT_SAMPLES,
+		    strerror(-r));
+		skip_why = "the link failed";
+		goto skip_rest;
+	}
+	qsort(rtt, (size_t)n, sizeof(rtt[0]), cmp_double);
+	set_value(add(d, "rtt", rtt[n / 2] > RTT_WARN_MS ? V_WARN : V_OK,
+		      "a VM link should answer in under a millisecond: check for a slow route or an overloaded host",
+		      "%.2f ms median of %d round trips (max %.2f ms)",
+		      rtt[n / 2], n, rtt[n - 1]), rtt[n / 2]);
+
+	if (d->no_write || d->ro) {
+		const char *why = d->ro ? "read-only mount" : "--no-write";
+
+		add(d, "upload", V_SKIP, NULL, "%s", why);
+		add(d, "download", V_SKIP, NULL, "%s", why);
+		add(d, "clock", V_SKIP, NULL, "%s", why);
+	} else {
+		probe_data(d, t);
+	}
+
+	dl = hs_deadline_in_ms(d->timeout_ms);
+	r = hs_tr_statvfs(t, "/", &vfs, dl);
+	if (r == -ENOTSUP || r == -EOPNOTSUPP)
+		add(d, "host_space", V_SKIP, NULL,
+		    "the host's SFTP server does not report free space");
+	else if (r < 0)
+		add(d, "host_space", V_WARN, "check the link", "cannot ask: %s",
+		    strerror(-r));
+	else
+		space_check(d, "host_space", vfs.bavail * vfs.frsize,
+			    vfs.blocks * vfs.frsize, "on the host",
+			    "free space in the host folder: the flusher stops with ENOSPC when it is full");
+	hs_tr_close(t);
+	return;
+
+skip_all:
+	for (i = 0; i < 4; i++) {
+		static const char *const names[] = { "hostkey", "auth",
+						     "folder", "rtt" };
+		size_t k;
+		int seen = 0;
+
+		for (k = 0; k < d->n; k++)
+			if (!strcmp(d->checks[k].name, names[i]))
+				seen = 1;
+		if (!seen)
+			add(d, names[i], V_SKIP, NULL, "%s", skip_why);
+	}
+skip_rest:
+	add(d, "upload", V_SKIP, NULL, "%s", skip_why);
+	add(d, "download", V_SKIP, NULL, "%s", skip_why);
+	add(d, "clock", V_SKIP, NULL, "%s", skip_why);
+	add(d, "host_space", V_SKIP, NULL, "%s", skip_why);
+	hs_tr_close(t);
+}
+
+/* ---- local checks ---- */
+
+static void cache_space(struct doctor *d)
+{
+	char path[PATH_MAX], *slash;
+	struct statvfs sv;
+
+	snprintf(path, sizeof(path), "%s", d->cache_dir[0] ? d->cache_dir :
+			 d->cache_root);
+	/* the nearest folder that exists: a source never mounted has none */
+	while (statvfs(path, &sv) < 0) {
+		slash = strrchr(path, '/');
+		if (!slash || slash == path) {
+			snprintf(path, sizeof(path), "/");
+			if (statvfs(path, &sv) < 0) {
+				add(d, "cache_space", V_SKIP, NULL,
+				    "cannot find the cache folder");
+				return;
+			}
+			break;
+		}
+		*slash = '\0';
+	}
+	space_check(d, "cache_space", (uint64_t)sv.f_bavail * sv.f_frsize,
+		    (uint64_t)sv.f_blocks * sv.f_frsize, path,
+		    "free space on the guest disk holding the cache (or move it with -o cache_dir=)");
+}
+
+static void memory(struct doctor *d)
+{
+	FILE *f = fopen("/proc/meminfo", "re");
+	char line[256], b1[32], b2[32];
+	uint64_t total = 0, avail = 0, stotal = 0, sfree = 0, v;
+	double pct;
+
+	if (!f) {
+		add(d, "memory", V_SKIP, NULL, "cannot read /proc/meminfo");
+		return;
+	}
+	while (fgets(line, sizeof(line), f)) {
+		if (sscanf(line, "MemTotal: %" SCNu64, &v) == 1)
+			total = v * 1024;
+		else if (sscanf(line, "MemAvailable: %" SCNu64, &v) == 1)
+			avail = v * 1024;
+		else if (sscanf(line, "SwapTotal: %" SCNu64, &v) == 1)
+			stotal = v * 1024;
+		else if (sscanf(line, "SwapFree: %" SCNu64, &v) == 1)
+			sfree = v * 1024;
+	}
+	fclose(f);
+	pct = total ? 100.0 * (double)avail / (double)total : 0;
+	set_value(add(d, "memory", pct < LOW_SPACE_PCT ? V_WARN : V_OK,
+		      "the guest is short of memory: give the VM more, or stop what uses it (the cache itself lives on disk)",
+		      "%s available of %s (%.0f %%)",
+		      human_bytes(avail, b1, sizeof(b1)),
+		      human_bytes(total, b2, sizeof(b2)), pct), pct);
+	if (!stotal) {
+		add(d, "swap", V_OK, NULL, "no swap configured");
+		return;
+	}
+	pct = 100.0 * (double)(stotal - sfree) / (double)stotal;
+	set_value(add(d, "swap", pct > 50 ? V_WARN : V_OK,
+		      "the guest is swapping: everything slows down; give the VM more memory",
+		      "%s of %s in use (%.0f %%)",
+		      human_bytes(stotal - sfree, b1, sizeof(b1)),
+		      human_bytes(stotal, b2, sizeof(b2)), pct), pct);
+}
+
+static void unescape_mountinfo(char *s)
+{
+	char *o = s;
+
+	for (; *s; s++) {
+		if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' &&
+		    s[2] >= '0' && s[2] <= '7' && s[3] >= '0' && s[3] <= '7') {
+			*o++ = (char)((s[1] - '0') * 64 + (s[2] - '0') * 8 +
+				      (s[3] - '0'));
+			s += 3;
+		} else {
+			*o++ = *s;
+		}
+	}
+	*o = '\0';
+}
+
+static int hypervisor_fs(const char *type)
+{
+	static const char *const types[] = {
+		"vmhgfs", "fuse.vmhgfs-fuse", "vboxsf", "9p", "virtiofs",
+		"prl_fs", "fuse.vmware-vmblock",
+	};
+	size_t i;
+
+	for (i = 0; i < HS_ARRAY_SIZE(types); i++)
+		if (!strcmp(type, types[i]))
+			return 1;
+	return 0;
+}
+
+/* 1 if @a is @b or a folder below it. */
+static int path_within(const char *a, const char *b)
+{
+	size_t n = strlen(b);
+
+	if (!strcmp(b, "/"))
+		return 1;
+	return !strncmp(a, b, n) && (a[n] == '\0' || a[n] == '/');
+}
+
+/* Appends "TYPE on PATH" to the comma-separated @list if it fits. */
+static void append_item(char *list, size_t size, const char *type,
+			const char *mp)
+{
+	size_t n = strlen(list), t = strlen(type), m = strlen(mp);
+
+	if (n + t + m + 7 >= size)
+		return;
+	if (n) {
+		memcpy(list + n, ", ", 2);
+		n += 2;
+	}
+	memcpy(list + n, type, t);
+	memcpy(list + n + t, " on ", 4);
+	memcpy(list + n + t + 4, mp, m + 1);
+}
+
+static void shared_folders(struct doctor *d)
+{
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+	char line[8192], list[400] = "", top_type[64] = "";
+	enum verdict v = V_OK;
+	const char *fix = NULL;
+	int found = 0;
+
+	if (!f) {
+		add(d, "shared_folders", V_SKIP, NULL,
+		    "cannot read /proc/self/mountinfo");
+		return;
+	}
+	while (fgets(line, sizeof(line), f)) {
+		char *fld[12], *p, *save = NULL, *type = NULL;
+		size_t nf = 0, i;
+		char mp[PATH_MAX];
+
+		for (p = strtok_r(line, " \n", &save); p && nf < 12;
+		     p = strtok_r(NULL, " \n", &save))
+			fld[nf++] = p;
+		if (nf < 7)
+			continue;
+		for (i = 6; i + 1 < nf; i++)
+			if (!strcmp(fld[i], "-")) {
+				type = fld[i + 1];
+				break;
+			}
+		if (!type)
+			continue;
+		snprintf(mp, sizeof(mp), "%s", fld[4]);
+		unescape_mountinfo(mp);
+		if (d->is_mount && !strcmp(mp, d->mountpoint))
+			snprintf(top_type, sizeof(top_type), "%s", type);
+		if (!hypervisor_fs(type))
+			continue;
+		found++;
+		append_item(list, sizeof(list), type, mp);
+		if (!d->is_mount)
+			continue;
+		if (!strcmp(mp, d->mountpoint)) {
+			v = V_FAIL;
+			fix = "unmount the hypervisor's shared folder from this path (and remove it from fstab): two filesystems on one path hide each other";
+		} else if ((path_within(mp, d->mountpoint) ||
+			    path_within(d->mountpoint, mp)) && v != V_FAIL) {
+			v = V_WARN;
+			fix = "mount the hypervisor's shared folder elsewhere, or not at all: nested shared folders confuse tools and users";
+		}
+	}
+	fclose(f);
+	if (d->is_mount && top_type[0] && hypervisor_fs(top_type)) {
+		v = V_FAIL;
+		fix = "unmount the hypervisor's shared folder from this path: it is mounted over hostshare and hides it";
+	}
+	if (!found)
+		add(d, "shared_folders", V_OK, NULL,
+		    "no hypervisor shared folder (vmhgfs, vboxsf, 9p, virtiofs) is mounted");
+	else if (v == V_OK)
+		add(d, "shared_folders", V_OK, NULL, "%s (not over this mount)",
+		    list);
+	else
+		add(d, "shared_folders", v, fix, "%s%s", list,
+		    v == V_FAIL ? " (on the same path)" : " (nested with this mount)");
+}
+
+/* Reads the journal facts of an unmounted source's cache database,
+ * opened read-only.  1 read, 0 no database, -1 could not (message in
+ * @err). */
+static int read_db(struct doctor *d, char *err, size_t errlen)
+{
+	char path[PATH_MAX + 32], uri[PATH_MAX * 3 + 64];
+	sqlite3 *db = NULL;
+	sqlite3_stmt *st = NULL;
+	int64_t oldest, now = hs_now_ns();
+	struct stat sb;
+	size_t i, n;
+	int r = -1;
+
+	snprintf(path, sizeof(path), "%s/meta.db", d->cache_dir);
+	if (!d->cache_dir[0] || stat(path, &sb) < 0)
+		return 0;
+	/* a URI, so a path with '?' or '#' is not misread */
+	n = (size_t)snprintf(uri, sizeof(uri), "file:");
+	for (i = 0; path[i] && n + 4 < sizeof(uri); i++) {
+		unsigned char ch = (unsigned char)path[i];
+
+		if (isalnum(ch) || strchr("/-_.~@", ch))
+			uri[n++] = (char)ch;
+		else
+			n += (size_t)snprintf(uri + n, sizeof(uri) - n, "%%%02X",
+					      ch);
+	}
+	snprintf(uri + n, sizeof(uri) - n, "?mode=ro");
+	if (sqlite3_open_v2(uri, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI,
+			    NULL) != SQLITE_OK ||
+	    sqlite3_prepare_v2(db,
+			       "SELECT coalesce(sum(state <> 2), 0),"
+			       " coalesce(sum(state = 2), 0),"
+			       " min(CASE WHEN state <> 2 AND created > 0 THEN created END),"
+			       " coalesce(sum(state <> 2 AND created = 0), 0)"
+			       " FROM journal", -1, &st, NULL) != SQLITE_OK ||
+	    sqlite3_step(st) != SQLITE_ROW) {
+		const char *m = db ? sqlite3_errmsg(db) : "out of memory";
+
+		snprintf(err, errlen, "%s", strstr(m, "locked") ?
+			 "the cache is in use by a running hostshare: run the doctor on its mountpoint" :
+			 m);
+		goto out;
+	}
+	d->pending_ops = (uint64_t)sqlite3_column_int64(st, 0);
+	d->failed_ops = (uint64_t)sqlite3_column_int64(st, 1);
+	oldest = sqlite3_column_int64(st, 2);
+	/* created is CLOCK_MONOTONIC of the daemon: comparable on this boot */
+	d->oldest_age_ms = oldest > 0 && oldest <= now ?
+			   (now - oldest) / HS_NSEC_PER_MSEC : -1;
+	d->earlier_mount_ops = (uint64_t)sqlite3_column_int64(st, 3);
+	sqlite3_finalize(st);
+	st = NULL;
+	if (sqlite3_prepare_v2(db,
+			       "SELECT coalesce(path, ''), coalesce(error, '')"
+			       " FROM journal WHERE state = 2"
+			       " ORDER BY seq DESC LIMIT 3",
+			       -1, &st, NULL) == SQLITE_OK) {
+		while (sqlite3_step(st) == SQLITE_ROW) {
+			n = strlen(d->refused);
+			snprintf(d->refused + n, sizeof(d->refused) - n,
+				 "%s'%.150s': %.150s", n ? "; " : "",
+				 (const char *)sqlite3_column_text(st, 0),
+				 (const char *)sqlite3_column_text(st, 1));
+		}
+	}
+	r = 1;
+out:
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+	return r;
+}
+
+/* Pending work and refused entries: from the daemon for a mountpoint,
+ * from the cache database for a source that is not mounted. */
+static void journal(struct doctor *d)
+{
+	char err[512], age[96], b1[32];
+	enum verdict v = V_OK;
+	struct check *c;
+	int64_t age_s;
+	int r = 1;
+
+	if (!d->is_mount) {
+		r = read_db(d, err, sizeof(err));
+		if (r == 0) {
+			add(d, "journal", V_OK, NULL,
+			    "no cache of this source on this guest");
+			add(d, "errors", V_OK, NULL, "none recorded");
+			return;
+		}
+		if (r < 0 && strstr(err, "in use")) {
+			add(d, "journal", V_SKIP, NULL, "%s", err);
+			add(d, "errors", V_SKIP, NULL, "%s", err);
+			return;
+		}
+		if (r < 0) {
+			add(d, "journal", V_WARN,
+			    "run as the user who mounted the source (or root)",
+			    "cannot read '%s/meta.db': %s", d->cache_dir, err);
+			add(d, "errors", V_SKIP, NULL, "journal not readable");
+			return;
+		}
+	}
+	age_s = d->oldest_age_ms >= 0 ? d->oldest_age_ms / 1000 : -1;
+	if (age_s >= 0)
+		snprintf(age, sizeof(age), ", the oldest %" PRId64 " s old",
+			 age_s);
+	else
+		age[0] = '\0';
+	if (d->earlier_mount_ops)
+		snprintf(age + strlen(age), sizeof(age) - strlen(age),
+			 ", %" PRIu64 " from an earlier mount",
+			 d->earlier_mount_ops);
+	if (d->pending_ops &&
+	    (age_s >= JOURNAL_AGE_WARN_S || d->earlier_mount_ops))
+		v = V_WARN;
+	c = add(d, "journal", v,
+		      d->is_mount ?
+		      "changes are not reaching the host: see the checks above, then 'hostsharectl flush --wait'" :
+		      "mount the source: pending changes are sent by its next mount",
+		      "%" PRIu64 " operations pending%s%s%s", d->pending_ops,
+		      d->have_status ? ", " : "",
+		      d->have_status ? human_bytes(d->pending_bytes, b1,
+						   sizeof(b1)) : "",
+		      age);
+	if (age_s >= 0)
+		set_value(c, (double)age_s);
+
+	if (d->failed_ops)
+		add(d, "errors", V_WARN,
+		    "see the log (journalctl -t hostshare) and fix the cause on the host; refused operations stay in the journal",
+		    "%" PRIu64 " operations the host refused%s%s%s%s",
+		    d->failed_ops, d->refused[0] ? ": " : "", d->refused,
+		    d->st_last_error[0] ? "; last error: " : "",
+		    d->st_last_error);
+	else if (d->st_last_error[0])
+		add(d, "errors", strcmp(d->st_link, "connected") ? V_WARN : V_OK,
+		    "see the log (journalctl -t hostshare)",
+		    "last error: %s", d->st_last_error);
+	else
+		add(d, "errors", V_OK, NULL, "none");
+}
+
+/* ---- output ---- */
+
+static void json_str(const char *s)
+{
+	putchar('"');
+	for (; *s; s++) {
+		unsigned char ch = (unsigned char)*s;
+
+		if (ch == '"' || ch == '\\')
+			printf("\\%c", ch);
+		else if (ch < 0x20 || ch == 0x7f)
+			printf("\\u%04x", ch);
+		else
+			putchar(ch);
+	}
+	putchar('"');
+}
+
+static int report(const struct doctor *d)
+{
+	size_t i;
+	int failed = 0, first = 1;
+
+	for (i = 0; i < d->n; i++)
+		failed |= d->checks[i].v == V_FAIL;
+	if (json_out) {
+		printf("{\"target\":");
+		json_str(d->is_mount ? d->mountpoint : d->target);
+		printf(",\"source\":");
+		json_str(d->source);
+		printf(",\"ok\":%s,\"failed\":[", failed ? "false" : "true");
+		for (i = 0; i < d->n; i++) {
+			if (d->checks[i].v != V_FAIL)
+				continue;
+			printf("%s", first ? "" : ",");
+			json_str(d->checks[i].name);
+			first = 0;
+		}
+		printf("],\"checks\":[");
+		for (i = 0; i < d->n; i++) {
+			const struct check *c = &d->checks[i];
+
+			printf("%s{\"name\":", i ? "," : "");
+			json_str(c->name);
+			printf(",\"verdict\":\"%s\",\"detail\":",
+			       verdict_name[c->v]);
+			json_str(c->detail);
+			printf(",\"fix\":");
+			json_str(c->fix);
+			if (c->has_value && isfinite(c->value))
+				printf(",\"value\":%.3f", c->value);
+			printf("}");
+		}
+		printf("]}\n");
+		return failed;
+	}
+	if (d->is_mount)
+		printf("%s: %s (port %d)\n", d->mountpoint, d->source, d->port);
+	else
+		printf("%s (port %d)\n", d->source, d->port);
+	for (i = 0; i < d->n; i++) {
+		const struct check *c = &d->checks[i];
+
+		printf("%-5s %-15s %s\n", c->v == V_FAIL ? "FAIL" :
+		       c->v == V_WARN ? "warn" : verdict_name[c->v], c->name,
+		       c->detail);
+		if (c->fix[0])
+			printf("%-21s fix: %s\n", "", c->fix);
+	}
+	return failed;
+}
+
+/* ---- entry ---- */
+
+void hs_doctor_usage(FILE *f)
+{
+	fputs(" hostsharectl doctor [--json] [--timeout SECONDS] [--no-write] MOUNTPOINT\n"
+	      "       hostsharectl doctor [--json] [--timeout SECONDS] [--no-write]\n"
+	      "                           [-p PORT] [-o OPTIONS] [user@]host:[dir]\n"
+	      "\n"
+	      "Checks the link to the host, the host key and login, round-trip time,\n"
+	      "throughput both ways, clock skew, free space on host and guest, memory,\n"
+	      "hypervisor shared folders on the same path, pending work and errors;\n"
+	      "a verdict and a fix each.  Writes one probe file (.hs-doctor.*) in the\n"
+	      "remote folder and removes it (--no-write: none).  Exit 1 if a check\n"
+	      "failed.  See hostsharectl(1).\n",
+	      f);
+}
+
+int hs_doctor_main(int argc, char **argv)
+{
+	static struct doctor d; /* large */
+	const char *target = NULL;
+	struct stat st;
+	double secs;
+	char *end;
+	int i, r;
+	size_t k;
+
+	d.port = 22;
+	d.connect_timeout_ms = 10000;
+	d.timeout_ms = 10000;
+	for (i = 1; i < argc; i++) {
+		const char *a = argv[i];
+
+		if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+			fputs("usage:", stdout);
+			hs_doctor_usage(stdout);
+			return 0;
+		} else if (!strcmp(a, "--json")) {
+			json_out = 1;
+		} else if (!strcmp(a, "--no-write")) {
+			d.no_write = 1;
+		} else if (!strcmp(a, "--timeout") || !strcmp(a, "-p") ||
+			   !strcmp(a, "-o")) {
+			if (++i >= argc)
+				usage_error("option '%s' needs a value", a);
+			if (!strcmp(a, "-o")) {
+				parse_o(&d, argv[i]);
+			} else if (!strcmp(a, "-p")) {
+				set_opt(&d, "port", argv[i]);
+			} else {
+				errno = 0;
+				secs = strtod(argv[i], &end);
+				if (!argv[i][0] || *end || errno ||
+				    !isfinite(secs) || secs <= 0 || secs > 3600)
+					usage_error("invalid value '%s' for option '--timeout'",
+						    argv[i]);
+				d.timeout_ms = (int)(secs * 1000 + 0.5);
+			}
+		} else if (!strncmp(a, "-o", 2)) {
+			parse_o(&d, a + 2);
+		} else if (a[0] == '-' && a[1]) {
+			usage_error("unknown option '%s'", a);
+		} else if (!target) {
+			target = a;
+		} else {
+			usage_error("unexpected argument '%s'", a);
+		}
+	}
+	if (!target)
+		usage_error("missing MOUNTPOINT or SOURCE");
+	snprintf(d.target, sizeof(d.target), "%s", target);
+	signal(SIGPIPE, SIG_IGN);
+
+	/* a folder is a mountpoint; anything with ':' that is not a folder
+	 * is a source */
+	if (stat(target, &st) == 0 && S_ISDIR(st.st_mode)) {
+		d.is_mount = 1;
+		from_mount(&d);
+		if (!d.mountpoint[0] && !realpath(target, d.mountpoint))
+			snprintf(d.mountpoint, sizeof(d.mountpoint), "%s",
+				 target);
+	} else if (strchr(target, ':')) {
+		parse_source(&d, target);
+		if (!d.user[0]) {
+			struct passwd *pw = getpwuid(geteuid());
+
+			snprintf(d.user, sizeof(d.user), "%s",
+				 pw ? pw->pw_name : "root");
+		}
+		source_cache_dir(&d);
+	} else {
+		fatal("'%s' does not exist", target);
+	}
+	if (d.connect_timeout_ms <= 0)
+		d.connect_timeout_ms = 10000;
+	if (d.port <= 0)
+		d.port = 22;
+
+	r = hs_tr_global_init();
+	if (r < 0)
+		fatal("cannot initialise libssh2");
+	if (d.is_mount) {
+		const char *link = d.st_link[0] ? d.st_link : "unknown";
+
+		add(&d, "link", strcmp(link, "connected") ? V_FAIL : V_OK,
+		    "the mount cannot reach its host: the checks below say why; it keeps working from its cache and catches up once the host is back",
+		    "%s%s%s%s%s", link, d.st_since[0] ? " since " : "",
+		    d.st_since,
+		    strcmp(link, "connected") && d.st_last_error[0] ? ": " : "",
+		    strcmp(link, "connected") ? d.st_last_error : "");
+	}
+	link_checks(&d);
+	cache_space(&d);
+	memory(&d);
+	shared_folders(&d);
+	journal(&d);
+	hs_tr_global_exit();
+
+	r = report(&d);
+	for (k = 0; k < d.n_identity; k++)
+		free(d.identity[k]);
+	fflush(stdout);
+	return r ? 1 : 0;
+}
