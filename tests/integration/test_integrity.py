@@ -267,3 +267,71 @@ def test_concurrent_writers(mnt):
     for k, data in own.items():
         with open(mnt.host("own%d" % k), "rb") as f:
             assert f.read() == data, "own%d" % k
+
+
+# ------------------------------------------------- the same, on a bad link
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("seed", [21, 22])
+def test_random_operations_with_faults(mount_factory, mounter, sshd, test_dir, seed, timing):
+    """The random-operation run with the link reset every 0.15 s and
+    stalled for 1 s every 1.2 s, for at least 6 s and 300 steps, while the
+    flusher works: 0 mismatches in the guest, and on the host once the
+    link is left alone."""
+    import threading
+    import time
+
+    from harness import Proxy
+
+    if mounter != "hostshare":
+        pytest.skip("sshfs does not survive a reset link")
+    proxy = Proxy(0, sshd.port)
+    kh = os.path.join(test_dir, "known_hosts.proxy")
+    with open(sshd.known_hosts) as f:
+        kh_line = f.read().replace("]:%d " % sshd.port, "]:%d " % proxy.port)
+    with open(kh, "w") as f:
+        f.write(kh_line)
+    stop = threading.Event()
+    faults = {"resets": 0, "stalls": 0}
+
+    def saboteur():
+        k = 0
+        while not stop.wait(0.15):
+            k += 1
+            if k % 8 == 0:
+                proxy.stall()
+                faults["stalls"] += 1
+                stop.wait(1)
+                proxy.resume()
+            else:
+                proxy.reset()
+                faults["resets"] += 1
+    try:
+        mnt = mount_factory(options=["port=%d" % proxy.port, "UserKnownHostsFile=" + kh,
+                                     "writeback_delay=0", "op_timeout=3",
+                                     "ConnectTimeout=2"])
+        os.mkdir(mnt.guest("d"))
+        t = threading.Thread(target=saboteur, daemon=True)
+        t.start()
+        rng = random.Random(seed)
+        model = {}
+        log = []
+        t0 = time.monotonic()
+        i = 0
+        while i < 300 or time.monotonic() - t0 < 6:
+            step(rng, mnt, model, log)
+            if i % 25 == 0:
+                check_guest(mnt, model)
+            i += 1
+        check_guest(mnt, model)
+        stop.set()
+        t.join()
+        proxy.resume()
+        check_host(mnt, model)
+        timing("random operations with faults (seed %d)" % seed,
+               "%d steps, %d resets, %d stalls of 1 s, 0 mismatches" %
+               (i, faults["resets"], faults["stalls"]))
+    finally:
+        stop.set()
+        proxy.resume()
+        proxy.stop()
