@@ -323,3 +323,21 @@ def _ppid(pid):
             return int(f.read().rsplit(")", 1)[1].split()[1])
     except (OSError, ValueError, IndexError):
         return -1
+
+
+@pytest.mark.timeout(240)
+def test_slow_link_write_back(hostshare_only, proxy, sshd, test_dir, mount_factory, timing):
+    """A link capped at 2 MiB/s: copying 8 MiB in returns at disk speed
+    (write-back), the flush takes the link's time, and the bytes arrive."""
+    mnt = mount_factory(options=through(proxy, sshd, test_dir, ["writeback_delay=0"]))
+    proxy.rate_bps = 2 << 20
+    data = os.urandom(8 * MIB)
+    _, t_write = timed(lambda: write(mnt.guest("big"), data))
+    t0 = time.monotonic()
+    mnt.flush()
+    t_flush = time.monotonic() - t0
+    timing("2 MiB/s link: copy of 8 MiB returned after", "%.2f s" % t_write)
+    timing("2 MiB/s link: on the host after", "%.1f s more" % t_flush)
+    assert t_write < 2.0, "the copy waited for the slow link"
+    assert t_write + t_flush >= 3.0, "8 MiB crossed a 2 MiB/s link too fast: cap broken?"
+    assert read(mnt.host("big")) == data

@@ -139,6 +139,22 @@ def test_latency_each_way(echo_proxy):
     assert rtt < 0.2 + base + 0.5
 
 
+def test_bandwidth_cap(echo_proxy):
+    _, proxy = echo_proxy
+    proxy.rate_bps = 1 << 20                 # 1 MiB/s each way
+    payload = os.urandom(2 << 20)
+    with connect(proxy) as s:
+        t0 = time.monotonic()
+        t = threading.Thread(target=s.sendall, args=(payload,))
+        t.start()
+        got = recv_exact(s, len(payload))
+        t.join()
+        took = time.monotonic() - t0
+    assert got == payload
+    assert took >= 1.8, "2 MiB through a 1 MiB/s cap took %.2f s" % took
+    assert took < 6
+
+
 def test_stop_refuses_new_connections(echo_proxy):
     _, proxy = echo_proxy
     port = proxy.port

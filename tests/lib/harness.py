@@ -768,6 +768,8 @@ class Proxy:
       resume()      bytes move again
       reset()       every open connection is closed with RST (SO_LINGER 0)
       latency_ms    delay added to each chunk, each way
+      rate_bps      bandwidth cap in bytes/s, each way, shared by all
+                    connections (0: none)
       stop()        closes the listener and all connections
     """
 
@@ -776,6 +778,8 @@ class Proxy:
     def __init__(self, listen_port, target_port, target_host="127.0.0.1"):
         self.target = (target_host, target_port)
         self.latency_ms = 0
+        self.rate_bps = 0
+        self._free_at = {"up": 0.0, "down": 0.0}  # when each way is idle
         self._stalled = False
         self._ctl = []
         self._ctl_lock = threading.Lock()
@@ -932,7 +936,13 @@ class Proxy:
                 except (BlockingIOError, InterruptedError):
                     continue
                 if data:
-                    q.append((now + delay, data))
+                    at = now + delay
+                    if self.rate_bps:
+                        way = "up" if src is c.a else "down"
+                        start = max(now, self._free_at[way])
+                        self._free_at[way] = start + len(data) / float(self.rate_bps)
+                        at = max(at, self._free_at[way])
+                    q.append((at, data))
                     if src is c.a:
                         self.bytes_up += len(data)
                     else:
