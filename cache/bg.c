@@ -13,7 +13,8 @@
  * deadline, behind its back.
  *
  * At most one refresh per (inode, kind) runs at a time and at most
- * HS_BG_MAX at once (beyond that the cache answers as it is).  All state
+ * HS_BG_MAX at once (beyond that the cache answers as it is); a request
+ * that finds its refresh already running does not wait for it.  All state
  * is under bg_lock, a leaf lock.  hs_bg_stop() (cache close) waits for the
  * running ones, each bounded by op_timeout.
  */
@@ -77,7 +78,13 @@ void hs_bg_refresh(struct hs_cache *c, uint64_t ino, int kind)
 		pthread_mutex_unlock(&c->bg_lock);
 		return;
 	}
-	if (find(c, ino, kind) < 0) {
+	if (find(c, ino, kind) >= 0) {
+		/* one is running: the cache answers now; only the request
+		 * that started it waits for it */
+		pthread_mutex_unlock(&c->bg_lock);
+		return;
+	}
+	{
 		for (i = 0; i < HS_BG_MAX && slot < 0; i++)
 			if (!c->bg[i].ino)
 				slot = i;

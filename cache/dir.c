@@ -374,13 +374,45 @@ int hs_dir_refresh(struct hs_cache *c, uint64_t dir, int need, hs_deadline_t dl)
 		hs_inode_release(&d);
 		return -ENOTDIR;
 	}
-	stale_copy = !fresh(c, &d) && d.hpath && d.listed_at != -2;
+	if (fresh(c, &d) || !d.hpath) {
+		hs_inode_release(&d);
+		return 0; /* the common case: nothing to ask the host */
+	}
+	stale_copy = d.listed_at != -2;
 	hs_inode_release(&d);
 	if (!stale_copy)
 		return hs_dir_refresh_now(c, dir, need, dl);
 	/* the listing the cache holds will do if the host is slow */
 	hs_bg_refresh(c, dir, HS_BG_LIST);
 	return 0;
+}
+
+/* The flusher keeps changing folder @dir on the host (its listings keep
+ * racing with it): the listing the cache holds, which has every change of
+ * the guest's, is trusted for another attr_timeout, so lookups do not
+ * keep asking.  A folder never listed stays unlisted. */
+static int keep_listing(struct hs_cache *c, uint64_t dir)
+{
+	static const char sql[] = "UPDATE inode SET listed_at=? WHERE ino=?"
+				  " AND listed_at>=0";
+	sqlite3_stmt *st;
+	int r = 0;
+
+	pthread_mutex_lock(&c->db_lock);
+	r = hs_meta_begin(c);
+	if (r == 0 && !(st = hs_meta_prepare(c, sql)))
+		r = -EIO;
+	if (r == 0) {
+		sqlite3_bind_int64(st, 1, hs_now_ns());
+		sqlite3_bind_int64(st, 2, (int64_t)dir);
+		r = hs_meta_step(c, st);
+	}
+	if (r == 0)
+		r = hs_meta_commit_deferred(c);
+	else
+		hs_meta_rollback(c);
+	pthread_mutex_unlock(&c->db_lock);
+	return r;
 }
 
 int hs_dir_refresh_now(struct hs_cache *c, uint64_t dir, int need,
@@ -396,6 +428,8 @@ int hs_dir_refresh_now(struct hs_cache *c, uint64_t dir, int need,
 		if (r < 0 || !raced)
 			break;
 	}
+	if (r == 0 && raced)
+		r = keep_listing(c, dir);
 	return r;
 }
 
