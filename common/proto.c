@@ -149,7 +149,8 @@ uint8_t *hs_pbuf_grow(struct hs_pbuf *b, size_t n)
 
 	if (b->err)
 		return NULL;
-	if (n > HS_PROTO_MAX_PAYLOAD - b->len) {
+	if (b->unbounded ? n > SIZE_MAX / 4 - b->len :
+			   n > HS_PROTO_MAX_PAYLOAD - b->len) {
 		b->err = -E2BIG;
 		return NULL;
 	}

@@ -122,6 +122,8 @@ struct hs_pbuf {
 	size_t len, cap;
 	int err; /* 0, -ENOMEM, or -E2BIG (beyond HS_PROTO_MAX_PAYLOAD or a
 		  * string beyond HS_PROTO_MAX_STR) */
+	int unbounded; /* set after init: no HS_PROTO_MAX_PAYLOAD cap (for
+			* collecting multi-frame replies) */
 };
 
 void hs_pbuf_init(struct hs_pbuf *b);
