@@ -407,8 +407,9 @@ static void *reader_main(void *arg)
 		/* p stays registered while not done; its owner frees it
 		 * only after taking lock, so the payload is decoded under
 		 * lock */
-		dst = hs_pbuf_grow(&p->reply, h.raw_len);
-		if (!dst || hs_proto_payload_decode(&h, wire, dst, &why) < 0) {
+		dst = h.raw_len ? hs_pbuf_grow(&p->reply, h.raw_len) : wire;
+		if (!dst || (h.raw_len &&
+			     hs_proto_payload_decode(&h, wire, dst, &why) < 0)) {
 			pthread_mutex_unlock(&s->lock);
 			if (!dst)
 				why = "reply too long";

@@ -84,8 +84,15 @@ static int walk(int rootfd, const char *rel, int flags, unsigned mode)
 			nfd = openat(fd, comp, flags | O_NOFOLLOW | O_CLOEXEC,
 				     mode);
 			err = nfd < 0 ? -errno : 0;
-			if (err == -ELOOP) /* a symlink at the end */
-				err = -EACCES;
+			if (err == -ELOOP || err == -ENOTDIR) {
+				struct stat st;
+
+				/* a symlink at the end: not followed */
+				if (fstatat(fd, comp, &st,
+					    AT_SYMLINK_NOFOLLOW) == 0 &&
+				    S_ISLNK(st.st_mode))
+					err = -EACCES;
+			}
 			if (fd != rootfd)
 				close(fd);
 			return err ? err : nfd;
