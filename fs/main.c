@@ -215,7 +215,7 @@ static int run(const struct hs_opts *o, struct hs_fs *fs,
 	signal(SIGPIPE, SIG_IGN);
 
 	memset(&tr, 0, sizeof(tr));
-	tr.kind = HS_TR_SFTP;
+	tr.kind = o->kind;
 	tr.host = o->host;
 	tr.port = o->port;
 	tr.user = o->user;
@@ -226,6 +226,8 @@ static int run(const struct hs_opts *o, struct hs_fs *fs,
 	tr.connect_timeout_ms = o->connect_timeout_ms;
 	tr.keepalive_s = o->keepalive_s;
 	tr.use_agent = 1;
+	tr.token_file = o->token_file;
+	tr.no_compression = !o->compression;
 
 	memset(&cc, 0, sizeof(cc));
 	cc.dial = NULL;
@@ -370,6 +372,14 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	hs_log_set_level(o.loglevel);
+	if (o.agent_ssh) {
+		fprintf(stderr, "hostshare: option 'agent' (the agent over an "
+				"ssh exec channel) is not supported yet; run "
+				"hostshare-agent on the host and use a tcp:// or "
+				"unix: source\n");
+		hs_opts_release(&o);
+		return 1;
+	}
 
 	if (hs_opts_check_mountpoint(&o, fs.mountpoint, sizeof(fs.mountpoint),
 				     err, sizeof(err)) < 0 ||
