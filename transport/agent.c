@@ -339,6 +339,21 @@ static int status_errno(uint16_t st)
 	return st > 0 && st < 134 ? -(int)st : -EIO;
 }
 
+/* Hands a NOTIFY event to the owner, with @path made relative to the
+ * mounted folder; events outside it are dropped. */
+static void deliver(struct agent_tr *s, uint32_t kind, const char *path)
+{
+	size_t n = strlen(s->root);
+
+	if (kind == HS_NOTIFY_OVERFLOW) {
+		s->notify(s->notify_arg, kind, "/");
+		return;
+	}
+	if (n && (strncmp(path, s->root, n) || (path[n] && path[n] != '/')))
+		return;
+	s->notify(s->notify_arg, kind, path[n] ? path + n : "/");
+}
+
 static void *reader_main(void *arg)
 {
 	struct agent_tr *s = arg;
@@ -397,8 +412,7 @@ static void *reader_main(void *arg)
 					kind = hs_prd_u32(&rd);
 					hs_prd_str(&rd, path, sizeof(path));
 					if (hs_prd_end(&rd) == 0)
-						s->notify(s->notify_arg, kind,
-							  path);
+						deliver(s, kind, path);
 				}
 				free(raw);
 			}
@@ -1204,6 +1218,16 @@ int hs_agent_open(const struct hs_tr_config *cfg, hs_deadline_t dl,
 			       HS_TR_CAP_FSYNC | HS_TR_CAP_STATVFS |
 			       HS_TR_CAP_NS_TIMES;
 		r = ag_lstat(&s->base, "/", &a, dl);
+		if (r == 0 && s->notify && (s->features & HS_FEAT_NOTIFY)) {
+			struct hs_pbuf b;
+
+			hs_pbuf_init(&b);
+			r = call0(s, HS_OP_SUBSCRIBE, &b, dl);
+			if (r < 0)
+				hs_warn("agent: no change notifications: %s",
+					strerror(-r));
+			r = s->base.broken ? -ECONNRESET : 0;
+		}
 		if (r == 0 && !S_ISDIR(a.mode))
 			r = -ENOTDIR;
 		if (r < 0)

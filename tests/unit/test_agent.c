@@ -736,6 +736,28 @@ static void test_connect(const struct agent *ag, const struct agent *tcp,
 	hs_tr_close(t);
 }
 
+/* SIGSTOP is delivered asynchronously: waits until @pid shows as stopped. */
+static void wait_stopped(pid_t pid)
+{
+	char path[64], buf[512], *p;
+	int i;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	for (i = 0; i < 500; i++) {
+		FILE *f = fopen(path, "r");
+		size_t n = f ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
+
+		if (f)
+			fclose(f);
+		buf[n] = '\0';
+		p = strrchr(buf, ')');
+		if (p && (p[2] == 'T' || p[2] == 't'))
+			return;
+		usleep(2000);
+	}
+	CHECK_FAIL("agent %d did not stop", (int)pid);
+}
+
 static void test_stall(const struct agent *ag)
 {
 	struct hs_tr_config c = cfg_unix(ag, "");
@@ -745,6 +767,7 @@ static void test_stall(const struct agent *ag)
 
 	CHECK_OK(hs_tr_lstat(t, "/", &a, dl()));
 	kill(ag->pid, SIGSTOP);
+	wait_stopped(ag->pid);
 	t0 = hs_now_ns();
 	CHECK_EQ(hs_tr_lstat(t, "/", &a, hs_deadline_in_ms(300)), -ETIMEDOUT);
 	CHECK(hs_now_ns() - t0 < 2 * HS_NSEC_PER_SEC);
@@ -756,6 +779,83 @@ static void test_stall(const struct agent *ag)
 	t = open_ok(&c);
 	CHECK_OK(hs_tr_ping(t, dl()));
 	hs_tr_close(t);
+}
+
+/* ---- notifications ---- */
+
+struct events {
+	pthread_mutex_t lock;
+	char seen[4096]; /* "kind:path;" */
+};
+
+static void on_event(void *arg, unsigned kind, const char *path)
+{
+	struct events *ev = arg;
+	size_t n;
+
+	pthread_mutex_lock(&ev->lock);
+	n = strlen(ev->seen);
+	snprintf(ev->seen + n, sizeof(ev->seen) - n, "%u:%s;", kind, path);
+	pthread_mutex_unlock(&ev->lock);
+}
+
+static int saw(struct events *ev, const char *what)
+{
+	int i, found = 0;
+
+	for (i = 0; i < 300 && !found; i++) {
+		pthread_mutex_lock(&ev->lock);
+		found = strstr(ev->seen, what) != NULL;
+		pthread_mutex_unlock(&ev->lock);
+		if (!found)
+			usleep(10000);
+	}
+	return found;
+}
+
+static void test_notify(const struct agent *ag)
+{
+	static struct events ev = { .lock = PTHREAD_MUTEX_INITIALIZER };
+	struct hs_tr_config c = cfg_unix(ag, "n");
+	struct hs_transport *t;
+	char p[400];
+	int fd;
+
+	snprintf(p, sizeof(p), "%s/n", root);
+	CHECK_OK(mkdir(p, 0700));
+	c.agent_notify = on_event;
+	c.agent_notify_arg = &ev;
+	t = open_ok(&c);
+	/* changes made on the host, not through the agent */
+	snprintf(p, sizeof(p), "%s/n/made-on-host", root);
+	fd = open(p, O_WRONLY | O_CREAT, 0600);
+	CHECK(fd >= 0);
+	CHECK(saw(&ev, "2:/made-on-host;"));
+	CHECK_EQ(write(fd, "x", 1), 1);
+	close(fd);
+	CHECK(saw(&ev, "1:/made-on-host;"));
+	/* a new folder is watched too */
+	snprintf(p, sizeof(p), "%s/n/sub", root);
+	CHECK_OK(mkdir(p, 0700));
+	CHECK(saw(&ev, "2:/sub;"));
+	snprintf(p, sizeof(p), "%s/n/sub/deep", root);
+	CHECK_OK(close(open(p, O_WRONLY | O_CREAT, 0600)));
+	CHECK(saw(&ev, "2:/sub/deep;"));
+	CHECK_OK(unlink(p));
+	CHECK(saw(&ev, "3:/sub/deep;"));
+	/* outside the mounted folder: not delivered */
+	snprintf(p, sizeof(p), "%s/elsewhere", root);
+	CHECK_OK(close(open(p, O_WRONLY | O_CREAT, 0600)));
+	CHECK_OK(unlink(p));
+	CHECK(hs_tr_ping(t, dl()) == 0);
+	CHECK(!strstr(ev.seen, "elsewhere"));
+	hs_tr_close(t);
+	snprintf(p, sizeof(p), "%s/n/made-on-host", root);
+	unlink(p);
+	snprintf(p, sizeof(p), "%s/n/sub", root);
+	rmdir(p);
+	snprintf(p, sizeof(p), "%s/n", root);
+	rmdir(p);
 }
 
 static void test_vsock(void)
@@ -843,6 +943,8 @@ int main(void)
 	printf("concurrency: ok\n");
 	test_connect(&ag, &tcp, &ro);
 	printf("connect: ok\n");
+	test_notify(&ag);
+	printf("notify: ok\n");
 	test_stall(&ag);
 	printf("stall: ok\n");
 	test_vsock();

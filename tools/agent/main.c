@@ -368,6 +368,8 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	agent.features = HS_FEAT_LZ4 | HS_FEAT_BATCH;
+	if (hs_agent_watch_init(root) == 0)
+		agent.features |= HS_FEAT_NOTIFY;
 	if (token_file && read_token(token_file, &token) < 0)
 		return 1;
 	agent.token = token;

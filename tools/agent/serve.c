@@ -10,6 +10,7 @@
 #include "agent_i.h"
 
 #include <dirent.h>
+#include <pthread.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -28,6 +29,9 @@
 #define DIR_FRAME 65536 /* READDIR frames are cut near this size */
 
 struct conn {
+	struct hs_agent_sink sink; /* NOTIFY frames (watch.c) */
+	int subscribed;
+	pthread_mutex_t wlock;  /* one frame on the wire at a time */
 	const struct hs_agent *a;
 	int rfd, wfd;
 	const char *label;
@@ -96,6 +100,7 @@ static int send_frame(struct conn *c, uint32_t id, uint8_t op, uint8_t flags,
 	uint8_t hb[HS_PROTO_HDR_SIZE];
 	struct iovec iov[2];
 	size_t z;
+	int r;
 
 	if ((c->features & HS_FEAT_LZ4) && n >= HS_PROTO_MIN_COMPRESS) {
 		size_t need = hs_proto_compress_bound(n);
@@ -119,7 +124,29 @@ static int send_frame(struct conn *c, uint32_t id, uint8_t op, uint8_t flags,
 	hs_proto_hdr_encode(&h, hb);
 	iov[0] = (struct iovec){ hb, sizeof(hb) };
 	iov[1] = (struct iovec){ (void *)p, n };
-	return write_full(c->wfd, iov, n ? 2 : 1);
+	pthread_mutex_lock(&c->wlock);
+	r = write_full(c->wfd, iov, n ? 2 : 1);
+	pthread_mutex_unlock(&c->wlock);
+	return r;
+}
+
+/* watch.c's thread: one NOTIFY frame (id 0, never compressed).  A write
+ * error here is left to the connection's own thread to notice. */
+static void notify_send(struct hs_agent_sink *sink, const uint8_t *p,
+			size_t n)
+{
+	struct conn *c = container_of(sink, struct conn, sink);
+	struct hs_proto_hdr h = { .len = (uint32_t)n, .raw_len = (uint32_t)n,
+				  .op = HS_OP_NOTIFY, .flags = HS_PF_REPLY };
+	uint8_t hb[HS_PROTO_HDR_SIZE];
+	struct iovec iov[2];
+
+	hs_proto_hdr_encode(&h, hb);
+	iov[0] = (struct iovec){ hb, sizeof(hb) };
+	iov[1] = (struct iovec){ (void *)p, n };
+	pthread_mutex_lock(&c->wlock);
+	write_full(c->wfd, iov, 2);
+	pthread_mutex_unlock(&c->wlock);
 }
 
 static int reply(struct conn *c, const struct hs_proto_hdr *q, int status)
@@ -663,7 +690,30 @@ static int handle(struct conn *c, const struct hs_proto_hdr *h,
 			hs_pbuf_attr(&c->out, &attr);
 		break;
 	case HS_OP_SUBSCRIBE:
-		r = -ENOSYS; /* FEAT_NOTIFY is not offered yet */
+		if (!(c->features & HS_FEAT_NOTIFY)) {
+			r = -ENOSYS;
+			break;
+		}
+		if (!c->subscribed) {
+			/* the reply goes first: take the write lock so that
+			 * no event overtakes it */
+			pthread_mutex_lock(&c->wlock);
+			r = hs_agent_subscribe(&c->sink);
+			c->subscribed = r == 0;
+			if (r == 0) {
+				struct hs_proto_hdr rh = { .id = h->id,
+							   .op = h->op,
+							   .flags = HS_PF_REPLY };
+				uint8_t hb[HS_PROTO_HDR_SIZE];
+				struct iovec iov = { hb, sizeof(hb) };
+
+				hs_proto_hdr_encode(&rh, hb);
+				r = write_full(c->wfd, &iov, 1) < 0 ? 1 : 2;
+			}
+			pthread_mutex_unlock(&c->wlock);
+			if (r == 2)
+				return 0;
+		}
 		break;
 	default:
 		c->why = "unexpected operation";
@@ -751,6 +801,8 @@ void hs_agent_serve(const struct hs_agent *a, int rfd, int wfd,
 	for (i = 0; i < MAX_HANDLES; i++)
 		c->fds[i] = -1;
 	hs_pbuf_init(&c->out);
+	pthread_mutex_init(&c->wlock, NULL);
+	c->sink.send = notify_send;
 	hs_info("%s: connected", label);
 	for (;;) {
 		r = read_full(rfd, hb, sizeof(hb));
@@ -800,6 +852,8 @@ void hs_agent_serve(const struct hs_agent *a, int rfd, int wfd,
 		if (handle(c, &h, q) < 0)
 			break;
 	}
+	if (c->subscribed)
+		hs_agent_unsubscribe(&c->sink);
 	if (c->why)
 		hs_warn("%s: closing connection: %s", label, c->why);
 	else
@@ -808,6 +862,9 @@ void hs_agent_serve(const struct hs_agent *a, int rfd, int wfd,
 		if (c->fds[i] >= 0)
 			close(c->fds[i]);
 out:
+	if (c && c->a) {
+		pthread_mutex_destroy(&c->wlock);
+	}
 	if (c) {
 		free(c->wire);
 		free(c->raw);
