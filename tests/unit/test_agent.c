@@ -953,6 +953,16 @@ int main(void)
 	agent_stop(&ag2);
 	agent_stop(&tcp);
 	agent_stop(&ro);
+	/* a sanitizer report in any agent's log is a failure */
+	{
+		const struct agent *all[] = { &ag, &ag2, &tcp, &ro };
+		size_t i;
+
+		for (i = 0; i < HS_ARRAY_SIZE(all); i++)
+			if (log_has(all[i], "Sanitizer") ||
+			    log_has(all[i], "runtime error"))
+				CHECK_FAIL("sanitizer report in %s", all[i]->log);
+	}
 	nftw(tmp, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
 	hs_tr_global_exit();
 	printf("test_agent: ok\n");

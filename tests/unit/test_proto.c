@@ -163,6 +163,14 @@ static struct hs_proto_req *roundtrip(const struct hs_proto_req *q)
 		CHECK_EQ(hs_proto_req_decode(q->op, b.p, b.len, &tmp, &why),
 			 -EPROTO);
 	}
+	/* the data part points into @b: keep a copy past its release */
+	if (g.data_len) {
+		static uint8_t copy[64];
+
+		CHECK(g.data_len <= sizeof(copy));
+		memcpy(copy, g.data, g.data_len);
+		g.data = copy;
+	}
 	hs_pbuf_release(&b);
 	return &g;
 }
