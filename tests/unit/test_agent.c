@@ -145,16 +145,15 @@ static void agent_stop(struct agent *a)
 
 static int log_has(const struct agent *a, const char *what)
 {
-	char buf[65536];
+	char line[4096];
 	FILE *f = fopen(a->log, "r");
-	size_t n;
+	int found = 0;
 
-	if (!f)
-		return 0;
-	n = fread(buf, 1, sizeof(buf) - 1, f);
-	fclose(f);
-	buf[n] = '\0';
-	return strstr(buf, what) != NULL;
+	while (f && !found && fgets(line, sizeof(line), f))
+		found = strstr(line, what) != NULL;
+	if (f)
+		fclose(f);
+	return found;
 }
 
 static struct hs_tr_config cfg_unix(const struct agent *a, const char *dir)
