@@ -227,6 +227,7 @@ static int run(const struct hs_opts *o, struct hs_fs *fs,
 	tr.keepalive_s = o->keepalive_s;
 	tr.use_agent = 1;
 	tr.token_file = o->token_file;
+	tr.agent_command = o->agent_command;
 	tr.no_compression = !o->compression;
 
 	memset(&cc, 0, sizeof(cc));
@@ -372,14 +373,6 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	hs_log_set_level(o.loglevel);
-	if (o.agent_ssh) {
-		fprintf(stderr, "hostshare: option 'agent' (the agent over an "
-				"ssh exec channel) is not supported yet; run "
-				"hostshare-agent on the host and use a tcp:// or "
-				"unix: source\n");
-		hs_opts_release(&o);
-		return 1;
-	}
 
 	if (hs_opts_check_mountpoint(&o, fs.mountpoint, sizeof(fs.mountpoint),
 				     err, sizeof(err)) < 0 ||

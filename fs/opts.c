@@ -355,7 +355,7 @@ static int apply_option(struct hs_opts *o, const char *opt, char *err,
 		{ "offline", VALUE }, { "loglevel", VALUE },
 		{ "fsname", VALUE }, { "subtype", VALUE },
 		{ "token_file", VALUE }, { "compression", VALUE },
-		{ "agent", FLAG },
+		{ "agent", FLAG }, { "agent_command", VALUE },
 	};
 	char name[64];
 	const char *eq = strchr(opt, '='), *v = eq ? eq + 1 : NULL;
@@ -491,6 +491,11 @@ static int apply_option(struct hs_opts *o, const char *opt, char *err,
 		r = parse_bool(v, &o->compression);
 	} else if (!strcmp(name, "agent")) {
 		o->agent_ssh = 1;
+	} else if (!strcmp(name, "agent_command")) {
+		if (!*v)
+			r = -EINVAL;
+		else if (set_str(&o->agent_command, v, strlen(v)) < 0)
+			return -ENOMEM;
 	} else if (!strcmp(name, "subtype")) {
 		if (!*v)
 			r = -EINVAL;
@@ -631,6 +636,8 @@ int hs_opts_parse(int argc, char **argv, struct hs_opts *o, char *err,
 			      o->kind == HS_TR_AGENT_VSOCK))
 		return fail(err, errlen, "option 'token_file' applies to "
 				"tcp:// and unix: sources only");
+	if (o->agent_ssh)
+		o->kind = HS_TR_AGENT_SSH;
 	/* Other users get in only with the kernel checking permissions. */
 	if (o->allow_other)
 		o->default_permissions = 1;
@@ -826,6 +833,9 @@ void hs_opts_print_help(FILE *f)
 "  offline=yes|no           start offline when the host is unreachable and\n"
 "                           the cache holds the folder (yes)\n"
 "  loglevel=LEVEL           error|warning|notice|info|debug (notice)\n"
+"  agent                    ssh sources: run hostshare-agent on the host\n"
+"                           through ssh instead of using SFTP\n"
+"  agent_command=PATH       the agent program on the host (hostshare-agent)\n"
 "  token_file=PATH          agent token (tcp:// and unix: sources)\n"
 "  compression=yes|no       lz4 on the agent protocol (yes)\n"
 "  fsname=NAME, subtype=NAME\n"
@@ -852,5 +862,6 @@ void hs_opts_release(struct hs_opts *o)
 	free(o->fsname);
 	free(o->subtype);
 	free(o->token_file);
+	free(o->agent_command);
 	memset(o, 0, sizeof(*o));
 }

@@ -31,6 +31,7 @@ struct hs_opts {
 	char *token_file;  /* token_file= (absolute) or NULL */
 	int compression;   /* compression=yes|no; yes (agent sources) */
 	int agent_ssh;     /* -o agent: start hostshare-agent over ssh */
+	char *agent_command; /* agent_command=; NULL: "hostshare-agent" */
 
 	/* ---- program ---- */
 	int foreground;    /* -f or -d: stay attached, log to stderr */

@@ -38,6 +38,7 @@
 
 #include "../common/proto.h"
 #include "dial.h"
+#include "sftp_i.h"
 
 #define HS_AG_CHUNK (1u << 20)  /* bytes per PWRITE/PREAD request */
 #define HS_AG_WINDOW 8          /* PWRITE requests in flight per call */
@@ -1150,9 +1151,42 @@ static int set_root(struct agent_tr *s, const char *root)
 	return s->root ? 0 : -ENOMEM;
 }
 
+/* Appends @s to @b quoted for a POSIX shell. */
+static void shell_quote(struct hs_pbuf *b, const char *s)
+{
+	hs_pbuf_u8(b, '\'');
+	for (; *s; s++) {
+		if (*s == '\'')
+			hs_pbuf_bytes(b, "'\\''", 4);
+		else
+			hs_pbuf_u8(b, (uint8_t)*s);
+	}
+	hs_pbuf_u8(b, '\'');
+}
+
+/* "hostshare-agent --stdio --root 'DIR'" (DIR "." for the login folder). */
+static char *ssh_command(const struct hs_tr_config *cfg)
+{
+	struct hs_pbuf b;
+	char *cmd = NULL;
+
+	hs_pbuf_init(&b);
+	b.unbounded = 1;
+	shell_quote(&b, cfg->agent_command && *cfg->agent_command ?
+				cfg->agent_command : "hostshare-agent");
+	hs_pbuf_bytes(&b, " --stdio --root ", 16);
+	shell_quote(&b, cfg->root && *cfg->root ? cfg->root : ".");
+	hs_pbuf_u8(&b, 0);
+	if (!b.err)
+		cmd = strdup((const char *)b.p);
+	hs_pbuf_release(&b);
+	return cmd;
+}
+
 int hs_agent_open(const struct hs_tr_config *cfg, hs_deadline_t dl,
 		  struct hs_transport **ret, char *err, size_t errlen)
 {
+	const char *root = cfg->root;
 	struct agent_tr *s;
 	struct hs_attr a;
 	hs_deadline_t cdl = dl;
@@ -1185,6 +1219,18 @@ int hs_agent_open(const struct hs_tr_config *cfg, hs_deadline_t dl,
 				   errlen);
 		break;
 	}
+	case HS_TR_AGENT_SSH: {
+		char *cmd = ssh_command(cfg);
+
+		if (!cmd) {
+			snprintf(err, errlen, "out of memory");
+			return -ENOMEM;
+		}
+		fd = hs_ssh_exec_stream(cfg, cmd, cdl, err, errlen);
+		free(cmd);
+		root = ""; /* the agent's --root is the folder itself */
+		break;
+	}
 	default:
 		snprintf(err, errlen, "not an agent transport");
 		return -EINVAL;
@@ -1192,7 +1238,7 @@ int hs_agent_open(const struct hs_tr_config *cfg, hs_deadline_t dl,
 	if (fd < 0)
 		return fd;
 	s = calloc(1, sizeof(*s));
-	if (!s || set_root(s, cfg->root) < 0) {
+	if (!s || set_root(s, root) < 0) {
 		close(fd);
 		free(s);
 		snprintf(err, errlen, "out of memory");

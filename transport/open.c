@@ -53,6 +53,7 @@ int hs_tr_open(const struct hs_tr_config *cfg, hs_deadline_t dl,
 	case HS_TR_AGENT_TCP:
 	case HS_TR_AGENT_UNIX:
 	case HS_TR_AGENT_VSOCK:
+	case HS_TR_AGENT_SSH:
 		return hs_agent_open(cfg, dl, ret, err, errlen);
 	}
 	snprintf(err, errlen, "unknown transport kind %d", (int)cfg->kind);

@@ -77,4 +77,14 @@ const char *hs_sftp_op_name(enum hs_sftp_op op);
 int hs_sftp_open(const struct hs_tr_config *cfg, hs_deadline_t dl,
 		 struct hs_transport **ret, char *err, size_t errlen);
 
+/* Logs in as for SFTP (same host key and authentication rules), runs @cmd
+ * in an exec channel and returns a local stream socket (non-blocking,
+ * close-on-exec) connected to the command's stdin/stdout by a helper
+ * thread; the command's stderr goes to the log.  Closing the socket ends
+ * the session; the command ending shows as end of stream.  Used by the
+ * agent wire for "-o agent".  Returns the socket or -errno with a line in
+ * @err. */
+int hs_ssh_exec_stream(const struct hs_tr_config *cfg, const char *cmd,
+		       hs_deadline_t dl, char *err, size_t errlen);
+
 #endif

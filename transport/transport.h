@@ -201,6 +201,8 @@ enum hs_tr_kind {
 	HS_TR_AGENT_TCP = 2,   /* host, port */
 	HS_TR_AGENT_UNIX = 3,  /* host = socket path */
 	HS_TR_AGENT_VSOCK = 4, /* host = CID in decimal, port */
+	HS_TR_AGENT_SSH = 5,   /* as HS_TR_SFTP, then "hostshare-agent --stdio
+				* --root ROOT" in an ssh exec channel */
 };
 
 /* Host change notifications of the agent wire (docs/protocol.md, NOTIFY):
@@ -230,6 +232,8 @@ struct hs_tr_config {
 
 	/* agent kinds */
 	const char *token_file;  /* token for tcp/unix agents; NULL: none */
+	const char *agent_command; /* HS_TR_AGENT_SSH: the agent program on
+				    * the host; NULL: "hostshare-agent" */
 	int no_compression;      /* do not offer lz4 */
 	hs_tr_notify_fn agent_notify; /* NULL: no notifications */
 	void *agent_notify_arg;

@@ -3,10 +3,11 @@
 
   --mounter hostshare|sshfs   what the `mnt` fixture mounts (default
                               hostshare, from $HS_BUILD_DIR or ./build)
-  --transport sftp|agent-tcp|agent-unix
+  --transport sftp|agent-tcp|agent-unix|agent-ssh
                               how hostshare reaches the host (default sftp):
                               agent-* start one hostshare-agent for the
-                              session and mount tcp:// or unix: sources;
+                              session and mount tcp:// or unix: sources,
+                              agent-ssh mounts the sshd with -o agent;
                               tests that talk to sshd themselves (their
                               own ssh options, the fault proxy) are skipped
 
@@ -41,7 +42,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "lib"))
 
 import harness  # noqa: E402
-from harness import Agent, Mount, Sshd  # noqa: E402
+from harness import Agent, AgentOverSsh, Mount, Sshd  # noqa: E402
 
 DEFAULT_TIMEOUT = 120     # s, per test (setup + call)
 TEARDOWN_TIMEOUT = 90     # s, unmount and daemon exit included
@@ -57,7 +58,8 @@ def pytest_addoption(parser):
     g = parser.getgroup("hostshare")
     g.addoption("--mounter", choices=("hostshare", "sshfs"), default="hostshare",
                 help="file system the tests mount (default: hostshare)")
-    g.addoption("--transport", choices=("sftp", "agent-tcp", "agent-unix"),
+    g.addoption("--transport", choices=("sftp", "agent-tcp", "agent-unix",
+                                          "agent-ssh"),
                 default="sftp", help="how hostshare reaches the host "
                 "(default: sftp)")
     g.addoption("--timeout-factor", type=float, default=float(
@@ -281,6 +283,9 @@ def host_server(pytestconfig, base_dir, sshd):
     transport = pytestconfig.getoption("--transport")
     if transport == "sftp":
         yield sshd
+        return
+    if transport == "agent-ssh":
+        yield AgentOverSsh(sshd)
         return
     a = Agent(os.path.join(base_dir, "sshd", "agent"), base_dir,
               listen=transport.split("-")[1]).start()

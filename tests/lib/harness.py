@@ -533,6 +533,23 @@ class Agent:
         self.proc = None
 
 
+class AgentOverSsh:
+    """Mounts through @sshd with `-o agent`: hostshare logs in as for SFTP
+    and runs the built hostshare-agent --stdio in an exec channel."""
+
+    def __init__(self, sshd):
+        self.sshd = sshd
+
+    def source(self, remote_dir):
+        return self.sshd.source(remote_dir)
+
+    def mount_options(self):
+        s = self.sshd
+        return ["IdentityFile=" + s.key, "UserKnownHostsFile=" + s.known_hosts,
+                "StrictHostKeyChecking=yes", "port=%d" % s.port,
+                "agent", "agent_command=" + agent_bin()]
+
+
 # ------------------------------------------------------------------ mount
 
 def build_dir():

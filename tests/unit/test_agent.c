@@ -780,6 +780,56 @@ static void test_stall(const struct agent *ag)
 	hs_tr_close(t);
 }
 
+/* ---- over ssh ---- */
+
+static void test_ssh(void)
+{
+	static const char *ids[2];
+	const char *host = getenv("HS_TEST_SSH_HOST");
+	struct hs_tr_config c = {
+		.kind = HS_TR_AGENT_SSH,
+		.host = host,
+		.port = atoi(getenv("HS_TEST_SSH_PORT") ?
+				     getenv("HS_TEST_SSH_PORT") : "0"),
+		.user = getenv("HS_TEST_SSH_USER"),
+		.root = root,
+		.known_hosts = getenv("HS_TEST_SSH_KNOWN_HOSTS"),
+		.hostkey_policy = HS_HOSTKEY_STRICT,
+		.connect_timeout_ms = 10000,
+		.agent_command = getenv("HS_AGENT_BIN"),
+		.identity_files = ids,
+	};
+	struct hs_transport *t;
+	struct hs_attr a;
+	char err[256], p[400];
+	struct stat st;
+	int r;
+
+	ids[0] = getenv("HS_TEST_SSH_KEY");
+	if (!host || !ids[0] || !c.known_hosts || !c.port) {
+		fprintf(stderr, "test_agent: HS_TEST_SSH_* are not set (the "
+				"harness must start sshd)\n");
+		exit(1);
+	}
+	t = open_ok(&c);
+	CHECK_OK(hs_tr_lstat(t, "/", &a, dl()));
+	CHECK(S_ISDIR(a.mode));
+	CHECK_OK(hs_tr_put_file(t, "/via-ssh", 0640, 0, 1000000000, 0, "ssh!",
+				4, &a, dl()));
+	snprintf(p, sizeof(p), "%s/via-ssh", root);
+	CHECK_OK(stat(p, &st));
+	CHECK_EQ(st.st_size, 4);
+	CHECK_EQ(hs_tr_lstat(t, "/../outside", &a, dl()), -EACCES);
+	CHECK_OK(hs_tr_unlink(t, "/via-ssh", dl()));
+	hs_tr_close(t);
+
+	/* an agent program that is not there: the stream ends at once */
+	c.agent_command = "/nonexistent/hostshare-agent";
+	r = hs_tr_open(&c, dl(), &t, err, sizeof(err));
+	CHECK(r < 0);
+	CHECK(strstr(err, "handshake"));
+}
+
 /* ---- notifications ---- */
 
 struct events {
@@ -944,6 +994,8 @@ int main(void)
 	printf("connect: ok\n");
 	test_notify(&ag);
 	printf("notify: ok\n");
+	test_ssh();
+	printf("ssh exec: ok\n");
 	test_stall(&ag);
 	printf("stall: ok\n");
 	test_vsock();

@@ -94,9 +94,10 @@ int main(void)
 	CHECK_STR_EQ(o.host, "2");
 	CHECK_EQ(o.port, 5000);
 	hs_opts_release(&o);
-	CHECK_OK(PARSE(&o, "me@h:d", "/mnt", "-o", "agent"));
-	CHECK_EQ(o.kind, HS_TR_SFTP);
+	CHECK_OK(PARSE(&o, "me@h:d", "/mnt", "-o", "agent,agent_command=/x/a"));
+	CHECK_EQ(o.kind, HS_TR_AGENT_SSH);
 	CHECK_EQ(o.agent_ssh, 1);
+	CHECK_STR_EQ(o.agent_command, "/x/a");
 	hs_opts_release(&o);
 	CHECK(PARSE(&o, "tcp://h/x", "/mnt") < 0);
 	CHECK(strstr(err, "tcp://HOST:PORT/dir"));
