@@ -379,6 +379,12 @@ int main(int argc, char **argv)
 		hs_agent_serve(&agent, 0, 1, "stdio", 0);
 		return 0;
 	}
+	if (!token && (!strncmp(listen_spec, "tcp:", 4) ||
+		       !strncmp(listen_spec, "unix:", 5))) {
+		fprintf(stderr, "hostshare-agent: --token-file is required "
+				"for tcp and unix listeners\n");
+		return 2;
+	}
 	if (!strncmp(listen_spec, "tcp:", 4)) {
 		family = AF_INET;
 		lfd = listen_tcp(listen_spec + 4);
@@ -392,11 +398,6 @@ int main(int argc, char **argv)
 		fprintf(stderr, "hostshare-agent: unknown listen address '%s' "
 				"(vsock:PORT, tcp:HOST:PORT, unix:PATH or "
 				"stdio)\n", listen_spec);
-		return 2;
-	}
-	if (family != AF_VSOCK && !token) {
-		fprintf(stderr, "hostshare-agent: --token-file is required "
-				"for tcp and unix listeners\n");
 		return 2;
 	}
 	if (lfd < 0)
