@@ -488,6 +488,26 @@ static int send_setattr(struct hs_cache *c, struct hs_transport *t,
 	return r == -ENOENT ? 0 : r;
 }
 
+/* Non-zero when the guest holds no name of @ino any more.  A file created
+ * and linked, whose every name is then removed, is not uploaded (see
+ * send_create()): its LINK row then finds no source on the host. */
+static int guest_gone(struct hs_cache *c, uint64_t ino)
+{
+	struct hs_inode x;
+	int gone, r;
+
+	pthread_mutex_lock(&c->db_lock);
+	r = hs_meta_get_inode(c, ino, &x);
+	if (r < 0) {
+		gone = r == -ENOENT;
+	} else {
+		gone = x.nlink == 0;
+		hs_inode_release(&x);
+	}
+	pthread_mutex_unlock(&c->db_lock);
+	return gone;
+}
+
 static int send_simple(struct hs_cache *c, struct hs_transport *t,
 		       const struct hs_jentry *e, struct snap *s)
 {
@@ -539,6 +559,8 @@ static int send_simple(struct hs_cache *c, struct hs_transport *t,
 		return r;
 	case HS_J_LINK:
 		r = hs_tr_link(t, e->path, e->path2, call_dl(c));
+		if (r == -ENOENT && guest_gone(c, e->ino))
+			r = 0; /* never sent: every guest name went meanwhile */
 		return r == -EEXIST ? 0 : r;
 	case HS_J_SETATTR:
 		return send_setattr(c, t, e, s);

@@ -3,9 +3,13 @@
  * frames, answers requests (docs/protocol.md), closes the connection with a
  * logged reason on any protocol error.
  *
- * One thread per connection; requests are answered in arrival order (the
- * protocol allows any order).  Open handles live in a per-connection table
- * and are closed with it.  Every path goes through beneath.c.
+ * Threads: per connection, one reader (the thread that called
+ * hs_agent_serve()) decodes frames and queues requests; WORKERS threads
+ * answer them, so replies leave in any order and a slow request (fsync, a
+ * big read) does not hold up the others.  Each worker builds its reply in
+ * thread-local buffers (tl); whole frames go out under wlock.  Open
+ * handles live in a per-connection table (fhlock) and are closed with the
+ * connection.  Every path goes through beneath.c.
  */
 #include "agent_i.h"
 
@@ -17,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/uio.h>
@@ -26,6 +31,8 @@
 #include "common/proto.h"
 
 #define MAX_HANDLES 4096
+#define WORKERS 4       /* requests of one connection answered at once */
+#define MAX_QUEUED 64   /* decoded requests waiting; the reader waits then */
 #define DIR_FRAME 65536 /* READDIR frames are cut near this size */
 
 struct conn {
@@ -39,12 +46,33 @@ struct conn {
 	int hello_done;
 	int fds[MAX_HANDLES];   /* -1: free */
 	uint32_t gen[MAX_HANDLES];
-	uint8_t *wire, *raw;    /* receive buffers, HS_PROTO_MAX_PAYLOAD */
-	uint8_t *zbuf;          /* send compression buffer */
-	size_t zcap;
-	struct hs_pbuf out;
-	const char *why;        /* reason to close */
+	uint8_t *wire;          /* receive buffer, HS_PROTO_MAX_PAYLOAD */
+	const char *why;        /* reason to close (reader thread) */
+	pthread_mutex_t fhlock; /* guards fds and gen */
+	/* requests waiting for a worker */
+	pthread_mutex_t qlock;
+	pthread_cond_t qcond;   /* a job came, or stop */
+	pthread_cond_t qspace;  /* a job was taken */
+	struct job *head, *tail; /* protected by qlock */
+	int queued;             /* protected by qlock */
+	int stop;               /* protected by qlock: no more jobs come */
+	volatile int dead;      /* a reply could not be written */
 };
+
+/* One decoded request waiting for (or being answered by) a worker. */
+struct job {
+	struct job *next;
+	struct hs_proto_hdr h;
+	uint8_t *raw;           /* decompressed payload; q.data points here */
+	struct hs_proto_req q;
+};
+
+/* Per worker thread: the reply being built and the compression buffer. */
+static __thread struct {
+	struct hs_pbuf out;
+	uint8_t *zbuf;
+	size_t zcap;
+} tl;
 
 /* ---- I/O ---- */
 
@@ -88,7 +116,7 @@ static int write_full(int fd, struct iovec *iov, int cnt)
 	return 0;
 }
 
-/* Sends c->out as the reply to @id (status 0), compressed when that
+/* Sends tl.out as the reply to @id (status 0), compressed when that
  * shrinks it. */
 static int send_frame(struct conn *c, uint32_t id, uint8_t op, uint8_t flags,
 		      int status, const uint8_t *p, size_t n)
@@ -105,19 +133,19 @@ static int send_frame(struct conn *c, uint32_t id, uint8_t op, uint8_t flags,
 	if ((c->features & HS_FEAT_LZ4) && n >= HS_PROTO_MIN_COMPRESS) {
 		size_t need = hs_proto_compress_bound(n);
 
-		if (need > c->zcap) {
-			uint8_t *nb = realloc(c->zbuf, need);
+		if (need > tl.zcap) {
+			uint8_t *nb = realloc(tl.zbuf, need);
 
 			if (!nb)
 				return -ENOMEM;
-			c->zbuf = nb;
-			c->zcap = need;
+			tl.zbuf = nb;
+			tl.zcap = need;
 		}
-		z = hs_proto_compress(p, n, c->zbuf, c->zcap);
+		z = hs_proto_compress(p, n, tl.zbuf, tl.zcap);
 		if (z) {
 			h.len = (uint32_t)z;
 			h.flags |= HS_PF_LZ4;
-			p = c->zbuf;
+			p = tl.zbuf;
 			n = z;
 		}
 	}
@@ -155,9 +183,9 @@ static int reply(struct conn *c, const struct hs_proto_hdr *q, int status)
 		status = -status;
 	if (status)
 		return send_frame(c, q->id, q->op, 0, status, NULL, 0);
-	if (c->out.err)
+	if (tl.out.err)
 		return send_frame(c, q->id, q->op, 0, EIO, NULL, 0);
-	return send_frame(c, q->id, q->op, 0, 0, c->out.p, c->out.len);
+	return send_frame(c, q->id, q->op, 0, 0, tl.out.p, tl.out.len);
 }
 
 /* ---- attributes ---- */
@@ -196,24 +224,36 @@ static int fh_add(struct conn *c, int fd, uint64_t *ret)
 {
 	int i;
 
+	pthread_mutex_lock(&c->fhlock);
 	for (i = 0; i < MAX_HANDLES; i++)
 		if (c->fds[i] < 0) {
 			c->fds[i] = fd;
 			c->gen[i]++;
 			*ret = (uint64_t)c->gen[i] << 32 | (uint32_t)(i + 1);
+			pthread_mutex_unlock(&c->fhlock);
 			return 0;
 		}
+	pthread_mutex_unlock(&c->fhlock);
 	return -EMFILE;
 }
 
-static int fh_get(struct conn *c, uint64_t fh)
+/* The descriptor of @fh; with @take the handle is removed.  A handle's
+ * requests are not in flight together with its CLOSE (the client waits),
+ * so the descriptor stays valid while a worker uses it. */
+static int fh_get(struct conn *c, uint64_t fh, int take)
 {
 	uint32_t i = (uint32_t)fh;
+	int fd = -EBADF;
 
-	if (i < 1 || i > MAX_HANDLES || c->fds[i - 1] < 0 ||
-	    c->gen[i - 1] != (uint32_t)(fh >> 32))
-		return -EBADF;
-	return c->fds[i - 1];
+	pthread_mutex_lock(&c->fhlock);
+	if (i >= 1 && i <= MAX_HANDLES && c->fds[i - 1] >= 0 &&
+	    c->gen[i - 1] == (uint32_t)(fh >> 32)) {
+		fd = c->fds[i - 1];
+		if (take)
+			c->fds[i - 1] = -1;
+	}
+	pthread_mutex_unlock(&c->fhlock);
+	return fd;
 }
 
 /* ---- operations ---- */
@@ -269,12 +309,12 @@ static int op_lstat(struct conn *c, const char *path, struct hs_attr *a)
 	return r;
 }
 
-/* Lists @path into c->out after what is there already, sending full
+/* Lists @path into tl.out after what is there already, sending full
  * frames with MORE on the way.  The caller sends the last frame. */
 static int list_dir(struct conn *c, const struct hs_proto_hdr *q,
 		    const char *path)
 {
-	size_t count_at = c->out.len;
+	size_t count_at = tl.out.len;
 	uint32_t n = 0;
 	struct dirent *de;
 	struct hs_attr a;
@@ -291,7 +331,7 @@ static int list_dir(struct conn *c, const struct hs_proto_hdr *q,
 		close(fd);
 		return r;
 	}
-	hs_pbuf_u32(&c->out, 0);
+	hs_pbuf_u32(&tl.out, 0);
 	while ((errno = 0, de = readdir(d))) {
 		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
 			continue;
@@ -300,33 +340,33 @@ static int list_dir(struct conn *c, const struct hs_proto_hdr *q,
 		if (strlen(de->d_name) > HS_PROTO_MAX_STR)
 			continue;
 		attr_from_stat(&st, &a);
-		hs_pbuf_str(&c->out, de->d_name);
-		hs_pbuf_attr(&c->out, &a);
+		hs_pbuf_str(&tl.out, de->d_name);
+		hs_pbuf_attr(&tl.out, &a);
 		n++;
-		if (c->out.len >= DIR_FRAME && !c->out.err) {
-			uint8_t *cp = c->out.p + count_at;
+		if (tl.out.len >= DIR_FRAME && !tl.out.err) {
+			uint8_t *cp = tl.out.p + count_at;
 
 			cp[0] = (uint8_t)n;
 			cp[1] = (uint8_t)(n >> 8);
 			cp[2] = (uint8_t)(n >> 16);
 			cp[3] = (uint8_t)(n >> 24);
 			r = send_frame(c, q->id, q->op, HS_PF_MORE, 0,
-				       c->out.p, c->out.len);
+				       tl.out.p, tl.out.len);
 			if (r < 0) {
 				closedir(d);
 				return r == -ENOMEM ? r : 1; /* wire error */
 			}
-			hs_pbuf_reset(&c->out);
+			hs_pbuf_reset(&tl.out);
 			count_at = 0;
 			n = 0;
-			hs_pbuf_u32(&c->out, 0);
+			hs_pbuf_u32(&tl.out, 0);
 		}
 	}
 	if (errno)
 		r = -errno;
 	closedir(d);
-	if (r == 0 && !c->out.err) {
-		uint8_t *cp = c->out.p + count_at;
+	if (r == 0 && !tl.out.err) {
+		uint8_t *cp = tl.out.p + count_at;
 
 		cp[0] = (uint8_t)n;
 		cp[1] = (uint8_t)(n >> 8);
@@ -499,7 +539,8 @@ static int is_change(const struct hs_proto_req *q)
 	return 0;
 }
 
-/* Answers one request.  Returns 0 to go on, -1 to close (c->why set). */
+/* Answers one request.  Returns 0 to go on, -1 when the reply could not
+ * be written (the connection is then closed). */
 static int handle(struct conn *c, const struct hs_proto_hdr *h,
 		  const struct hs_proto_req *q)
 {
@@ -508,7 +549,7 @@ static int handle(struct conn *c, const struct hs_proto_hdr *h,
 	struct stat st;
 	int r = 0, fd;
 
-	hs_pbuf_reset(&c->out);
+	hs_pbuf_reset(&tl.out);
 	if (c->a->read_only && is_change(q)) {
 		r = -EROFS;
 		goto send;
@@ -519,7 +560,7 @@ static int handle(struct conn *c, const struct hs_proto_hdr *h,
 	case HS_OP_LSTAT:
 		r = op_lstat(c, q->path, &attr);
 		if (r == 0)
-			hs_pbuf_attr(&c->out, &attr);
+			hs_pbuf_attr(&tl.out, &attr);
 		break;
 	case HS_OP_READDIR:
 		r = list_dir(c, h, q->path);
@@ -532,11 +573,11 @@ static int handle(struct conn *c, const struct hs_proto_hdr *h,
 		r = op_lstat(c, q->path, &attr);
 		if (r < 0)
 			break;
-		hs_pbuf_attr(&c->out, &attr);
+		hs_pbuf_attr(&tl.out, &attr);
 		if (S_ISDIR(attr.mode))
 			r = list_dir(c, h, q->path);
 		else
-			hs_pbuf_u32(&c->out, 0);
+			hs_pbuf_u32(&tl.out, 0);
 		break;
 	case HS_OP_OPEN: {
 		uint64_t fh;
@@ -556,15 +597,15 @@ static int handle(struct conn *c, const struct hs_proto_hdr *h,
 		if (r < 0)
 			close(fd);
 		else
-			hs_pbuf_u64(&c->out, fh);
+			hs_pbuf_u64(&tl.out, fh);
 		break;
 	}
 	case HS_OP_PREAD: {
 		uint8_t *p;
 		ssize_t n;
 
-		fd = fh_get(c, q->fh);
-		if (fd < 0 || !(p = hs_pbuf_grow(&c->out, q->len))) {
+		fd = fh_get(c, q->fh, 0);
+		if (fd < 0 || !(p = hs_pbuf_grow(&tl.out, q->len))) {
 			r = fd < 0 ? fd : -ENOMEM;
 			break;
 		}
@@ -574,14 +615,14 @@ static int handle(struct conn *c, const struct hs_proto_hdr *h,
 		if (n < 0)
 			r = -errno;
 		else
-			c->out.len = (size_t)n;
+			tl.out.len = (size_t)n;
 		break;
 	}
 	case HS_OP_PWRITE: {
 		size_t done = 0;
 		ssize_t n;
 
-		fd = fh_get(c, q->fh);
+		fd = fh_get(c, q->fh, 0);
 		if (fd < 0) {
 			r = fd;
 			break;
@@ -598,20 +639,19 @@ static int handle(struct conn *c, const struct hs_proto_hdr *h,
 			done += (size_t)n;
 		}
 		if (r == 0)
-			hs_pbuf_u32(&c->out, (uint32_t)done);
+			hs_pbuf_u32(&tl.out, (uint32_t)done);
 		break;
 	}
 	case HS_OP_FSYNC:
-		fd = fh_get(c, q->fh);
+		fd = fh_get(c, q->fh, 0);
 		r = fd < 0 ? fd : fsync(fd) < 0 ? -errno : 0;
 		break;
 	case HS_OP_CLOSE:
-		fd = fh_get(c, q->fh);
+		fd = fh_get(c, q->fh, 1);
 		if (fd < 0) {
 			r = fd;
 			break;
 		}
-		c->fds[(uint32_t)q->fh - 1] = -1;
 		r = close(fd) < 0 ? -errno : 0;
 		break;
 	case HS_OP_SETATTR:
@@ -641,7 +681,7 @@ static int handle(struct conn *c, const struct hs_proto_hdr *h,
 			n = readlinkat(t.dfd, t.name, buf, sizeof(buf) - 1);
 			if (n >= 0) {
 				buf[n] = '\0';
-				hs_pbuf_str(&c->out, buf);
+				hs_pbuf_str(&tl.out, buf);
 				r = 0;
 			} else {
 				r = -1;
@@ -668,15 +708,15 @@ static int handle(struct conn *c, const struct hs_proto_hdr *h,
 			r = -errno;
 		close(fd);
 		if (r == 0) {
-			hs_pbuf_u64(&c->out, sv.f_bsize);
-			hs_pbuf_u64(&c->out, sv.f_frsize);
-			hs_pbuf_u64(&c->out, sv.f_blocks);
-			hs_pbuf_u64(&c->out, sv.f_bfree);
-			hs_pbuf_u64(&c->out, sv.f_bavail);
-			hs_pbuf_u64(&c->out, sv.f_files);
-			hs_pbuf_u64(&c->out, sv.f_ffree);
-			hs_pbuf_u64(&c->out, sv.f_favail);
-			hs_pbuf_u64(&c->out, sv.f_namemax);
+			hs_pbuf_u64(&tl.out, sv.f_bsize);
+			hs_pbuf_u64(&tl.out, sv.f_frsize);
+			hs_pbuf_u64(&tl.out, sv.f_blocks);
+			hs_pbuf_u64(&tl.out, sv.f_bfree);
+			hs_pbuf_u64(&tl.out, sv.f_bavail);
+			hs_pbuf_u64(&tl.out, sv.f_files);
+			hs_pbuf_u64(&tl.out, sv.f_ffree);
+			hs_pbuf_u64(&tl.out, sv.f_favail);
+			hs_pbuf_u64(&tl.out, sv.f_namemax);
 		}
 		break;
 	}
@@ -687,7 +727,7 @@ static int handle(struct conn *c, const struct hs_proto_hdr *h,
 		}
 		r = op_put(c, q, &attr);
 		if (r == 0)
-			hs_pbuf_attr(&c->out, &attr);
+			hs_pbuf_attr(&tl.out, &attr);
 		break;
 	case HS_OP_SUBSCRIBE:
 		if (!(c->features & HS_FEAT_NOTIFY)) {
@@ -715,19 +755,15 @@ static int handle(struct conn *c, const struct hs_proto_hdr *h,
 				return 0;
 		}
 		break;
-	default:
-		c->why = "unexpected operation";
-		return -1;
+	default: /* hs_proto_req_decode() let nothing else through */
+		r = -ENOSYS;
+		break;
 	}
-	if (r == 1) {
-		c->why = "write failed";
+	if (r == 1)
 		return -1;
-	}
 send:
-	if (reply(c, h, r) < 0) {
-		c->why = "write failed";
+	if (reply(c, h, r) < 0)
 		return -1;
-	}
 	return 0;
 }
 
@@ -738,7 +774,7 @@ static int do_hello(struct conn *c, const struct hs_proto_hdr *h,
 	size_t i, n1, n2;
 	unsigned diff = 0;
 
-	hs_pbuf_reset(&c->out);
+	hs_pbuf_reset(&tl.out);
 	if (q->magic != HS_PROTO_MAGIC) {
 		c->why = "bad magic in hello";
 		return -1;
@@ -763,15 +799,15 @@ static int do_hello(struct conn *c, const struct hs_proto_hdr *h,
 	c->features = q->features & c->a->features & ~(uint32_t)HS_FEAT_READONLY;
 	if (c->a->read_only)
 		c->features |= HS_FEAT_READONLY;
-	hs_pbuf_u32(&c->out, HS_PROTO_MAGIC);
-	hs_pbuf_u16(&c->out, HS_PROTO_VERSION);
-	hs_pbuf_u16(&c->out, 0);
-	hs_pbuf_u32(&c->out, c->features);
-	hs_pbuf_u32(&c->out, HS_PROTO_MAX_PAYLOAD);
-	hs_pbuf_u32(&c->out, (uint32_t)getuid());
-	hs_pbuf_u32(&c->out, (uint32_t)getgid());
+	hs_pbuf_u32(&tl.out, HS_PROTO_MAGIC);
+	hs_pbuf_u16(&tl.out, HS_PROTO_VERSION);
+	hs_pbuf_u16(&tl.out, 0);
+	hs_pbuf_u32(&tl.out, c->features);
+	hs_pbuf_u32(&tl.out, HS_PROTO_MAX_PAYLOAD);
+	hs_pbuf_u32(&tl.out, (uint32_t)getuid());
+	hs_pbuf_u32(&tl.out, (uint32_t)getgid());
 	/* the handshake is never compressed */
-	if (send_frame(c, h->id, h->op, 0, 0, c->out.p, c->out.len) < 0) {
+	if (send_frame(c, h->id, h->op, 0, 0, tl.out.p, tl.out.len) < 0) {
 		c->why = "write failed";
 		return -1;
 	}
@@ -779,18 +815,76 @@ static int do_hello(struct conn *c, const struct hs_proto_hdr *h,
 	return 0;
 }
 
+/* Takes jobs off the queue until the reader stops and the queue is empty.
+ * A reply that cannot be written marks the connection dead and shuts the
+ * socket down, which ends the reader too. */
+static void *worker_main(void *arg)
+{
+	struct conn *c = arg;
+	struct job *j;
+
+	hs_pbuf_init(&tl.out);
+	for (;;) {
+		pthread_mutex_lock(&c->qlock);
+		while (!c->head && !c->stop)
+			pthread_cond_wait(&c->qcond, &c->qlock);
+		j = c->head;
+		if (j) {
+			c->head = j->next;
+			if (!c->head)
+				c->tail = NULL;
+			c->queued--;
+			pthread_cond_signal(&c->qspace);
+		}
+		pthread_mutex_unlock(&c->qlock);
+		if (!j)
+			break;
+		if (!c->dead && handle(c, &j->h, &j->q) < 0 && !c->dead) {
+			c->dead = 1;
+			shutdown(c->rfd, SHUT_RDWR);
+			if (c->wfd != c->rfd)
+				close(c->wfd); /* stdio: ends the peer */
+		}
+		free(j->raw);
+		free(j);
+	}
+	hs_pbuf_release(&tl.out);
+	free(tl.zbuf);
+	tl.zbuf = NULL;
+	tl.zcap = 0;
+	return NULL;
+}
+
+/* Queues @j, waiting while MAX_QUEUED jobs wait already. */
+static void enqueue(struct conn *c, struct job *j)
+{
+	pthread_mutex_lock(&c->qlock);
+	while (c->queued >= MAX_QUEUED && !c->dead)
+		pthread_cond_wait(&c->qspace, &c->qlock);
+	j->next = NULL;
+	if (c->tail)
+		c->tail->next = j;
+	else
+		c->head = j;
+	c->tail = j;
+	c->queued++;
+	pthread_cond_signal(&c->qcond);
+	pthread_mutex_unlock(&c->qlock);
+}
+
 void hs_agent_serve(const struct hs_agent *a, int rfd, int wfd,
 		    const char *label, int need_token)
 {
 	struct conn *c = calloc(1, sizeof(*c));
-	struct hs_proto_req *q = malloc(sizeof(*q));
+	pthread_t workers[WORKERS];
+	int n_workers = 0;
 	uint8_t hb[HS_PROTO_HDR_SIZE];
 	struct hs_proto_hdr h;
 	const char *why;
+	struct job *j;
 	int i, r;
 
-	if (!c || !q || !(c->wire = malloc(HS_PROTO_MAX_PAYLOAD)) ||
-	    !(c->raw = malloc(HS_PROTO_MAX_PAYLOAD))) {
+	if (!c || !(c->wire = malloc(HS_PROTO_MAX_PAYLOAD))) {
 		hs_err("%s: out of memory", label);
 		goto out;
 	}
@@ -800,14 +894,19 @@ void hs_agent_serve(const struct hs_agent *a, int rfd, int wfd,
 	c->label = label;
 	for (i = 0; i < MAX_HANDLES; i++)
 		c->fds[i] = -1;
-	hs_pbuf_init(&c->out);
+	hs_pbuf_init(&tl.out);
 	pthread_mutex_init(&c->wlock, NULL);
+	pthread_mutex_init(&c->fhlock, NULL);
+	pthread_mutex_init(&c->qlock, NULL);
+	pthread_cond_init(&c->qcond, NULL);
+	pthread_cond_init(&c->qspace, NULL);
 	c->sink.send = notify_send;
 	hs_info("%s: connected", label);
 	for (;;) {
 		r = read_full(rfd, hb, sizeof(hb));
 		if (r < 0) {
-			c->why = r == -ECONNRESET ? NULL : "read failed";
+			c->why = r == -ECONNRESET || c->dead ? NULL :
+							       "read failed";
 			break;
 		}
 		if (hs_proto_hdr_decode(hb, &h, &why) < 0) {
@@ -831,48 +930,82 @@ void hs_agent_serve(const struct hs_agent *a, int rfd, int wfd,
 			c->why = "compressed frame without lz4 negotiated";
 			break;
 		}
-		if (hs_proto_payload_decode(&h, c->wire, c->raw, &why) < 0 ||
-		    hs_proto_req_decode(h.op, c->raw, h.raw_len, q, &why) < 0) {
+		j = malloc(sizeof(*j));
+		if (j)
+			j->raw = malloc(h.raw_len ? h.raw_len : 1);
+		if (!j || !j->raw) {
+			if (j)
+				free(j);
+			c->why = "out of memory";
+			break;
+		}
+		j->h = h;
+		if (hs_proto_payload_decode(&h, c->wire, j->raw, &why) < 0 ||
+		    hs_proto_req_decode(h.op, j->raw, h.raw_len, &j->q,
+					&why) < 0) {
+			free(j->raw);
+			free(j);
 			c->why = why;
 			break;
 		}
 		if (!c->hello_done) {
-			if (h.op != HS_OP_HELLO) {
+			r = h.op != HS_OP_HELLO ? -1 :
+					do_hello(c, &h, &j->q, need_token);
+			if (h.op != HS_OP_HELLO)
 				c->why = "request before hello";
+			free(j->raw);
+			free(j);
+			if (r < 0)
+				break;
+			for (; n_workers < WORKERS; n_workers++)
+				if (pthread_create(&workers[n_workers], NULL,
+						   worker_main, c))
+					break;
+			if (!n_workers) {
+				c->why = "cannot start a thread";
 				break;
 			}
-			if (do_hello(c, &h, q, need_token) < 0)
-				break;
 			continue;
 		}
 		if (h.op == HS_OP_HELLO) {
+			free(j->raw);
+			free(j);
 			c->why = "second hello";
 			break;
 		}
-		if (handle(c, &h, q) < 0)
-			break;
+		enqueue(c, j);
 	}
+	/* the workers answer what is queued, then end */
+	pthread_mutex_lock(&c->qlock);
+	c->stop = 1;
+	pthread_cond_broadcast(&c->qcond);
+	pthread_mutex_unlock(&c->qlock);
+	for (i = 0; i < n_workers; i++)
+		pthread_join(workers[i], NULL);
 	if (c->subscribed)
 		hs_agent_unsubscribe(&c->sink);
 	if (c->why)
 		hs_warn("%s: closing connection: %s", label, c->why);
+	else if (c->dead)
+		hs_warn("%s: closing connection: write failed", label);
 	else
 		hs_info("%s: disconnected", label);
 	for (i = 0; i < MAX_HANDLES; i++)
 		if (c->fds[i] >= 0)
 			close(c->fds[i]);
+	pthread_mutex_destroy(&c->wlock);
+	pthread_mutex_destroy(&c->fhlock);
+	pthread_mutex_destroy(&c->qlock);
+	pthread_cond_destroy(&c->qcond);
+	pthread_cond_destroy(&c->qspace);
 out:
-	if (c && c->a) {
-		pthread_mutex_destroy(&c->wlock);
-	}
-	if (c) {
+	if (c)
 		free(c->wire);
-		free(c->raw);
-		free(c->zbuf);
-		hs_pbuf_release(&c->out);
-	}
+	hs_pbuf_release(&tl.out);
+	free(tl.zbuf);
+	tl.zbuf = NULL;
+	tl.zcap = 0;
 	free(c);
-	free(q);
 	close(rfd);
 	if (wfd != rfd)
 		close(wfd);
