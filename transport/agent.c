@@ -72,6 +72,7 @@ struct agent_tr {
 	int reader_started;
 	pthread_t reader;
 	uint64_t bytes_out, bytes_in; /* on the wire; protected by lock */
+	struct hs_ssh_stream *ssh;    /* HS_TR_AGENT_SSH: the channel pump */
 	hs_tr_notify_fn notify;    /* set before the reader starts */
 	void *notify_arg;
 };
@@ -990,6 +991,7 @@ static void ag_close(struct hs_transport *t)
 		shutdown(s->fd, SHUT_RDWR);
 	if (s->reader_started)
 		pthread_join(s->reader, NULL);
+	hs_ssh_stream_free(s->ssh); /* ends the ssh session */
 	hs_info("agent: closed (%llu bytes sent, %llu received)",
 		(unsigned long long)s->bytes_out,
 		(unsigned long long)s->bytes_in);
@@ -1187,6 +1189,7 @@ int hs_agent_open(const struct hs_tr_config *cfg, hs_deadline_t dl,
 		  struct hs_transport **ret, char *err, size_t errlen)
 {
 	const char *root = cfg->root;
+	struct hs_ssh_stream *ssh = NULL;
 	struct agent_tr *s;
 	struct hs_attr a;
 	hs_deadline_t cdl = dl;
@@ -1226,7 +1229,7 @@ int hs_agent_open(const struct hs_tr_config *cfg, hs_deadline_t dl,
 			snprintf(err, errlen, "out of memory");
 			return -ENOMEM;
 		}
-		fd = hs_ssh_exec_stream(cfg, cmd, cdl, err, errlen);
+		fd = hs_ssh_exec_stream(cfg, cmd, cdl, err, errlen, &ssh);
 		free(cmd);
 		root = ""; /* the agent's --root is the folder itself */
 		break;
@@ -1239,6 +1242,8 @@ int hs_agent_open(const struct hs_tr_config *cfg, hs_deadline_t dl,
 		return fd;
 	s = calloc(1, sizeof(*s));
 	if (!s || set_root(s, root) < 0) {
+		shutdown(fd, SHUT_RDWR);
+		hs_ssh_stream_free(ssh);
 		close(fd);
 		free(s);
 		snprintf(err, errlen, "out of memory");
@@ -1247,6 +1252,7 @@ int hs_agent_open(const struct hs_tr_config *cfg, hs_deadline_t dl,
 	s->base.ops = &agent_ops;
 	s->base.remote_uid = s->base.remote_gid = (uint32_t)-1;
 	s->fd = fd;
+	s->ssh = ssh;
 	s->files.next = s->files.prev = &s->files;
 	s->notify = cfg->agent_notify;
 	s->notify_arg = cfg->agent_notify_arg;

@@ -1937,10 +1937,11 @@ out_close:
 
 /* ---- a command's stdin/stdout as a local stream ---- */
 
-struct pump {
+struct hs_ssh_stream {
 	struct sftp_tr *s;
 	LIBSSH2_CHANNEL *ch;
 	int fd; /* our end of the socketpair */
+	pthread_t th;
 };
 
 /* Moves bytes between the exec channel and the socketpair until either
@@ -1948,7 +1949,7 @@ struct pump {
  * logged line by line. */
 static void *pump_main(void *arg)
 {
-	struct pump *p = arg;
+	struct hs_ssh_stream *p = arg;
 	struct sftp_tr *s = p->s;
 	char up[65536], down[65536], errbuf[1024];
 	size_t up_len = 0, up_off = 0, err_len = 0;
@@ -2046,8 +2047,15 @@ static void *pump_main(void *arg)
 	}
 	s->base.broken = 1; /* the session goes away without a goodbye */
 	sftp_close(&s->base);
-	free(p);
 	return NULL;
+}
+
+void hs_ssh_stream_free(struct hs_ssh_stream *p)
+{
+	if (!p)
+		return;
+	pthread_join(p->th, NULL);
+	free(p);
 }
 
 static int open_exec(struct sftp_tr *s, const char *cmd, hs_deadline_t dl,
@@ -2077,15 +2085,16 @@ static int open_exec(struct sftp_tr *s, const char *cmd, hs_deadline_t dl,
 }
 
 int hs_ssh_exec_stream(const struct hs_tr_config *cfg, const char *cmd,
-		       hs_deadline_t dl, char *err, size_t errlen)
+		       hs_deadline_t dl, char *err, size_t errlen,
+		       struct hs_ssh_stream **ret)
 {
 	struct conn c = { .cfg = cfg, .err = err, .errlen = errlen };
-	struct pump *p = NULL;
+	struct hs_ssh_stream *p = NULL;
 	struct sftp_tr *s;
 	LIBSSH2_CHANNEL *ch = NULL;
-	pthread_t th;
 	int sp[2], r;
 
+	*ret = NULL;
 	r = ssh_connect(cfg, dl, &c, &s);
 	if (r < 0)
 		return r;
@@ -2110,15 +2119,15 @@ int hs_ssh_exec_stream(const struct hs_tr_config *cfg, const char *cmd,
 	p->s = s;
 	p->ch = ch;
 	p->fd = sp[1];
-	if (pthread_create(&th, NULL, pump_main, p)) {
+	if (pthread_create(&p->th, NULL, pump_main, p)) {
 		close(sp[0]);
 		close(sp[1]);
 		free(p);
 		r = conn_err(&c, -EAGAIN, "cannot start a thread");
 		goto fail;
 	}
-	pthread_detach(th);
 	fcntl(sp[0], F_SETFL, O_NONBLOCK);
+	*ret = p;
 	return sp[0];
 
 fail:
