@@ -21,7 +21,8 @@
 #define HS_ROOT_INO 1ULL
 
 enum { HS_BG_LIST = 0, HS_BG_REVALIDATE = 1 };
-#define HS_BG_MAX 16 /* background refreshes at once */
+#define HS_BG_MAX 16 /* background refreshes queued or running at once */
+#define HS_BG_WORKERS 3 /* threads that run them */
 
 /* ---- meta.c: the sqlite database ---- */
 
@@ -234,13 +235,16 @@ struct hs_cache {
 	int have_statfs;
 	struct hs_dir *dirs;        /* open directory snapshots */
 
-	/* refreshes running in the background (bg.c); bg_lock is a leaf */
+	/* refreshes done in the background (bg.c); bg_lock is a leaf */
 	pthread_mutex_t bg_lock;
 	pthread_cond_t bg_cond;     /* one finished */
-	int bg_stop, bg_running;
+	pthread_cond_t bg_work;     /* one was queued, or stop */
+	int bg_stop, bg_nworkers;
+	pthread_t bg_thread[HS_BG_WORKERS];
 	struct {
-		uint64_t ino;       /* 0: free */
+		uint64_t ino;
 		int kind;           /* HS_BG_* */
+		int state;          /* free, queued, running */
 	} bg[HS_BG_MAX];
 };
 

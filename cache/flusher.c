@@ -273,11 +273,63 @@ out:
 	return r;
 }
 
+/* New files up to this size go in one exchange where the wire offers
+ * put_file (the agent): create, data, mode, times and rename at once. */
+#define PUT_MAX (1u << 20)
+
+/* The whole snapshot as one buffer (blocks the guest never wrote are
+ * zeros) through hs_tr_put_file().  -ENOTSUP: the wire cannot. */
+static int put_whole(struct hs_cache *c, struct hs_transport *t,
+		     const char *path, struct snap *s, uint64_t *bytes)
+{
+	uint64_t nblocks = (s->size + HS_BLOCK - 1) / HS_BLOCK, b = 0, e;
+	char *buf = calloc(1, s->size ? s->size : 1);
+	int r = 0;
+
+	if (!buf)
+		return -ENOMEM;
+	while (b < nblocks) {
+		uint64_t off, len;
+		ssize_t n;
+
+		b = hs_bitmap_next_set(&s->f->writing, b, nblocks);
+		if (b == HS_BITMAP_NONE)
+			break;
+		e = hs_bitmap_next_clear(&s->f->writing, b, nblocks);
+		if (e == HS_BITMAP_NONE)
+			e = nblocks;
+		off = b * HS_BLOCK;
+		len = HS_MIN(e * HS_BLOCK, s->size) - off;
+		n = pread(s->f->fd, buf + off, len, (off_t)off);
+		if (n < 0) {
+			r = -errno;
+			goto out;
+		}
+		b = e;
+	}
+	r = hs_tr_put_file(t, path, s->mode & 07777, s->atime, s->mtime, 0, buf,
+			   s->size, NULL, call_dl(c));
+	if (r == 0) {
+		*bytes += s->size;
+		r = send_owner(c, t, path, s);
+	}
+out:
+	free(buf);
+	return r;
+}
+
 static int send_create(struct hs_cache *c, struct hs_transport *t,
 		       const struct hs_jentry *e, struct snap *s, uint64_t *bytes)
 {
+	int r;
+
 	if (s->nlink == 0)
 		return 0;
+	if (t->ops->put_file && s->size <= PUT_MAX) {
+		r = put_whole(c, t, e->path, s, bytes);
+		if (r != -ENOTSUP && r != -EFBIG)
+			return r;
+	}
 	/* only what the guest wrote: the rest of a new file is holes, which
 	 * the final size leaves as zeros (a 10 GiB sparse file costs nothing) */
 	return upload_file(c, t, e->path, s, &s->f->writing, bytes);
@@ -423,6 +475,26 @@ static int send_setattr(struct hs_cache *c, struct hs_transport *t,
 	return r == -ENOENT ? 0 : r;
 }
 
+/* Non-zero when the guest holds no name of @ino any more.  A file created
+ * and linked, whose every name is then removed, is not uploaded (see
+ * send_create()): its LINK row then finds no source on the host. */
+static int guest_gone(struct hs_cache *c, uint64_t ino)
+{
+	struct hs_inode x;
+	int gone, r;
+
+	pthread_mutex_lock(&c->db_lock);
+	r = hs_meta_get_inode(c, ino, &x);
+	if (r < 0) {
+		gone = r == -ENOENT;
+	} else {
+		gone = x.nlink == 0;
+		hs_inode_release(&x);
+	}
+	pthread_mutex_unlock(&c->db_lock);
+	return gone;
+}
+
 static int send_simple(struct hs_cache *c, struct hs_transport *t,
 		       const struct hs_jentry *e, struct snap *s)
 {
@@ -493,6 +565,8 @@ static int send_simple(struct hs_cache *c, struct hs_transport *t,
 		return r;
 	case HS_J_LINK:
 		r = hs_tr_link(t, e->path, e->path2, call_dl(c));
+		if (r == -ENOENT && guest_gone(c, e->ino))
+			r = 0; /* never sent: every guest name went meanwhile */
 		return r == -EEXIST ? 0 : r;
 	case HS_J_SETATTR:
 		return send_setattr(c, t, e, s);

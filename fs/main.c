@@ -198,7 +198,7 @@ static int run(const struct hs_opts *o, struct hs_fs *fs,
 	signal(SIGPIPE, SIG_IGN);
 
 	memset(&tr, 0, sizeof(tr));
-	tr.kind = HS_TR_SFTP;
+	tr.kind = o->kind;
 	tr.host = o->host;
 	tr.port = o->port;
 	tr.user = o->user;
@@ -209,6 +209,9 @@ static int run(const struct hs_opts *o, struct hs_fs *fs,
 	tr.connect_timeout_ms = o->connect_timeout_ms;
 	tr.keepalive_s = o->keepalive_s;
 	tr.use_agent = 1;
+	tr.token_file = o->token_file;
+	tr.agent_command = o->agent_command;
+	tr.no_compression = !o->compression;
 
 	memset(&cc, 0, sizeof(cc));
 	cc.dial = NULL;

@@ -188,12 +188,98 @@ static int parse_bool(const char *s, int *ret)
 
 /* ---- SOURCE ---- */
 
-/* [user@]host:[dir], host may be "[v6 address]". */
+/* "HOST:PORT[/dir]" after "tcp://" or "CID:PORT[/dir]" after "vsock://";
+ * HOST may be "[v6 address]". */
+static int parse_agent_net(struct hs_opts *o, const char *s, const char *rest,
+			   char *err, size_t errlen)
+{
+	const char *host = rest, *host_end, *port, *dir;
+	char pbuf[16];
+	size_t n;
+	int r;
+
+	if (*host == '[') {
+		host_end = strchr(host, ']');
+		if (!host_end || host_end[1] != ':')
+			goto bad;
+		host++;
+		port = host_end + 2;
+	} else {
+		host_end = strchr(host, ':');
+		if (!host_end)
+			goto bad;
+		port = host_end + 1;
+	}
+	if (host_end == host)
+		goto bad;
+	dir = strchrnul(port, '/');
+	n = (size_t)(dir - port);
+	if (!n || n >= sizeof(pbuf))
+		goto bad;
+	memcpy(pbuf, port, n);
+	pbuf[n] = '\0';
+	if (parse_int(pbuf, o->kind == HS_TR_AGENT_VSOCK ? 0 : 1,
+		      o->kind == HS_TR_AGENT_VSOCK ? INT32_MAX : 65535,
+		      &o->port) < 0)
+		return fail(err, errlen, "source '%s' has a bad port", s);
+	if ((r = set_str(&o->source, s, strlen(s))) < 0 ||
+	    (r = set_str(&o->host, host, (size_t)(host_end - host))) < 0 ||
+	    (r = set_str(&o->dir, dir, strlen(dir))) < 0)
+		return r;
+	if (o->kind == HS_TR_AGENT_VSOCK) {
+		long long cid;
+
+		if (parse_ll(o->host, 0, UINT32_MAX, &cid) < 0)
+			return fail(err, errlen,
+				    "source '%s' has a bad vsock cid", s);
+	}
+	return 0;
+bad:
+	return fail(err, errlen, "source '%s' is malformed (expected %s)", s,
+		    o->kind == HS_TR_AGENT_VSOCK ? "vsock://CID:PORT/dir" :
+						   "tcp://HOST:PORT/dir");
+}
+
+/* "unix:/path/to.sock[:/dir]" */
+static int parse_agent_unix(struct hs_opts *o, const char *s, char *err,
+			    size_t errlen)
+{
+	const char *path = s + 5, *colon = strrchr(path, ':');
+	const char *dir = colon ? colon + 1 : "";
+	size_t n = colon ? (size_t)(colon - path) : strlen(path);
+	int r;
+
+	if (!n)
+		return fail(err, errlen, "source '%s' names no socket "
+				"(expected unix:/path/to.sock:/dir)", s);
+	if ((r = set_str(&o->source, s, strlen(s))) < 0 ||
+	    (r = set_str(&o->host, path, n)) < 0 ||
+	    (r = set_str(&o->dir, dir, strlen(dir))) < 0)
+		return r;
+	o->port = 0;
+	return 0;
+}
+
+/* [user@]host:[dir], host may be "[v6 address]"; or an agent source. */
 static int parse_source(struct hs_opts *o, const char *s, char *err,
 			size_t errlen)
 {
 	const char *at = NULL, *host, *host_end, *dir, *p;
 	int r;
+
+	if (!strncmp(s, "tcp://", 6)) {
+		o->kind = HS_TR_AGENT_TCP;
+		return parse_agent_net(o, s, s + 6, err, errlen);
+	}
+	if (!strncmp(s, "vsock://", 8)) {
+		o->kind = HS_TR_AGENT_VSOCK;
+		return parse_agent_net(o, s, s + 8, err, errlen);
+	}
+	if (!strncmp(s, "unix:", 5)) {
+		o->kind = HS_TR_AGENT_UNIX;
+		return parse_agent_unix(o, s, err, errlen);
+	}
+	o->kind = HS_TR_SFTP;
 
 	/* A user name never holds ':' or '[', so the last '@' before either
 	 * ends it; a '@' in the dir part is left alone. */
@@ -298,6 +384,8 @@ static int apply_option(struct hs_opts *o, const char *opt, char *err,
 		{ "ro", FLAG }, { "rw", FLAG }, { "max_threads", VALUE },
 		{ "offline", VALUE }, { "loglevel", VALUE },
 		{ "fsname", VALUE }, { "subtype", VALUE },
+		{ "token_file", VALUE }, { "compression", VALUE },
+		{ "agent", FLAG }, { "agent_command", VALUE },
 	};
 	char name[64];
 	const char *eq = strchr(opt, '='), *v = eq ? eq + 1 : NULL;
@@ -430,6 +518,20 @@ static int apply_option(struct hs_opts *o, const char *opt, char *err,
 			r = -EINVAL;
 		else if (set_str(&o->fsname, v, strlen(v)) < 0)
 			return -ENOMEM;
+	} else if (!strcmp(name, "token_file")) {
+		if (!*v)
+			r = -EINVAL;
+		else if (set_path(&o->token_file, v) < 0)
+			return -ENOMEM;
+	} else if (!strcmp(name, "compression")) {
+		r = parse_bool(v, &o->compression);
+	} else if (!strcmp(name, "agent")) {
+		o->agent_ssh = 1;
+	} else if (!strcmp(name, "agent_command")) {
+		if (!*v)
+			r = -EINVAL;
+		else if (set_str(&o->agent_command, v, strlen(v)) < 0)
+			return -ENOMEM;
 	} else if (!strcmp(name, "subtype")) {
 		if (!*v)
 			r = -EINVAL;
@@ -493,6 +595,8 @@ static void init_defaults(struct hs_opts *o)
 	o->gid = -1;
 	o->umask = -1;
 	o->max_threads = 10;
+	o->kind = HS_TR_SFTP;
+	o->compression = 1;
 }
 
 int hs_opts_parse(int argc, char **argv, struct hs_opts *o, char *err,
@@ -561,6 +665,15 @@ int hs_opts_parse(int argc, char **argv, struct hs_opts *o, char *err,
 	r = set_str(&o->mountpoint, pos[1], strlen(pos[1]));
 	if (r < 0)
 		return r;
+	if (o->agent_ssh && o->kind != HS_TR_SFTP)
+		return fail(err, errlen, "option 'agent' applies to ssh "
+				"sources ([user@]host:dir) only");
+	if (o->token_file && (o->kind == HS_TR_SFTP ||
+			      o->kind == HS_TR_AGENT_VSOCK))
+		return fail(err, errlen, "option 'token_file' applies to "
+				"tcp:// and unix: sources only");
+	if (o->agent_ssh)
+		o->kind = HS_TR_AGENT_SSH;
 	/* Other users get in only with the kernel checking permissions
 	 * (hostshare checks none itself), unless explicitly turned off. */
 	if (o->allow_other && !o->no_default_permissions)
@@ -709,10 +822,17 @@ int hs_opts_cache_folder(const struct hs_opts *o, char *buf, size_t size,
 void hs_opts_print_help(FILE *f)
 {
 	fputs(
-"usage: hostshare [options] [user@]host:[dir] MOUNTPOINT\n"
+"usage: hostshare [options] SOURCE MOUNTPOINT\n"
 "\n"
-"Mounts a folder of a host over SSH/SFTP.  Every operation is answered from\n"
-"a local cache; changes reach the host in the background.\n"
+"Mounts a folder of a host over SSH/SFTP or the hostshare agent protocol.\n"
+"Every operation is answered from a local cache; changes reach the host in\n"
+"the background.\n"
+"\n"
+"SOURCE:\n"
+"  [user@]host:[dir]        SFTP over SSH\n"
+"  tcp://HOST:PORT/dir      a hostshare-agent listening on TCP\n"
+"  unix:/path/to.sock:/dir  a hostshare-agent listening on a unix socket\n"
+"  vsock://CID:PORT/dir     a hostshare-agent listening on vsock\n"
 "\n"
 "options:\n"
 "  -h, --help               show this help and exit\n"
@@ -755,6 +875,11 @@ void hs_opts_print_help(FILE *f)
 "  offline=yes|no           start offline when the host is unreachable and\n"
 "                           the cache holds the folder (yes)\n"
 "  loglevel=LEVEL           error|warning|notice|info|debug (notice)\n"
+"  agent                    ssh sources: run hostshare-agent on the host\n"
+"                           through ssh instead of using SFTP\n"
+"  agent_command=PATH       the agent program on the host (hostshare-agent)\n"
+"  token_file=PATH          agent token (tcp:// and unix: sources)\n"
+"  compression=yes|no       lz4 on the agent protocol (yes)\n"
 "  fsname=NAME, subtype=NAME\n"
 "                           names shown by mount and df (SOURCE, hostshare)\n"
 "\n"
@@ -778,5 +903,7 @@ void hs_opts_release(struct hs_opts *o)
 	free(o->cache_root);
 	free(o->fsname);
 	free(o->subtype);
+	free(o->token_file);
+	free(o->agent_command);
 	memset(o, 0, sizeof(*o));
 }

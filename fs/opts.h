@@ -16,12 +16,22 @@
 
 struct hs_opts {
 	/* ---- what to mount where ---- */
-	char *source;      /* SOURCE exactly as written: "[user@]host:[dir]" */
+	char *source;      /* SOURCE exactly as written: "[user@]host:[dir]",
+			    * "tcp://HOST:PORT/dir", "unix:/sock:/dir" or
+			    * "vsock://CID:PORT/dir" */
+	enum hs_tr_kind kind; /* HS_TR_SFTP, or HS_TR_AGENT_* by SOURCE */
 	char *mountpoint;  /* MOUNTPOINT as written */
 	char *user;        /* from SOURCE; NULL: the local user name */
-	char *host;        /* from SOURCE, brackets of "[::1]" removed */
+	char *host;        /* from SOURCE, brackets of "[::1]" removed; the
+			    * socket path for unix:, the CID for vsock:// */
 	char *dir;         /* from SOURCE; "": the login folder */
-	int port;          /* -p / port=; 22 */
+	int port;          /* -p / port=; 22; agent sources: from SOURCE */
+
+	/* ---- agent ---- */
+	char *token_file;  /* token_file= (absolute) or NULL */
+	int compression;   /* compression=yes|no; yes (agent sources) */
+	int agent_ssh;     /* -o agent: start hostshare-agent over ssh */
+	char *agent_command; /* agent_command=; NULL: "hostshare-agent" */
 
 	/* ---- program ---- */
 	int foreground;    /* -f or -d: stay attached, log to stderr */

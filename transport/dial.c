@@ -27,6 +27,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/un.h>
+#include <linux/vm_sockets.h>
 #include <unistd.h>
 
 void hs_dial_hostport(char *buf, size_t size, const char *host, int port)
@@ -272,4 +274,59 @@ int hs_dial_tcp(const char *host, int port, hs_deadline_t dl, char *err,
 	errtext(why, sizeof(why), -r);
 	snprintf(err, errlen, "cannot connect to '%s': %s", hp, why);
 	return r;
+}
+
+/* Connects a fresh non-blocking socket of @family to @sa; shared by the
+ * unix and vsock dialers. */
+static int dial_sockaddr(int family, const struct sockaddr *sa,
+			 socklen_t salen, const char *what, hs_deadline_t dl,
+			 char *err, size_t errlen)
+{
+	char why[128];
+	int fd, r;
+
+	fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		r = -errno;
+		errtext(why, sizeof(why), -r);
+		snprintf(err, errlen, "cannot connect to '%s': %s", what, why);
+		return r;
+	}
+	r = connect_addr(fd, sa, salen, dl);
+	if (r == 0)
+		return fd;
+	close(fd);
+	errtext(why, sizeof(why), -r);
+	snprintf(err, errlen, "cannot connect to '%s': %s", what, why);
+	/* a missing socket file is "nobody listens there" */
+	return r == -ENOENT ? -ECONNREFUSED : r;
+}
+
+int hs_dial_unix(const char *path, hs_deadline_t dl, char *err,
+		 size_t errlen)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	char what[sizeof(sa.sun_path) + 8];
+
+	if (!path || !*path || strlen(path) >= sizeof(sa.sun_path)) {
+		snprintf(err, errlen, "invalid unix socket path '%s'",
+			 path ? path : "");
+		return -EINVAL;
+	}
+	strcpy(sa.sun_path, path);
+	snprintf(what, sizeof(what), "unix:%s", path);
+	return dial_sockaddr(AF_UNIX, (const struct sockaddr *)&sa, sizeof(sa),
+			     what, dl, err, errlen);
+}
+
+int hs_dial_vsock(unsigned cid, unsigned port, hs_deadline_t dl, char *err,
+		  size_t errlen)
+{
+	struct sockaddr_vm sa = { .svm_family = AF_VSOCK, .svm_cid = cid,
+				  .svm_port = port };
+	char what[64];
+
+	snprintf(what, sizeof(what), "vsock:%u:%u", cid, port);
+	return dial_sockaddr(AF_VSOCK, (const struct sockaddr *)&sa, sizeof(sa),
+			     what, dl, err, errlen);
 }

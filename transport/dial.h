@@ -10,9 +10,9 @@
  * does not resolve: the link class, so the owner retries with backoff),
  * -ENETUNREACH, -ENOMEM, -EINVAL.
  *
- * TCP is the only dialer today; vsock and unix sockets (the agent's wires)
- * get hs_dial_vsock()/hs_dial_unix() beside it, sharing the connect-and-
- * poll step in dial.c.
+ * TCP, unix sockets and vsock (the agent's wires) share the connect-and-
+ * poll step in dial.c.  A unix socket file that does not exist gives
+ * -ECONNREFUSED (nobody listens), like a closed port.
  *
  * Thread model: any thread; no shared state.  A name lookup runs on a
  * short-lived helper thread so that a slow resolver cannot hold the caller
@@ -30,6 +30,14 @@
  * The socket has TCP_NODELAY and SO_KEEPALIVE set. */
 int hs_dial_tcp(const char *host, int port, hs_deadline_t dl, char *err,
 		size_t errlen);
+
+/* Connects to the unix socket at @path. */
+int hs_dial_unix(const char *path, hs_deadline_t dl, char *err,
+		 size_t errlen);
+
+/* Connects to vsock @cid:@port (-ENODEV/-EAFNOSUPPORT without vsock). */
+int hs_dial_vsock(unsigned cid, unsigned port, hs_deadline_t dl, char *err,
+		  size_t errlen);
 
 /* Formats "host:port", or "[v6addr]:port" for a host containing ':', into
  * @buf; used by dialers and transports for messages. */

@@ -3,8 +3,7 @@
  * the process-wide library setup.
  *
  * Each wire provides one constructor with the hs_tr_open() signature
- * (hs_sftp_open() in sftp.c; the agent wire adds hs_agent_open() and a case
- * below).  The constructor owns all of the connect sequence and fills @err
+ * (hs_sftp_open() in sftp.c, hs_agent_open() in agent.c).  The constructor owns all of the connect sequence and fills @err
  * with the single user-facing line; this file only validates and
  * dispatches.
  *
@@ -26,6 +25,7 @@
 
 #include <libssh2.h>
 
+#include "agent_i.h"
 #include "sftp_i.h"
 
 int hs_tr_open(const struct hs_tr_config *cfg, hs_deadline_t dl,
@@ -50,6 +50,11 @@ int hs_tr_open(const struct hs_tr_config *cfg, hs_deadline_t dl,
 	switch (cfg->kind) {
 	case HS_TR_SFTP:
 		return hs_sftp_open(cfg, dl, ret, err, errlen);
+	case HS_TR_AGENT_TCP:
+	case HS_TR_AGENT_UNIX:
+	case HS_TR_AGENT_VSOCK:
+	case HS_TR_AGENT_SSH:
+		return hs_agent_open(cfg, dl, ret, err, errlen);
 	}
 	snprintf(err, errlen, "unknown transport kind %d", (int)cfg->kind);
 	return -EINVAL;

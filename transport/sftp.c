@@ -1827,34 +1827,36 @@ out_link:
 	return conn_err(c, r, "%s", s->base.last_error);
 }
 
-int hs_sftp_open(const struct hs_tr_config *cfg, hs_deadline_t dl,
-		 struct hs_transport **ret, char *err, size_t errlen)
+/* Dials, shakes hands, checks the host key and logs in: the part of
+ * connecting that the SFTP wire and the agent's ssh exec channel share.
+ * On success *ret owns a logged-in session; on failure it is NULL. */
+static int ssh_connect(const struct hs_tr_config *cfg, hs_deadline_t dl,
+		       struct conn *c, struct sftp_tr **ret)
 {
-	struct conn c = { .cfg = cfg, .err = err, .errlen = errlen };
 	hs_deadline_t cdl = dl;
 	struct sftp_tr *s;
 	int r, port;
 
 	*ret = NULL;
 	if (!cfg->host || !*cfg->host)
-		return conn_err(&c, -EINVAL, "no host given");
+		return conn_err(c, -EINVAL, "no host given");
 	port = cfg->port > 0 ? cfg->port : 22;
 	if (cfg->connect_timeout_ms > 0)
 		cdl = HS_MIN(dl, hs_deadline_in_ms(cfg->connect_timeout_ms));
-	r = local_user(&c);
-	c.user = cfg->user && *cfg->user ? cfg->user : c.pw.pw_name;
-	if (!c.user)
-		return conn_err(&c, r < 0 ? r : -EINVAL,
+	r = local_user(c);
+	c->user = cfg->user && *cfg->user ? cfg->user : c->pw.pw_name;
+	if (!c->user)
+		return conn_err(c, r < 0 ? r : -EINVAL,
 				"cannot find the local user name");
 	if (port == 22)
-		snprintf(c.hostspec, sizeof(c.hostspec), "%s", cfg->host);
+		snprintf(c->hostspec, sizeof(c->hostspec), "%s", cfg->host);
 	else
-		snprintf(c.hostspec, sizeof(c.hostspec), "[%s]:%d", cfg->host,
+		snprintf(c->hostspec, sizeof(c->hostspec), "[%s]:%d", cfg->host,
 			 port);
 
 	s = calloc(1, sizeof(*s));
 	if (!s)
-		return conn_err(&c, -ENOMEM, "out of memory");
+		return conn_err(c, -ENOMEM, "out of memory");
 	s->base.ops = &sftp_ops;
 	s->base.remote_uid = (uint32_t)-1;
 	s->base.remote_gid = (uint32_t)-1;
@@ -1866,30 +1868,52 @@ int hs_sftp_open(const struct hs_tr_config *cfg, hs_deadline_t dl,
 	s->mem.next = s->mem.prev = &s->mem;
 	hs_dial_hostport(s->where, sizeof(s->where), cfg->host, port);
 
-	r = hs_dial_tcp(cfg->host, port, cdl, err, errlen);
+	r = hs_dial_tcp(cfg->host, port, cdl, c->err, c->errlen);
 	if (r < 0)
 		goto out_close;
 	s->fd = r;
 	s->sess = libssh2_session_init_ex(mem_alloc, mem_free, mem_realloc, s);
 	if (!s->sess) {
-		r = conn_err(&c, -ENOMEM, "out of memory");
+		r = conn_err(c, -ENOMEM, "out of memory");
 		goto out_close;
 	}
 	libssh2_session_set_blocking(s->sess, 0);
 
-	r = handshake(s, &c, cdl);
+	r = handshake(s, c, cdl);
 	if (r < 0)
 		goto out_broken;
-	r = check_hostkey(s, &c);
+	r = check_hostkey(s, c);
 	if (r < 0)
 		goto out_close;
-	r = authenticate(s, &c, cdl);
+	r = authenticate(s, c, cdl);
 	if (r < 0)
 		goto out_broken;
 	if (cfg->keepalive_s > 0) {
 		libssh2_keepalive_config(s->sess, 1, (unsigned)cfg->keepalive_s);
 		s->keepalive = 1;
 	}
+	*ret = s;
+	return 0;
+
+out_broken:
+	s->base.broken = 1; /* mid-protocol: no polite goodbye */
+out_close:
+	snprintf(s->base.last_error, sizeof(s->base.last_error), "%s", c->err);
+	sftp_close(&s->base);
+	return r;
+}
+
+int hs_sftp_open(const struct hs_tr_config *cfg, hs_deadline_t dl,
+		 struct hs_transport **ret, char *err, size_t errlen)
+{
+	struct conn c = { .cfg = cfg, .err = err, .errlen = errlen };
+	struct sftp_tr *s;
+	int r;
+
+	*ret = NULL;
+	r = ssh_connect(cfg, dl, &c, &s);
+	if (r < 0)
+		return r;
 	r = start_sftp(s, dl);
 	if (r < 0) {
 		r = conn_err(&c, s->base.broken ? -ETIMEDOUT : -EPROTO,
@@ -1907,6 +1931,209 @@ out_broken:
 	s->base.broken = 1; /* mid-protocol: no polite goodbye */
 out_close:
 	snprintf(s->base.last_error, sizeof(s->base.last_error), "%s", err);
+	sftp_close(&s->base);
+	return r;
+}
+
+/* ---- a command's stdin/stdout as a local stream ---- */
+
+struct hs_ssh_stream {
+	struct sftp_tr *s;
+	LIBSSH2_CHANNEL *ch;
+	int fd; /* our end of the socketpair */
+	pthread_t th;
+};
+
+/* Moves bytes between the exec channel and the socketpair until either
+ * side ends, then frees the session.  The remote command's stderr is
+ * logged line by line. */
+static void *pump_main(void *arg)
+{
+	struct hs_ssh_stream *p = arg;
+	struct sftp_tr *s = p->s;
+	char up[65536], down[65536], errbuf[1024];
+	size_t up_len = 0, up_off = 0, err_len = 0;
+	int local_eof = 0, done = 0;
+
+	while (!done) {
+		struct pollfd pfd[2] = {
+			{ .fd = s->fd, .events = POLLIN },
+			{ .fd = p->fd, .events = 0 },
+		};
+		int dir = libssh2_session_block_directions(s->sess);
+		ssize_t n;
+		int next;
+
+		if (dir & LIBSSH2_SESSION_BLOCK_OUTBOUND)
+			pfd[0].events |= POLLOUT;
+		if (!local_eof && up_len == up_off)
+			pfd[1].events = POLLIN;
+		if (poll(pfd, 2, 1000) < 0 && errno != EINTR)
+			break;
+		if (s->keepalive)
+			libssh2_keepalive_send(s->sess, &next);
+		/* local -> remote */
+		if (!local_eof && up_len == up_off && (pfd[1].revents & (POLLIN | POLLHUP | POLLERR))) {
+			n = read(p->fd, up, sizeof(up));
+			if (n > 0) {
+				up_len = (size_t)n;
+				up_off = 0;
+			} else if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
+				local_eof = 1; /* the transport closed */
+				break;
+			}
+		}
+		while (up_off < up_len) {
+			n = libssh2_channel_write(p->ch, up + up_off,
+						  up_len - up_off);
+			if (n == LIBSSH2_ERROR_EAGAIN)
+				break;
+			if (n < 0) {
+				done = 1;
+				break;
+			}
+			up_off += (size_t)n;
+		}
+		if (up_off == up_len)
+			up_len = up_off = 0;
+		/* remote -> local (blocking writes: the reader always reads) */
+		for (;;) {
+			n = libssh2_channel_read(p->ch, down, sizeof(down));
+			if (n == LIBSSH2_ERROR_EAGAIN)
+				break;
+			if (n <= 0) {
+				done = 1;
+				break;
+			}
+			if (send(p->fd, down, (size_t)n, MSG_NOSIGNAL) != n) {
+				done = 1;
+				break;
+			}
+		}
+		for (;;) {
+			char *nl;
+
+			n = libssh2_channel_read_stderr(
+				p->ch, errbuf + err_len, sizeof(errbuf) - 1 - err_len);
+			if (n <= 0)
+				break;
+			err_len += (size_t)n;
+			errbuf[err_len] = '\0';
+			while ((nl = strchr(errbuf, '\n'))) {
+				*nl = '\0';
+				hs_warn("%s: %s", s->where, errbuf);
+				err_len -= (size_t)(nl + 1 - errbuf);
+				memmove(errbuf, nl + 1, err_len + 1);
+			}
+			if (err_len == sizeof(errbuf) - 1)
+				err_len = 0;
+		}
+		if (libssh2_channel_eof(p->ch))
+			done = 1;
+	}
+	if (err_len) {
+		errbuf[err_len] = '\0';
+		hs_warn("%s: %s", s->where, errbuf);
+	}
+	/* wakes the transport's reader with end of stream */
+	shutdown(p->fd, SHUT_RDWR);
+	close(p->fd);
+	{
+		hs_deadline_t dl = hs_deadline_in_ms(CLOSE_GRACE_MS);
+
+		while (libssh2_channel_free(p->ch) == LIBSSH2_ERROR_EAGAIN &&
+		       !hs_deadline_passed(dl))
+			;
+	}
+	s->base.broken = 1; /* the session goes away without a goodbye */
+	sftp_close(&s->base);
+	return NULL;
+}
+
+void hs_ssh_stream_free(struct hs_ssh_stream *p)
+{
+	if (!p)
+		return;
+	pthread_join(p->th, NULL);
+	free(p);
+}
+
+static int open_exec(struct sftp_tr *s, const char *cmd, hs_deadline_t dl,
+		     LIBSSH2_CHANNEL **ret)
+{
+	LIBSSH2_CHANNEL *ch;
+	int rc;
+
+	NB_PTR(ch, libssh2_channel_open_session(s->sess));
+	if (!ch)
+		return -EPROTO;
+	for (;;) {
+		rc = libssh2_channel_process_startup(ch, "exec", 4, cmd,
+						     (unsigned)strlen(cmd));
+		if (rc != LIBSSH2_ERROR_EAGAIN)
+			break;
+		rc = wait_socket(s, dl);
+		if (rc < 0)
+			break;
+	}
+	if (rc < 0) {
+		libssh2_channel_free(ch);
+		return rc == -ETIMEDOUT ? rc : -EPROTO;
+	}
+	*ret = ch;
+	return 0;
+}
+
+int hs_ssh_exec_stream(const struct hs_tr_config *cfg, const char *cmd,
+		       hs_deadline_t dl, char *err, size_t errlen,
+		       struct hs_ssh_stream **ret)
+{
+	struct conn c = { .cfg = cfg, .err = err, .errlen = errlen };
+	struct hs_ssh_stream *p = NULL;
+	struct sftp_tr *s;
+	LIBSSH2_CHANNEL *ch = NULL;
+	int sp[2], r;
+
+	*ret = NULL;
+	r = ssh_connect(cfg, dl, &c, &s);
+	if (r < 0)
+		return r;
+	r = open_exec(s, cmd, dl, &ch);
+	if (r < 0) {
+		conn_err(&c, r, "cannot start '%s' on '%s': %s", cmd, s->where,
+			 r == -ETIMEDOUT ? "timed out" : sess_msg(s));
+		goto fail;
+	}
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) < 0) {
+		r = conn_err(&c, -errno, "cannot create a socket pair: %s",
+			     strerror(errno));
+		goto fail;
+	}
+	p = calloc(1, sizeof(*p));
+	if (!p) {
+		close(sp[0]);
+		close(sp[1]);
+		r = conn_err(&c, -ENOMEM, "out of memory");
+		goto fail;
+	}
+	p->s = s;
+	p->ch = ch;
+	p->fd = sp[1];
+	if (pthread_create(&p->th, NULL, pump_main, p)) {
+		close(sp[0]);
+		close(sp[1]);
+		free(p);
+		r = conn_err(&c, -EAGAIN, "cannot start a thread");
+		goto fail;
+	}
+	fcntl(sp[0], F_SETFL, O_NONBLOCK);
+	*ret = p;
+	return sp[0];
+
+fail:
+	if (ch)
+		libssh2_channel_free(ch);
+	s->base.broken = 1;
 	sftp_close(&s->base);
 	return r;
 }

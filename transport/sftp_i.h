@@ -77,4 +77,18 @@ const char *hs_sftp_op_name(enum hs_sftp_op op);
 int hs_sftp_open(const struct hs_tr_config *cfg, hs_deadline_t dl,
 		 struct hs_transport **ret, char *err, size_t errlen);
 
+/* Logs in as for SFTP (same host key and authentication rules), runs @cmd
+ * in an exec channel and returns a local stream socket (non-blocking,
+ * close-on-exec) connected to the command's stdin/stdout by a helper
+ * thread (*ret); the command's stderr goes to the log.  The command ending
+ * shows as end of stream.  The owner shuts the socket down, then calls
+ * hs_ssh_stream_free(), which waits for the helper to end the session,
+ * then closes the socket.  Used by the agent wire for "-o agent".
+ * Returns the socket or -errno with a line in @err. */
+struct hs_ssh_stream;
+int hs_ssh_exec_stream(const struct hs_tr_config *cfg, const char *cmd,
+		       hs_deadline_t dl, char *err, size_t errlen,
+		       struct hs_ssh_stream **ret);
+void hs_ssh_stream_free(struct hs_ssh_stream *p);
+
 #endif

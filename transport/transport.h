@@ -172,6 +172,18 @@ struct hs_transport_ops {
 
 	/* Checks the link is alive with one round trip (keepalive probe). */
 	int (*ping)(struct hs_transport *t, hs_deadline_t dl);
+
+	/* Uploads a whole new file in one exchange: creates a temporary
+	 * file beside @path, writes @len bytes of @data, sets the permission
+	 * bits of @mode and both times, and renames it onto @path
+	 * (HS_RENAME_NOREPLACE: -EEXIST if @path exists).  Readers see the
+	 * old file or the whole new one.  Fills @ret (may be NULL) with the
+	 * new file's attributes.  May be NULL (-ENOTSUP); -EFBIG when @len
+	 * is beyond what one exchange carries (use open/pwrite then). */
+	int (*put_file)(struct hs_transport *t, const char *path,
+			uint32_t mode, int64_t atime_ns, int64_t mtime_ns,
+			unsigned flags, const void *data, size_t len,
+			struct hs_attr *ret, hs_deadline_t dl);
 };
 
 struct hs_transport {
@@ -186,7 +198,18 @@ struct hs_transport {
 /* How to reach a host folder.  Strings are borrowed by hs_tr_open(). */
 enum hs_tr_kind {
 	HS_TR_SFTP = 1,
+	HS_TR_AGENT_TCP = 2,   /* host, port */
+	HS_TR_AGENT_UNIX = 3,  /* host = socket path */
+	HS_TR_AGENT_VSOCK = 4, /* host = CID in decimal, port */
+	HS_TR_AGENT_SSH = 5,   /* as HS_TR_SFTP, then "hostshare-agent --stdio
+				* --root ROOT" in an ssh exec channel */
 };
+
+/* Host change notifications of the agent wire (docs/protocol.md, NOTIFY):
+ * @kind is enum hs_proto_notify_kind, @path relative to the agent's root.
+ * Called on the transport's reader thread; must not call into the
+ * transport and should return quickly. */
+typedef void (*hs_tr_notify_fn)(void *arg, unsigned kind, const char *path);
 
 enum hs_tr_hostkey_policy {
 	HS_HOSTKEY_STRICT = 0,     /* StrictHostKeyChecking=yes */
@@ -206,6 +229,14 @@ struct hs_tr_config {
 	int connect_timeout_ms;  /* TCP connect + handshake + auth */
 	int keepalive_s;         /* SSH keepalive interval, 0: off */
 	int use_agent;           /* try ssh-agent ($SSH_AUTH_SOCK) first */
+
+	/* agent kinds */
+	const char *token_file;  /* token for tcp/unix agents; NULL: none */
+	const char *agent_command; /* HS_TR_AGENT_SSH: the agent program on
+				    * the host; NULL: "hostshare-agent" */
+	int no_compression;      /* do not offer lz4 */
+	hs_tr_notify_fn agent_notify; /* NULL: no notifications */
+	void *agent_notify_arg;
 };
 
 /* Opens a connection as @cfg says, within @dl.  On failure returns -errno and
@@ -330,6 +361,15 @@ static inline int hs_tr_statvfs(struct hs_transport *t, const char *p,
 				struct hs_statvfs *ret, hs_deadline_t dl)
 {
 	return HS_TR_CALL(t, statvfs, dl, p, ret);
+}
+static inline int hs_tr_put_file(struct hs_transport *t, const char *p,
+				 uint32_t mode, int64_t atime_ns,
+				 int64_t mtime_ns, unsigned flags,
+				 const void *data, size_t len,
+				 struct hs_attr *ret, hs_deadline_t dl)
+{
+	return HS_TR_CALL(t, put_file, dl, p, mode, atime_ns, mtime_ns, flags,
+			  data, len, ret);
 }
 static inline int hs_tr_ping(struct hs_transport *t, hs_deadline_t dl)
 {

@@ -3,6 +3,13 @@
 
   --mounter hostshare|sshfs   what the `mnt` fixture mounts (default
                               hostshare, from $HS_BUILD_DIR or ./build)
+  --transport sftp|agent-tcp|agent-unix|agent-ssh
+                              how hostshare reaches the host (default sftp):
+                              agent-* start one hostshare-agent for the
+                              session and mount tcp:// or unix: sources,
+                              agent-ssh mounts the sshd with -o agent;
+                              tests that talk to sshd themselves (their
+                              own ssh options, the fault proxy) are skipped
 
 Discipline (STYLE.md section 8):
  - each test gets its own host folder, mountpoint, cache folder and daemon
@@ -19,6 +26,7 @@ Discipline (STYLE.md section 8):
 """
 
 import faulthandler
+import inspect
 import os
 import re
 import shutil
@@ -34,7 +42,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "lib"))
 
 import harness  # noqa: E402
-from harness import Mount, Sshd  # noqa: E402
+from harness import Agent, AgentOverSsh, Mount, Sshd  # noqa: E402
 
 DEFAULT_TIMEOUT = 120     # s, per test (setup + call)
 TEARDOWN_TIMEOUT = 90     # s, unmount and daemon exit included
@@ -50,6 +58,10 @@ def pytest_addoption(parser):
     g = parser.getgroup("hostshare")
     g.addoption("--mounter", choices=("hostshare", "sshfs"), default="hostshare",
                 help="file system the tests mount (default: hostshare)")
+    g.addoption("--transport", choices=("sftp", "agent-tcp", "agent-unix",
+                                          "agent-ssh"),
+                default="sftp", help="how hostshare reaches the host "
+                "(default: sftp)")
     g.addoption("--timeout-factor", type=float, default=float(
         os.environ.get("HS_TEST_TIMEOUT_FACTOR", "1")),
         help="multiply every test's wall-clock budget (slow machines)")
@@ -65,13 +77,23 @@ def pytest_configure(config):
 def pytest_report_header(config):
     m = config.getoption("--mounter")
     if m == "hostshare":
-        return "mounter: hostshare (%s)" % harness.hostshare_bin()
+        return "mounter: hostshare (%s), transport: %s" % (
+            harness.hostshare_bin(), config.getoption("--transport"))
     return "mounter: sshfs"
 
 
 def pytest_collection_modifyitems(config, items):
     mounter = config.getoption("--mounter")
+    transport = config.getoption("--transport")
+    if transport != "sftp" and mounter != "hostshare":
+        raise pytest.UsageError("--transport %s needs --mounter hostshare" % transport)
     for item in items:
+        if transport != "sftp":
+            fn = getattr(item, "function", None)
+            args = inspect.signature(fn).parameters if fn else {}
+            if "sshd" in args or "proxy" in args:
+                item.add_marker(pytest.mark.skip(
+                    reason="talks to sshd itself (ssh options or the fault proxy)"))
         if mounter != "hostshare" and item.get_closest_marker("hostshare_only"):
             item.add_marker(pytest.mark.skip(
                 reason="hostshare-only: checks hostshare's own messages/options"))
@@ -255,6 +277,22 @@ def sshd(base_dir):
     s.stop()
 
 
+@pytest.fixture(scope="session")
+def host_server(pytestconfig, base_dir, sshd):
+    """What mounts connect to: the sshd, or one agent serving base_dir."""
+    transport = pytestconfig.getoption("--transport")
+    if transport == "sftp":
+        yield sshd
+        return
+    if transport == "agent-ssh":
+        yield AgentOverSsh(sshd)
+        return
+    a = Agent(os.path.join(base_dir, "sshd", "agent"), base_dir,
+              listen=transport.split("-")[1]).start()
+    yield a
+    a.stop()
+
+
 @pytest.fixture
 def test_dir(request, base_dir):
     name = re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.name)[:80]
@@ -331,8 +369,8 @@ class MountFactory:
 
 
 @pytest.fixture
-def mount_factory(request, sshd, test_dir, mounter):
-    f = MountFactory(request, sshd, test_dir, mounter)
+def mount_factory(request, host_server, test_dir, mounter):
+    f = MountFactory(request, host_server, test_dir, mounter)
     yield f
     f.teardown()
 

@@ -273,7 +273,7 @@ def test_reset_repeatedly_during_a_copy(hostshare_only, proxy, sshd, test_dir,
 
 
 @pytest.mark.timeout(300)
-def test_sshd_stopped_and_restarted(hostshare_only, test_dir, mount_factory, timing):
+def test_sshd_stopped_and_restarted(hostshare_only, sshd, test_dir, mount_factory, timing):
     """The host's sshd goes away (sessions killed, port closed) in the
     middle of a copy and comes back on the same port 8 s later: the copy
     goes on from the cache, the link reconnects by itself, and everything

@@ -460,6 +460,114 @@ def stop_pid(pid, must_contain):
     return True
 
 
+# ------------------------------------------------------------------ agent
+
+def agent_bin():
+    return os.path.join(build_dir(), "tools", "agent", "hostshare-agent")
+
+
+class Agent:
+    """A hostshare-agent serving @root on 127.0.0.1:<free port> (listen
+    "tcp") or on a unix socket in @workdir (listen "unix"), with a token
+    file.  Plays the part of Sshd for Mount: source() and mount_options().
+    Started and stopped by PID."""
+
+    def __init__(self, workdir, root, listen="tcp", extra=()):
+        if listen not in ("tcp", "unix"):
+            raise ValueError("unknown agent listener %r" % listen)
+        self.workdir = os.path.abspath(workdir)
+        self.root = os.path.abspath(root)
+        self.listen = listen
+        self.extra = list(extra)
+        self.host = "127.0.0.1"
+        self.port = None
+        self.pid = None
+        self.proc = None
+        self.token_file = os.path.join(self.workdir, "agent.token")
+        self.socket = os.path.join(self.workdir, "agent.sock")
+        self.log = os.path.join(self.workdir, "agent.log")
+
+    def start(self, timeout=15):
+        os.makedirs(self.workdir, exist_ok=True)
+        with open(self.token_file, "w") as f:
+            f.write(os.urandom(16).hex() + "\n")
+        os.chmod(self.token_file, 0o600)
+        if not os.access(agent_bin(), os.X_OK):
+            raise HarnessError("%s is missing: build first" % agent_bin())
+        last = ""
+        for _attempt in range(3):   # the port may be taken between probe and bind
+            if self.listen == "tcp":
+                self.port = free_port()
+                spec = "tcp:%s:%d" % (self.host, self.port)
+            else:
+                spec = "unix:" + self.socket
+            logf = open(self.log, "ab")
+            self.proc = subprocess.Popen(
+                [agent_bin(), "--root", self.root, "--listen", spec,
+                 "--token-file", self.token_file] + self.extra,
+                stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
+                start_new_session=True)
+            logf.close()
+            self.pid = self.proc.pid
+            register_proc(self.proc)
+            end = time.monotonic() + timeout
+            while time.monotonic() < end and self.proc.poll() is None:
+                with open(self.log, errors="replace") as f:
+                    if "listening on " + spec in f.read():
+                        return self
+                time.sleep(0.02)
+            self.stop()
+            with open(self.log, errors="replace") as f:
+                last = f.read()[-2000:]
+        raise HarnessError("hostshare-agent did not start; log:\n" + last)
+
+    def source(self, remote_dir):
+        rel = os.path.relpath(os.path.abspath(remote_dir), self.root)
+        if rel == ".":
+            rel = ""
+        if rel.startswith(".."):
+            raise HarnessError("%s is not below the agent root %s"
+                               % (remote_dir, self.root))
+        if self.listen == "tcp":
+            return "tcp://%s:%d/%s" % (self.host, self.port, rel)
+        return "unix:%s:/%s" % (self.socket, rel)
+
+    def mount_options(self):
+        return ["token_file=" + self.token_file]
+
+    def stop(self):
+        """Stops exactly the agent this object started."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        unregister_proc(self.proc)
+        self.pid = None
+        self.proc = None
+
+
+class AgentOverSsh:
+    """Mounts through @sshd with `-o agent`: hostshare logs in as for SFTP
+    and runs the built hostshare-agent --stdio in an exec channel."""
+
+    def __init__(self, sshd):
+        self.sshd = sshd
+
+    def source(self, remote_dir):
+        return self.sshd.source(remote_dir)
+
+    def mount_options(self):
+        s = self.sshd
+        return ["IdentityFile=" + s.key, "UserKnownHostsFile=" + s.known_hosts,
+                "StrictHostKeyChecking=yes", "port=%d" % s.port,
+                "agent", "agent_command=" + agent_bin()]
+
+
 # ------------------------------------------------------------------ mount
 
 def build_dir():
@@ -513,7 +621,11 @@ class Mount:
     def command(self, foreground=None):
         fg = self.foreground if foreground is None else foreground
         s = self.sshd
-        if self.mounter == "hostshare":
+        if self.mounter == "hostshare" and hasattr(s, "mount_options"):
+            opts = ["cache_dir=" + self.cache_dir] + s.mount_options() + \
+                self.options
+            cmd = [hostshare_bin(), "-o", ",".join(opts)]
+        elif self.mounter == "hostshare":
             opts = ["IdentityFile=" + s.key,
                     "UserKnownHostsFile=" + s.known_hosts,
                     "StrictHostKeyChecking=yes",

@@ -69,6 +69,53 @@ int main(void)
 	CHECK_EQ(o.default_permissions, 1);
 	hs_opts_release(&o);
 
+	/* agent sources */
+	CHECK_OK(PARSE(&o, "tcp://127.0.0.1:7000/srv/x", "/mnt", "-o",
+		       "token_file=/etc/tok,compression=no"));
+	CHECK_EQ(o.kind, HS_TR_AGENT_TCP);
+	CHECK_STR_EQ(o.host, "127.0.0.1");
+	CHECK_EQ(o.port, 7000);
+	CHECK_STR_EQ(o.dir, "/srv/x");
+	CHECK_STR_EQ(o.token_file, "/etc/tok");
+	CHECK_EQ(o.compression, 0);
+	hs_opts_release(&o);
+	CHECK_OK(PARSE(&o, "tcp://[::1]:7000", "/mnt"));
+	CHECK_STR_EQ(o.host, "::1");
+	CHECK_STR_EQ(o.dir, "");
+	CHECK_EQ(o.compression, 1);
+	hs_opts_release(&o);
+	CHECK_OK(PARSE(&o, "unix:/run/a.sock:/d", "/mnt"));
+	CHECK_EQ(o.kind, HS_TR_AGENT_UNIX);
+	CHECK_STR_EQ(o.host, "/run/a.sock");
+	CHECK_STR_EQ(o.dir, "/d");
+	hs_opts_release(&o);
+	CHECK_OK(PARSE(&o, "vsock://2:5000/data", "/mnt"));
+	CHECK_EQ(o.kind, HS_TR_AGENT_VSOCK);
+	CHECK_STR_EQ(o.host, "2");
+	CHECK_EQ(o.port, 5000);
+	hs_opts_release(&o);
+	CHECK_OK(PARSE(&o, "me@h:d", "/mnt", "-o", "agent,agent_command=/x/a"));
+	CHECK_EQ(o.kind, HS_TR_AGENT_SSH);
+	CHECK_EQ(o.agent_ssh, 1);
+	CHECK_STR_EQ(o.agent_command, "/x/a");
+	hs_opts_release(&o);
+	CHECK(PARSE(&o, "tcp://h/x", "/mnt") < 0);
+	CHECK(strstr(err, "tcp://HOST:PORT/dir"));
+	hs_opts_release(&o);
+	CHECK(PARSE(&o, "tcp://h:99999/x", "/mnt") < 0);
+	CHECK(strstr(err, "port"));
+	hs_opts_release(&o);
+	CHECK(PARSE(&o, "vsock://x:1/", "/mnt") < 0);
+	CHECK(strstr(err, "cid"));
+	hs_opts_release(&o);
+	CHECK(PARSE(&o, "unix::/d", "/mnt") < 0);
+	hs_opts_release(&o);
+	CHECK(PARSE(&o, "tcp://h:1/", "/mnt", "-o", "agent") < 0);
+	CHECK(strstr(err, "agent"));
+	hs_opts_release(&o);
+	CHECK(PARSE(&o, "h:d", "/mnt", "-o", "token_file=/t") < 0);
+	hs_opts_release(&o);
+
 	/* bad input: an error line, never a crash */
 	CHECK(PARSE(&o, "nocolon", "/mnt") < 0);
 	CHECK(strstr(err, "nocolon"));

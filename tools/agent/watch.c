@@ -1,0 +1,232 @@
+/* SPDX-License-Identifier: MIT
+ * tools/agent/watch.c - host change notifications: one inotify instance
+ * watching every folder beneath the root, and the list of connections that
+ * subscribed.  Events become NOTIFY frames (docs/protocol.md) written to
+ * each subscriber under its write lock.
+ *
+ * The watcher thread starts with the first subscription.  New folders
+ * (created or moved in) get watches as they appear; a watch queue overflow
+ * or a failure to add a watch is sent as an OVERFLOW event, after which
+ * clients should revalidate everything.  inotify is not recursive and
+ * misses changes made through other mounts of the same files: events are
+ * advisory.
+ *
+ * Lock: wlock (agent-wide) guards the subscriber list and the watch table;
+ * a subscriber's own write lock is taken inside it, never the reverse.
+ */
+#include "agent_i.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/inotify.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/proto.h"
+
+#define WATCH_MASK (IN_CREATE | IN_DELETE | IN_MODIFY | IN_ATTRIB | \
+		    IN_MOVED_FROM | IN_MOVED_TO | IN_CLOSE_WRITE | \
+		    IN_DELETE_SELF | IN_ONLYDIR | IN_DONT_FOLLOW | IN_EXCL_UNLINK)
+
+struct sub {
+	struct sub *next;
+	struct hs_agent_sink *sink;
+};
+
+static pthread_mutex_t wlock = PTHREAD_MUTEX_INITIALIZER;
+static struct sub *subs;        /* protected by wlock */
+static char **wd_path;          /* wd -> "/rel/dir" ("" for root) */
+static int wd_cap;
+static int ifd = -1;
+static int started;
+static char root_path[PATH_MAX];
+
+static void set_wd(int wd, const char *rel)
+{
+	if (wd >= wd_cap) {
+		int n = wd_cap ? wd_cap : 64;
+		char **v;
+
+		while (n <= wd)
+			n *= 2;
+		v = realloc(wd_path, (size_t)n * sizeof(*v));
+		if (!v)
+			return;
+		memset(v + wd_cap, 0, (size_t)(n - wd_cap) * sizeof(*v));
+		wd_path = v;
+		wd_cap = n;
+	}
+	free(wd_path[wd]);
+	wd_path[wd] = strdup(rel);
+}
+
+static void send_all(unsigned kind, const char *path)
+{
+	struct hs_pbuf b;
+	struct sub *s;
+
+	hs_pbuf_init(&b);
+	hs_pbuf_u32(&b, kind);
+	hs_pbuf_str(&b, path[0] ? path : "/");
+	if (!b.err)
+		for (s = subs; s; s = s->next)
+			s->sink->send(s->sink, b.p, b.len);
+	hs_pbuf_release(&b);
+}
+
+/* Adds watches for @rel (relative to the root, "" for the root) and every
+ * folder below it.  Returns -1 when a watch could not be added. */
+static int watch_tree(const char *rel)
+{
+	char full[PATH_MAX * 2], sub[PATH_MAX];
+	struct dirent *de;
+	DIR *d;
+	int wd, r = 0;
+
+	snprintf(full, sizeof(full), "%s%s", root_path, rel);
+	wd = inotify_add_watch(ifd, full, WATCH_MASK);
+	if (wd < 0)
+		return errno == ENOENT || errno == ENOTDIR ? 0 : -1;
+	set_wd(wd, rel);
+	d = opendir(full);
+	if (!d)
+		return 0;
+	while ((de = readdir(d))) {
+		if (de->d_type != DT_DIR || !strcmp(de->d_name, ".") ||
+		    !strcmp(de->d_name, ".."))
+			continue;
+		if (snprintf(sub, sizeof(sub), "%s/%s", rel, de->d_name) >=
+		    (int)sizeof(sub))
+			continue;
+		if (watch_tree(sub) < 0)
+			r = -1;
+	}
+	closedir(d);
+	return r;
+}
+
+static void *watch_main(void *arg)
+{
+	char buf[64 * 1024] __attribute__((aligned(8)));
+	char path[PATH_MAX * 2];
+	ssize_t n;
+	(void)arg;
+
+	for (;;) {
+		char *p;
+
+		n = read(ifd, buf, sizeof(buf));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			hs_err("inotify: read failed: %s", strerror(errno));
+			return NULL;
+		}
+		pthread_mutex_lock(&wlock);
+		for (p = buf; p < buf + n;) {
+			struct inotify_event *ev = (struct inotify_event *)p;
+			const char *dir;
+			unsigned kind;
+
+			p += sizeof(*ev) + ev->len;
+			if (ev->mask & IN_Q_OVERFLOW) {
+				send_all(HS_NOTIFY_OVERFLOW, "/");
+				continue;
+			}
+			if (ev->wd < 0 || ev->wd >= wd_cap || !wd_path[ev->wd])
+				continue;
+			dir = wd_path[ev->wd];
+			if (ev->mask & IN_IGNORED) {
+				free(wd_path[ev->wd]);
+				wd_path[ev->wd] = NULL;
+				continue;
+			}
+			if (ev->mask & IN_DELETE_SELF)
+				continue; /* the parent reports IN_DELETE */
+			if (ev->len)
+				snprintf(path, sizeof(path), "%s/%s", dir,
+					 ev->name);
+			else
+				snprintf(path, sizeof(path), "%s", dir);
+			if (strstr(path, "/.hs-put-"))
+				continue; /* PUT_FILE's temporary names */
+			if (ev->mask & (IN_CREATE | IN_MOVED_TO)) {
+				kind = HS_NOTIFY_CREATED;
+				if ((ev->mask & IN_ISDIR) &&
+				    strlen(path) < PATH_MAX && watch_tree(path) < 0)
+					send_all(HS_NOTIFY_OVERFLOW, "/");
+			} else if (ev->mask & (IN_DELETE | IN_MOVED_FROM)) {
+				kind = HS_NOTIFY_REMOVED;
+			} else {
+				kind = HS_NOTIFY_CHANGED;
+			}
+			send_all(kind, path);
+		}
+		pthread_mutex_unlock(&wlock);
+	}
+}
+
+int hs_agent_watch_init(const char *root)
+{
+	if (!realpath(root, root_path))
+		return -errno;
+	if (!strcmp(root_path, "/"))
+		root_path[0] = '\0';
+	return 0;
+}
+
+int hs_agent_subscribe(struct hs_agent_sink *sink)
+{
+	struct sub *s = calloc(1, sizeof(*s));
+	pthread_t th;
+	int r = 0;
+
+	if (!s)
+		return -ENOMEM;
+	pthread_mutex_lock(&wlock);
+	if (!started) {
+		ifd = inotify_init1(IN_CLOEXEC);
+		if (ifd < 0) {
+			r = -errno;
+		} else {
+			if (watch_tree("") < 0)
+				hs_warn("inotify: not every folder is watched "
+					"(raise fs.inotify.max_user_watches)");
+			if (pthread_create(&th, NULL, watch_main, NULL)) {
+				r = -EAGAIN;
+			} else {
+				pthread_detach(th);
+				started = 1;
+			}
+		}
+	}
+	if (r == 0) {
+		s->sink = sink;
+		s->next = subs;
+		subs = s;
+	}
+	pthread_mutex_unlock(&wlock);
+	if (r < 0)
+		free(s);
+	return r;
+}
+
+void hs_agent_unsubscribe(struct hs_agent_sink *sink)
+{
+	struct sub **pp, *s;
+
+	pthread_mutex_lock(&wlock);
+	for (pp = &subs; (s = *pp); pp = &s->next)
+		if (s->sink == sink) {
+			*pp = s->next;
+			free(s);
+			break;
+		}
+	pthread_mutex_unlock(&wlock);
+}
