@@ -372,6 +372,25 @@ void hs_file_overlay(struct hs_cache *c, uint64_t ino, struct stat *st)
 	pthread_mutex_unlock(&c->files_lock);
 }
 
+/* Forgets every cached block of @f (none is dirty): the cache file
+ * becomes a hole of the file's size.  f->lock held. */
+static int drop_data(struct hs_cache *c, struct hs_file *f)
+{
+	int r = 0;
+
+	hs_bitmap_release(&f->present);
+	f->map_dirty = 1;
+	f->ra_next = 0;
+	if (f->fd >= 0) {
+		if (ftruncate(f->fd, 0) < 0 || ftruncate(f->fd, (off_t)f->size) < 0)
+			r = -errno;
+	} else {
+		hs_file_remove_data(c, f->ino);
+	}
+	hs_file_persist(c, f);
+	return r;
+}
+
 int hs_file_invalidate(struct hs_cache *c, uint64_t ino)
 {
 	struct hs_file *f = hs_file_get(c, ino);
@@ -392,21 +411,12 @@ int hs_file_invalidate(struct hs_cache *c, uint64_t ino)
 	pthread_mutex_unlock(&c->db_lock);
 	if (r < 0)
 		goto out;
-	hs_bitmap_release(&f->present);
 	f->size = in.size;
 	f->mtime = in.mtime;
 	f->ctime = in.ctime;
 	f->dver = in.dver;
-	f->map_dirty = 1;
-	f->ra_next = 0;
 	hs_inode_release(&in);
-	if (f->fd >= 0) {
-		if (ftruncate(f->fd, 0) < 0 || ftruncate(f->fd, (off_t)f->size) < 0)
-			r = -errno;
-	} else {
-		hs_file_remove_data(c, ino);
-	}
-	hs_file_persist(c, f);
+	r = drop_data(c, f);
 out:
 	pthread_mutex_unlock(&f->lock);
 	hs_file_put(c, f);
@@ -845,17 +855,9 @@ int hs_file_evict(struct hs_cache *c, uint64_t ino, uint64_t *ret_bytes)
 	n = hs_bitmap_count(&f->present);
 	if (n == 0)
 		goto out;
-	hs_bitmap_release(&f->present);
-	f->map_dirty = 1;
-	f->ra_next = 0;
-	if (f->fd >= 0) {
-		if (ftruncate(f->fd, 0) < 0 || ftruncate(f->fd, (off_t)f->size) < 0)
-			r = -errno;
-	} else {
-		hs_file_remove_data(c, ino);
-	}
-	hs_file_persist(c, f);
-	*ret_bytes = n * HS_BLOCK;
+	r = drop_data(c, f);
+	if (r == 0)
+		*ret_bytes = n * HS_BLOCK;
 out:
 	pthread_mutex_unlock(&f->lock);
 	hs_file_put(c, f);

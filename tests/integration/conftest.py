@@ -369,6 +369,16 @@ class MountFactory:
 
 
 @pytest.fixture
+def proxy(sshd):
+    """A fault-injecting TCP proxy in front of the session's sshd (see
+    harness.Proxy); harness.proxy_options() makes a mount go through it."""
+    p = harness.Proxy(0, sshd.port)
+    yield p
+    p.resume()
+    p.stop()
+
+
+@pytest.fixture
 def mount_factory(request, host_server, test_dir, mounter):
     f = MountFactory(request, host_server, test_dir, mounter)
     yield f

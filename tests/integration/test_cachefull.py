@@ -5,7 +5,6 @@ reaches the host; once flushed, clean data is dropped to make room again.
 The same when the cache's own disk fills up (a small tmpfs)."""
 
 import errno
-import json
 import os
 import subprocess
 import tempfile

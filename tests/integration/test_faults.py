@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from harness import MountError, Proxy
+from harness import MountError, Proxy, proxy_options
 
 MIB = 1 << 20
 
@@ -21,22 +21,7 @@ def hostshare_only(mounter):
         pytest.skip("fault tests measure hostshare's cache (sshfs has none)")
 
 
-@pytest.fixture
-def proxy(sshd):
-    p = Proxy(0, sshd.port)
-    yield p
-    p.stop()
 
-
-def through(proxy, sshd, test_dir, extra=()):
-    """Mount options that reach sshd through @proxy (its port needs its
-    own known_hosts line)."""
-    kh = os.path.join(test_dir, "known_hosts.proxy")
-    with open(sshd.known_hosts) as f:
-        line = f.read().replace("]:%d " % sshd.port, "]:%d " % proxy.port)
-    with open(kh, "w") as f:
-        f.write(line)
-    return ["port=%d" % proxy.port, "UserKnownHostsFile=" + kh] + list(extra)
 
 
 def timed(fn):
@@ -62,7 +47,7 @@ def test_stall_cached_work_goes_on(hostshare_only, proxy, sshd, test_dir,
     once, new writes land, and what needs the host fails with EIO after
     op_timeout; when the link moves again, everything reaches the host."""
     cold = os.urandom(3 * MIB)
-    mnt = mount_factory(options=through(proxy, sshd, test_dir,
+    mnt = mount_factory(options=proxy_options(proxy, sshd, test_dir,
                                         ["op_timeout=3", "attr_timeout=60",
                                          "ConnectTimeout=2"]),
                         mount=False)
@@ -120,7 +105,7 @@ def test_reset_mid_copy_loses_nothing(hostshare_only, proxy, sshd, test_dir,
     """Connections reset with RST in the middle of the flush: the flusher
     reconnects and every file arrives intact, nothing half-written under a
     final name."""
-    mnt = mount_factory(options=through(proxy, sshd, test_dir,
+    mnt = mount_factory(options=proxy_options(proxy, sshd, test_dir,
                                         ["writeback_delay=0", "ConnectTimeout=3"]))
     want = {}
     for i in range(30):
@@ -147,7 +132,7 @@ def test_stall_stale_listing_answers_from_cache(hostshare_only, proxy, sshd, tes
     """Listings older than attr_timeout are refreshed when the link allows;
     on a stalled link the first refresh gives up after a quarter of
     op_timeout and the cached listing answers, later ones answer at once."""
-    mnt = mount_factory(options=through(proxy, sshd, test_dir,
+    mnt = mount_factory(options=proxy_options(proxy, sshd, test_dir,
                                         ["op_timeout=8", "attr_timeout=0.5",
                                          "ConnectTimeout=2"]))
     os.mkdir(mnt.guest("d"))
@@ -177,7 +162,7 @@ def test_offline_mount_and_catch_up(hostshare_only, sshd, test_dir, mount_factor
     writes reach it.  Without a cache, the mount fails with one line."""
     p1 = Proxy(0, sshd.port)
     port = p1.port
-    opts = through(p1, sshd, test_dir, ["ConnectTimeout=2", "op_timeout=3"])
+    opts = proxy_options(p1, sshd, test_dir, ["ConnectTimeout=2", "op_timeout=3"])
     mnt = mount_factory(options=opts)
     write(mnt.guest("kept"), b"cached content")
     mnt.flush()
@@ -247,7 +232,7 @@ def test_reset_repeatedly_during_a_copy(hostshare_only, proxy, sshd, test_dir,
     flushed: the copy never notices, and every byte arrives."""
     import threading
 
-    mnt = mount_factory(options=through(proxy, sshd, test_dir,
+    mnt = mount_factory(options=proxy_options(proxy, sshd, test_dir,
                                         ["writeback_delay=0", "ConnectTimeout=3"]))
     want = tree_of(150, 7)
     stop = threading.Event()
@@ -300,9 +285,13 @@ def test_sshd_stopped_and_restarted(hostshare_only, sshd, test_dir, mount_factor
                         pass
                 state["down"] = time.monotonic()
         _, t_copy = timed(lambda: write_tree(mnt.guest(), want, during))
+        end = time.monotonic() + 10         # keepalive: the link notices
+        while mnt.status()["link"] == "connected" and time.monotonic() < end:
+            time.sleep(0.2)
         st = mnt.status()
         timing("sshd down: copy of 120 files took", "%.2f s" % t_copy)
-        timing("sshd down: link state during the outage", st["link"])
+        timing("sshd down: link state during the outage", "%s after %.1f s" %
+               (st["link"], time.monotonic() - state["down"]))
         assert st["link"] in ("reconnecting", "offline"), st
         time.sleep(max(0, 8 - (time.monotonic() - state["down"])))
         own.restart()
@@ -329,7 +318,7 @@ def _ppid(pid):
 def test_slow_link_write_back(hostshare_only, proxy, sshd, test_dir, mount_factory, timing):
     """A link capped at 2 MiB/s: copying 8 MiB in returns at disk speed
     (write-back), the flush takes the link's time, and the bytes arrive."""
-    mnt = mount_factory(options=through(proxy, sshd, test_dir, ["writeback_delay=0"]))
+    mnt = mount_factory(options=proxy_options(proxy, sshd, test_dir, ["writeback_delay=0"]))
     proxy.rate_bps = 2 << 20
     data = os.urandom(8 * MIB)
     _, t_write = timed(lambda: write(mnt.guest("big"), data))

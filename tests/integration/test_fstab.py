@@ -23,7 +23,7 @@ import time
 import pytest
 
 import harness
-from harness import Proxy, run
+from harness import Proxy, proxy_options, run
 
 pytestmark = pytest.mark.hostshare_only
 
@@ -257,14 +257,9 @@ def test_fstab_host_down_at_boot(installed, mount_factory, sshd, test_dir, timin
     it comes up offline at once.  Without a cache it fails fast with one
     clear line."""
     proxy = Proxy(0, sshd.port)
-    kh = os.path.join(test_dir, "known_hosts.proxy")
-    with open(kh, "w") as f:
-        f.write(sshd.known_hosts_line().replace("]:%d " % sshd.port,
-                                                "]:%d " % proxy.port) + "\n")
     try:
-        sm = SysMount(mount_factory, options=["port=%d" % proxy.port,
-                                              "UserKnownHostsFile=" + kh,
-                                              "ConnectTimeout=5"])
+        sm = SysMount(mount_factory, options=proxy_options(proxy, sshd, test_dir,
+                                                           ["ConnectTimeout=5"]))
         fstab = write_fstab(test_dir, [sm.fstab_line(extra=["_netdev", "nofail"])])
         cp = run(["mount", "-T", fstab, sm.path], check=False, timeout=60)
         assert cp.returncode == 0, cp.stderr

@@ -23,7 +23,7 @@ import time
 import pytest
 
 import harness
-from harness import Mount, Proxy, Sshd
+from harness import Mount, Proxy, Sshd, proxy_options
 
 REPO = harness.REPO_ROOT
 MAN_PAGES = ["hostshare.1", "hostsharectl.1", "hostshare-agent.8"]
@@ -222,13 +222,7 @@ def test_doctor_healthy_mount(hostshare_only, mount_factory, timing):
     assert checks["rtt"]["verdict"] == "ok"
 
 
-def through(proxy, sshd, test_dir):
-    kh = os.path.join(test_dir, "known_hosts.proxy")
-    with open(sshd.known_hosts) as f:
-        line = f.read().replace("]:%d " % sshd.port, "]:%d " % proxy.port)
-    with open(kh, "w") as f:
-        f.write(line)
-    return ["port=%d" % proxy.port, "UserKnownHostsFile=" + kh]
+
 
 
 @pytest.mark.timeout(180)
@@ -239,7 +233,7 @@ def test_doctor_stalled_link(hostshare_only, sshd, test_dir, mount_factory,
     mount itself keeps answering."""
     proxy = Proxy(0, sshd.port)
     try:
-        mnt = mount_factory(options=through(proxy, sshd, test_dir) +
+        mnt = mount_factory(options=proxy_options(proxy, sshd, test_dir) +
                             ["ConnectTimeout=2", "op_timeout=3"])
         with open(mnt.guest("f"), "w") as f:
             f.write("cached\n")
@@ -277,7 +271,7 @@ def test_doctor_host_gone(hostshare_only, sshd, test_dir, mount_factory):
     the mount noticed, and the journal shows the work waiting for it."""
     proxy = Proxy(0, sshd.port)
     try:
-        mnt = mount_factory(options=through(proxy, sshd, test_dir) +
+        mnt = mount_factory(options=proxy_options(proxy, sshd, test_dir) +
                             ["ServerAliveInterval=1", "ConnectTimeout=2",
                              "op_timeout=2", "writeback_delay=50"])
         with open(mnt.guest("before"), "w") as f:

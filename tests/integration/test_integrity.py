@@ -281,16 +281,11 @@ def test_random_operations_with_faults(mount_factory, mounter, sshd, test_dir, s
     import threading
     import time
 
-    from harness import Proxy
+    from harness import Proxy, proxy_options
 
     if mounter != "hostshare":
         pytest.skip("sshfs does not survive a reset link")
     proxy = Proxy(0, sshd.port)
-    kh = os.path.join(test_dir, "known_hosts.proxy")
-    with open(sshd.known_hosts) as f:
-        kh_line = f.read().replace("]:%d " % sshd.port, "]:%d " % proxy.port)
-    with open(kh, "w") as f:
-        f.write(kh_line)
     stop = threading.Event()
     faults = {"resets": 0, "stalls": 0}
 
@@ -307,9 +302,8 @@ def test_random_operations_with_faults(mount_factory, mounter, sshd, test_dir, s
                 proxy.reset()
                 faults["resets"] += 1
     try:
-        mnt = mount_factory(options=["port=%d" % proxy.port, "UserKnownHostsFile=" + kh,
-                                     "writeback_delay=0", "op_timeout=3",
-                                     "ConnectTimeout=2"])
+        mnt = mount_factory(options=proxy_options(proxy, sshd, test_dir, [
+            "writeback_delay=0", "op_timeout=3", "ConnectTimeout=2"]))
         os.mkdir(mnt.guest("d"))
         t = threading.Thread(target=saboteur, daemon=True)
         t.start()

@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import stat
-import subprocess
 import uuid
 
 import pytest

@@ -19,26 +19,12 @@ import time
 
 import pytest
 
-from harness import Proxy, manifest_diff, tree_manifest
+from harness import manifest_diff, proxy_options, tree_manifest
 
 STALL_S = float(os.environ.get("HS_STALL_S", "60"))
 
 
-@pytest.fixture
-def proxy(sshd):
-    p = Proxy(0, sshd.port)
-    yield p
-    p.resume()
-    p.stop()
 
-
-def through(proxy, sshd, test_dir, extra=()):
-    kh = os.path.join(test_dir, "known_hosts.proxy")
-    with open(sshd.known_hosts) as f:
-        line = f.read().replace("]:%d " % sshd.port, "]:%d " % proxy.port)
-    with open(kh, "w") as f:
-        f.write(line)
-    return ["port=%d" % proxy.port, "UserKnownHostsFile=" + kh] + list(extra)
 
 
 def make_source(root):
@@ -103,7 +89,7 @@ def test_stall_during_tree_copy(mounter, proxy, sshd, test_dir, mount_factory, t
     src = make_source(test_dir)
     opts = ["op_timeout=5", "ConnectTimeout=3"] if mounter == "hostshare" else \
         ["ServerAliveInterval=15", "ServerAliveCountMax=3"]
-    mnt = mount_factory(options=through(proxy, sshd, test_dir, opts), mount=False)
+    mnt = mount_factory(options=proxy_options(proxy, sshd, test_dir, opts), mount=False)
     with open(mnt.host("cold"), "wb") as f:
         f.write(os.urandom(1 << 20))           # on the host, never read
     mnt.mount()

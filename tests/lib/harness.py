@@ -648,7 +648,7 @@ class Mount:
         """The one-line command that reproduces this mount."""
         env = ""
         if self.mounter == "hostshare":
-            for k in ("ASAN_OPTIONS", "UBSAN_OPTIONS"):
+            for k in ("ASAN_OPTIONS", "LSAN_OPTIONS", "UBSAN_OPTIONS"):
                 if os.environ.get(k):
                     env += "%s=%s " % (k, shlex.quote(os.environ[k]))
         return env + shlex.join(self.command())
@@ -1088,3 +1088,14 @@ __all__ = ["Sshd", "Mount", "MountError", "Proxy", "HarnessError", "run",
            "free_port", "is_mounted", "mountinfo_entry", "fusermount",
            "emergency_cleanup", "hostshare_bin", "hostsharectl_bin",
            "build_dir", "REPO_ROOT", "SANITIZER_MARKERS"]
+
+
+def proxy_options(proxy, sshd, workdir, extra=()):
+    """Mount options that reach @sshd through @proxy: its port, and a
+    known_hosts file (in @workdir) that names the host key under the
+    proxy's port."""
+    kh = os.path.join(workdir, "known_hosts.proxy")
+    with open(kh, "w") as f:
+        f.write(sshd.known_hosts_line().replace("]:%d " % sshd.port,
+                                                "]:%d " % proxy.port) + "\n")
+    return ["port=%d" % proxy.port, "UserKnownHostsFile=" + kh] + list(extra)
