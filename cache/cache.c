@@ -981,8 +981,10 @@ static int drop_name(struct hs_cache *c, struct hs_inode *x, const char *path,
 	e.op = op;
 	e.ino = x->ino;
 	e.path = (char *)path;
-	if (op == HS_J_UNLINK && S_ISREG(x->mode) && x->host_size >= 0) {
-		/* what the guest deleted: a newer host version is kept */
+	if (op == HS_J_UNLINK && S_ISREG(x->mode) && x->host_size >= 0 &&
+	    x->local == 0) {
+		/* what the guest deleted, when it had no changes of its own
+		 * on the way: a newer host version is kept */
 		e.flags = HS_JF_VERSIONED;
 		e.attr.size = (uint64_t)x->host_size;
 		e.attr.mtime_ns = x->host_mtime;

@@ -580,7 +580,13 @@ static int set_version(struct hs_cache *c, uint64_t ino, uint64_t size,
 {
 	static const char sql[] =
 		"UPDATE inode SET host_size=?, host_mtime=?, checked_at=? WHERE ino=?";
+	/* a delete the guest made after this change was queued deletes what
+	 * the change put there, not an edit of someone else's */
+	static const char unlink_sql[] =
+		"UPDATE journal SET size=?, mtime=? WHERE ino=? AND op=5 AND"
+		" (flags & 4) AND state=0";
 	sqlite3_stmt *st = hs_meta_prepare(c, sql);
+	int r;
 
 	if (!st)
 		return -EIO;
@@ -588,7 +594,16 @@ static int set_version(struct hs_cache *c, uint64_t ino, uint64_t size,
 	sqlite3_bind_int64(st, 2, mtime);
 	sqlite3_bind_int64(st, 3, hs_now_ns());
 	sqlite3_bind_int64(st, 4, (int64_t)ino);
-	return hs_meta_step(c, st);
+	r = hs_meta_step(c, st);
+	if (r == 0 && !(st = hs_meta_prepare(c, unlink_sql)))
+		r = -EIO;
+	if (r == 0) {
+		sqlite3_bind_int64(st, 1, (int64_t)size);
+		sqlite3_bind_int64(st, 2, mtime);
+		sqlite3_bind_int64(st, 3, (int64_t)ino);
+		r = hs_meta_step(c, st);
+	}
+	return r;
 }
 
 /* Records on success what the host now holds: 0 or -errno (the caller
