@@ -312,6 +312,7 @@ int hs_cache_open(const struct hs_cache_config *cfg, struct hs_cache **ret,
 	pthread_mutex_init(&c->files_lock, NULL);
 	pthread_mutex_init(&c->flush_lock, NULL);
 	pthread_mutex_init(&c->stat_lock, NULL);
+	pthread_mutex_init(&c->kver_lock, NULL);
 	hs_cond_init_monotonic(&c->flush_cond);
 	hs_cond_init_monotonic(&c->done_cond);
 	hs_bg_init(c);
@@ -406,6 +407,7 @@ void hs_cache_close(struct hs_cache *c)
 	pthread_mutex_destroy(&c->files_lock);
 	pthread_mutex_destroy(&c->flush_lock);
 	pthread_mutex_destroy(&c->stat_lock);
+	pthread_mutex_destroy(&c->kver_lock);
 	pthread_cond_destroy(&c->flush_cond);
 	pthread_cond_destroy(&c->done_cond);
 	hs_bg_destroy(c);

@@ -187,6 +187,13 @@ struct hs_cache {
 
 	pthread_mutex_t files_lock; /* protects files[] chains and refs */
 	struct hs_file *files[1024];
+	/* The data version the kernel's page cache holds, remembered past
+	 * the last close of a file so the next open keeps that cache
+	 * (keep_cache) when nothing changed; a leaf lock guards it. */
+	pthread_mutex_t kver_lock;
+	struct {
+		uint64_t ino, dver;
+	} kver[4096];
 
 	struct hs_link *link;
 	uint32_t remote_uid, remote_gid;

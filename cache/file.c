@@ -97,6 +97,34 @@ struct hs_file *hs_file_get(struct hs_cache *c, uint64_t ino)
 	return f;
 }
 
+static size_t kver_slot(uint64_t ino)
+{
+	return (size_t)((ino * 0x9E3779B97F4A7C15ULL) >> 52) % 4096;
+}
+
+/* What the kernel's page cache holds of @ino, or -1 when unknown. */
+static uint64_t kver_get(struct hs_cache *c, uint64_t ino)
+{
+	size_t i = kver_slot(ino);
+	uint64_t v = (uint64_t)-1;
+
+	pthread_mutex_lock(&c->kver_lock);
+	if (c->kver[i].ino == ino)
+		v = c->kver[i].dver;
+	pthread_mutex_unlock(&c->kver_lock);
+	return v;
+}
+
+static void kver_set(struct hs_cache *c, uint64_t ino, uint64_t dver)
+{
+	size_t i = kver_slot(ino);
+
+	pthread_mutex_lock(&c->kver_lock);
+	c->kver[i].ino = dver == (uint64_t)-1 ? 0 : ino;
+	c->kver[i].dver = dver;
+	pthread_mutex_unlock(&c->kver_lock);
+}
+
 /* Deletes the inode row and data of an unlinked inode nobody needs. */
 static void reclaim(struct hs_cache *c, uint64_t ino)
 {
@@ -131,8 +159,10 @@ void hs_file_put(struct hs_cache *c, struct hs_file *f)
 		return;
 	}
 	pthread_mutex_lock(&f->lock);
-	if (f->loaded)
+	if (f->loaded) {
 		hs_file_persist(c, f);
+		kver_set(c, f->ino, f->kernel_dver);
+	}
 	pthread_mutex_unlock(&f->lock);
 	for (pp = &c->files[bucket(f->ino)]; *pp; pp = &(*pp)->next) {
 		if (*pp == f) {
@@ -180,7 +210,7 @@ int hs_file_load(struct hs_cache *c, struct hs_file *f)
 	f->mtime = in.mtime;
 	f->ctime = in.ctime;
 	f->dver = in.dver;
-	f->kernel_dver = (uint64_t)-1;
+	f->kernel_dver = kver_get(c, f->ino);
 	f->ra_size = RA_MIN;
 	f->loaded = 1;
 	hs_inode_release(&in);
