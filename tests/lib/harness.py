@@ -633,11 +633,21 @@ class Mount:
                     "port=%d" % s.port] + self.options
             cmd = [hostshare_bin(), "-o", ",".join(opts)]
         else:
+            # ssh keeps the first value of an option: a port= among the
+            # test's options (a proxy) must be the -p, not come after it
+            port = s.port
+            extra = []
+            for o in self.options:
+                if o.startswith("port="):
+                    port = int(o[5:])
+                else:
+                    extra.append(o)
             opts = ["IdentityFile=" + s.key,
-                    "UserKnownHostsFile=" + s.known_hosts,
                     "StrictHostKeyChecking=yes",
-                    "BatchMode=yes"] + self.options
-            cmd = ["sshfs", "-F", "/dev/null", "-p", str(s.port),
+                    "BatchMode=yes"] + extra
+            if not any(o.startswith("UserKnownHostsFile=") for o in extra):
+                opts.insert(1, "UserKnownHostsFile=" + s.known_hosts)
+            cmd = ["sshfs", "-F", "/dev/null", "-p", str(port),
                    "-o", ",".join(opts)]
         if fg:
             cmd.append("-f")
