@@ -76,6 +76,7 @@
 #include "transport/dial.h"
 #include "transport/transport.h"
 
+#include "ctljson.h"
 #include "doctor.h"
 
 #define PROBE_SIZE (8u << 20)      /* bytes moved each way */
@@ -196,97 +197,9 @@ static void set_value(struct check *c, double v)
 	}
 }
 
-static const char *human_bytes(uint64_t b, char *buf, size_t size)
-{
-	static const char *const unit[] = { "KiB", "MiB", "GiB", "TiB", "PiB" };
-	double v = (double)b;
-	int i = -1;
-
-	if (b < 1024) {
-		snprintf(buf, size, "%" PRIu64 " B", b);
-		return buf;
-	}
-	while (v >= 1024 && i < 4) {
-		v /= 1024;
-		i++;
-	}
-	snprintf(buf, size, "%.1f %s", v, unit[i]);
-	return buf;
-}
-
 static double ms_since(int64_t t0)
 {
 	return (double)(hs_now_ns() - t0) / 1e6;
-}
-
-/* ---- a reader of the flat JSON objects the daemon sends ---- */
-
-/* Copies the value of @k in @obj into @out (strings unescaped, other
- * values as written, null as "").  1 found, 0 not. */
-static int jget(const char *obj, const char *k, char *out, size_t outlen)
-{
-	char name[64];
-	const char *p = obj;
-	size_t n;
-
-	while (*p && *p != '{')
-		p++;
-	if (!*p++)
-		return 0;
-	for (;;) {
-		while (isspace((unsigned char)*p) || *p == ',')
-			p++;
-		if (*p != '"')
-			return 0;
-		for (n = 0, p++; *p && *p != '"'; p++)
-			if (n + 1 < sizeof(name))
-				name[n++] = *p;
-		name[n] = '\0';
-		if (*p++ != '"')
-			return 0;
-		while (isspace((unsigned char)*p) || *p == ':')
-			p++;
-		n = 0;
-		if (*p == '"') {
-			for (p++; *p && *p != '"'; p++) {
-				char ch = *p;
-
-				if (ch == '\\' && p[1]) {
-					p++;
-					ch = *p == 'n' ? '\n' : *p == 't' ? '\t' :
-					     *p == 'u' ? '?' : *p;
-					if (*p == 'u' && strlen(p) >= 5)
-						p += 4;
-				}
-				if (!strcmp(name, k) && n + 1 < outlen)
-					out[n++] = ch;
-			}
-			if (*p++ != '"')
-				return 0;
-		} else {
-			for (; *p && *p != ',' && *p != '}'; p++)
-				if (!strcmp(name, k) && n + 1 < outlen &&
-				    !isspace((unsigned char)*p))
-					out[n++] = *p;
-		}
-		if (!strcmp(name, k)) {
-			if (outlen) {
-				out[n] = '\0';
-				if (!strcmp(out, "null"))
-					out[0] = '\0';
-			}
-			return 1;
-		}
-		if (*p != ',')
-			return 0;
-	}
-}
-
-static uint64_t jget_u64(const char *obj, const char *k)
-{
-	char v[32];
-
-	return jget(obj, k, v, sizeof(v)) ? strtoull(v, NULL, 10) : 0;
 }
 
 /* ---- the control socket ---- */
