@@ -356,13 +356,7 @@ class Sshd:
         for _attempt in range(3):   # the port may be taken between probe and bind
             self.port = free_port()
             self._write_config()
-            logf = open(self.log, "ab")
-            self.proc = subprocess.Popen(
-                [SSHD_BIN, "-D", "-e", "-f", self.config],
-                stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
-                start_new_session=True)
-            logf.close()
-            self.pid = self.proc.pid
+            self._spawn()
             if wait_port(self.port, timeout, self.proc):
                 with open(self.harness_pidfile, "w") as f:
                     f.write("%d\n" % self.pid)
@@ -372,10 +366,8 @@ class Sshd:
                 last = f.read()[-2000:]
         raise HarnessError("sshd did not start; log:\n" + last)
 
-    def restart(self, timeout=15):
-        """Starts sshd again on the same port with the same keys (after
-        stop()), as a host's sshd comes back after a restart."""
-        assert self.pid is None and self.port, "restart() needs a stopped sshd"
+    def _spawn(self):
+        """Starts sshd on the written config; its output goes to the log."""
         logf = open(self.log, "ab")
         self.proc = subprocess.Popen(
             [SSHD_BIN, "-D", "-e", "-f", self.config],
@@ -383,6 +375,12 @@ class Sshd:
             start_new_session=True)
         logf.close()
         self.pid = self.proc.pid
+
+    def restart(self, timeout=15):
+        """Starts sshd again on the same port with the same keys (after
+        stop()), as a host's sshd comes back after a restart."""
+        assert self.pid is None and self.port, "restart() needs a stopped sshd"
+        self._spawn()
         if not wait_port(self.port, timeout, self.proc):
             self.stop()
             raise HarnessError("sshd did not come back on port %d" % self.port)
