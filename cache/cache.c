@@ -316,6 +316,7 @@ int hs_cache_open(const struct hs_cache_config *cfg, struct hs_cache **ret,
 	hs_cond_init_monotonic(&c->flush_cond);
 	hs_cond_init_monotonic(&c->done_cond);
 	hs_bg_init(c);
+	hs_notify_init(c);
 	sem_init(&c->fetch_sem, 0, HS_FETCHERS);
 	c->remote_uid = c->remote_gid = (uint32_t)-1;
 
@@ -343,6 +344,7 @@ int hs_cache_open(const struct hs_cache_config *cfg, struct hs_cache **ret,
 			&c->link);
 	if (r < 0)
 		goto fail;
+	hs_link_on_connect(c->link, hs_notify_on_connect, c);
 	r = hs_link_connect(c->link, HS_SLOT_FETCH, err, errlen);
 	online = r == 0;
 	if (!online && !cfg->allow_offline)
@@ -366,6 +368,8 @@ int hs_cache_open(const struct hs_cache_config *cfg, struct hs_cache **ret,
 	collect_garbage(c);
 	r = hs_flusher_start(c);
 	if (r == 0)
+		r = hs_notify_start(c);
+	if (r == 0)
 		r = hs_link_start(c->link, ping, c);
 	if (r < 0) {
 		snprintf(err, errlen, "cannot start threads: %s", strerror(-r));
@@ -384,9 +388,11 @@ void hs_cache_close(struct hs_cache *c)
 
 	if (!c)
 		return;
+	hs_notify_stop(c);
 	hs_bg_stop(c);
 	hs_flusher_stop(c);
 	hs_link_free(c->link);
+	hs_notify_destroy(c);
 	for (i = 0; i < HS_ARRAY_SIZE(c->files); i++) {
 		while (c->files[i]) {
 			struct hs_file *f = c->files[i];
@@ -1421,5 +1427,15 @@ int hs_cache_sync(struct hs_cache *c, hs_deadline_t dl)
 	pthread_mutex_unlock(&c->flush_lock);
 	if (r == 0 && failed > 0)
 		r = -EIO;
+	return r;
+}
+
+int hs_cache_path(struct hs_cache *c, uint64_t ino, char **ret)
+{
+	int r;
+
+	pthread_mutex_lock(&c->db_lock);
+	r = hs_meta_path(c, ino, ret);
+	pthread_mutex_unlock(&c->db_lock);
 	return r;
 }

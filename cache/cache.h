@@ -47,6 +47,28 @@ typedef int (*hs_dial_fn)(void *arg, hs_deadline_t dl,
 
 #define HS_FLUSH_CONNECTIONS_MAX 8
 
+/* A change made on the host that the cache learned of (the agent's change
+ * notifications) and has applied, told in the guest's terms so the owner
+ * can update the kernel's caches and inotify watchers.  Strings are
+ * borrowed for the call. */
+enum hs_host_change_kind {
+	HS_HC_CREATED = 1, /* parent/name now names ino */
+	HS_HC_REMOVED = 2, /* parent/name no longer names ino */
+	HS_HC_CHANGED = 3, /* ino's content or attributes changed */
+	HS_HC_MOVED = 4,   /* parent/name moved to newparent/newname */
+};
+struct hs_host_change {
+	int kind;
+	uint64_t parent;
+	const char *name;
+	uint64_t ino;
+	mode_t mode;         /* type and permission bits of ino */
+	uint64_t newparent;  /* MOVED */
+	const char *newname; /* MOVED */
+	uint64_t replaced;   /* MOVED: what newname named before, 0 none */
+};
+typedef void (*hs_host_change_fn)(void *arg, const struct hs_host_change *hc);
+
 struct hs_cache_config {
 	hs_dial_fn dial;               /* NULL: hs_tr_open(tr, ...) */
 	void *dial_arg;
@@ -75,6 +97,11 @@ struct hs_cache_config {
 	int idmap_user;
 	uint32_t local_uid, local_gid;
 	int64_t force_uid, force_gid;
+
+	/* Host changes applied from notifications; called on the cache's
+	 * notification thread, which it may block briefly.  NULL: none. */
+	hs_host_change_fn on_host_change;
+	void *on_host_change_arg;
 };
 
 /* Opens the cache folder (creating it and its database), takes its lock
@@ -192,6 +219,10 @@ size_t hs_dir_count(const struct hs_dir *d);
 /* Entry @i (< hs_dir_count) of the snapshot; valid until release. */
 const struct hs_dir_entry *hs_dir_entry(const struct hs_dir *d, size_t i);
 void hs_cache_releasedir(struct hs_cache *c, struct hs_dir *d);
+
+/* The guest path of @ino ("/a/b", malloc'ed into *@ret); -ENOENT when it
+ * has no name.  Never touches the network. */
+int hs_cache_path(struct hs_cache *c, uint64_t ino, char **ret);
 
 /* Host free space from a recent answer; never waits on the network. */
 int hs_cache_statfs(struct hs_cache *c, struct statvfs *ret);

@@ -13,6 +13,7 @@
 #include <semaphore.h>
 #include <sqlite3.h>
 #include <stdatomic.h>
+#include <string.h>
 
 #include "bitmap.h"
 #include "cache.h"
@@ -23,6 +24,15 @@
 enum { HS_BG_LIST = 0, HS_BG_REVALIDATE = 1 };
 #define HS_BG_MAX 16 /* background refreshes queued or running at once */
 #define HS_BG_WORKERS 3 /* threads that run them */
+
+/* True for the names hostshare's own temporary host files have (uploads
+ * in progress, replaced files set aside, the doctor's probe, the agent's
+ * PUT_FILE): never shown in the guest. */
+static inline int hs_internal_name(const char *name)
+{
+	return !strncmp(name, ".hs-tmp.", 8) || !strncmp(name, ".hs-replaced.", 13) ||
+	       !strncmp(name, ".hs-doctor.", 11) || !strncmp(name, ".hs-put-", 8);
+}
 
 /* ---- meta.c: the sqlite database ---- */
 
@@ -100,6 +110,11 @@ int hs_link_new(hs_dial_fn dial, void *dial_arg, int connect_timeout_ms,
 void hs_link_free(struct hs_link *l);
 /* Dials @slot now (mount time).  0 or -errno with a line in @err. */
 int hs_link_connect(struct hs_link *l, int slot, char *err, size_t errlen);
+/* Called with each new connection before it is lent to anyone (on the
+ * dialing thread; may make calls on @t until @dl). */
+typedef void (*hs_link_connect_fn)(void *arg, int slot, struct hs_transport *t,
+				   hs_deadline_t dl);
+void hs_link_on_connect(struct hs_link *l, hs_link_connect_fn fn, void *arg);
 /* Starts the background reconnect/keepalive thread. */
 int hs_link_start(struct hs_link *l, int (*on_ping)(void *arg, struct hs_transport *t), void *arg);
 /* A usable connection for @slot.  With @wait, waits for a reconnect until
@@ -242,6 +257,17 @@ struct hs_cache {
 	int have_statfs;
 	struct hs_dir *dirs;        /* open directory snapshots */
 
+	/* host change notifications (notify.c); nq_lock is a leaf */
+	pthread_mutex_t nq_lock;
+	pthread_cond_t nq_cond;     /* queued, or stop */
+	struct hs_nev *nq;          /* queued events */
+	size_t nq_n, nq_cap;
+	int nq_overflow;            /* events were lost */
+	int nq_subscribed;          /* a connection subscribed before */
+	int nq_stop, nq_started;
+	pthread_t nq_thread;
+	atomic_int notify_live;     /* the host reports its changes */
+
 	/* refreshes done in the background (bg.c); bg_lock is a leaf */
 	pthread_mutex_t bg_lock;
 	pthread_cond_t bg_cond;     /* one finished */
@@ -373,6 +399,19 @@ void hs_bg_destroy(struct hs_cache *c);
  * for it at most a few tens of milliseconds.  No locks held. */
 void hs_bg_refresh(struct hs_cache *c, uint64_t ino, int kind);
 
+/* notify.c: the host's change notifications */
+struct hs_nev;
+void hs_notify_init(struct hs_cache *c);
+int hs_notify_start(struct hs_cache *c);
+void hs_notify_stop(struct hs_cache *c);
+void hs_notify_destroy(struct hs_cache *c);
+/* hs_link_connect_fn: subscribes the fetch connection */
+void hs_notify_on_connect(void *arg, int slot, struct hs_transport *t,
+			  hs_deadline_t dl);
+/* hs_tr_notify_fn: queues one event */
+void hs_notify_push(void *arg, unsigned kind, const char *path,
+		    const char *path2);
+
 /* admin.c */
 uint64_t hs_cache_conflict_count(struct hs_cache *c);
 /* cache_size: makes room for @bytes more cached data (evicting clean files
@@ -404,6 +443,12 @@ int hs_dir_refresh_now(struct hs_cache *c, uint64_t dir, int need,
 		       hs_deadline_t dl);
 int hs_cache_revalidate(struct hs_cache *c, uint64_t ino, int *ret_changed,
 			hs_deadline_t dl);
+/* Lists @dir again now though its listing may be fresh (the host reported
+ * a change in it).  *@ret_raced: the flusher kept changing the folder, so
+ * the listing was not merged (the folder stays stale: the next lookup
+ * lists it). */
+int hs_dir_relist(struct hs_cache *c, uint64_t dir, hs_deadline_t dl,
+		  int *ret_raced);
 
 /* flusher.c */
 int hs_flusher_start(struct hs_cache *c);

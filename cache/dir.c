@@ -41,8 +41,7 @@ static int collect(void *arg, const char *name, const struct hs_attr *attr)
 	struct hlist *l = arg;
 
 	/* our own temporary names are never shown */
-	if (!strncmp(name, ".hs-tmp.", 8) || !strncmp(name, ".hs-replaced.", 13) ||
-	    !strncmp(name, ".hs-doctor.", 11))
+	if (hs_internal_name(name))
 		return 0;
 	if (l->n == l->cap) {
 		size_t cap = l->cap ? l->cap * 2 : 64;
@@ -387,14 +386,13 @@ int hs_dir_refresh(struct hs_cache *c, uint64_t dir, int need, hs_deadline_t dl)
 	return 0;
 }
 
-/* The flusher keeps changing folder @dir on the host (its listings keep
- * racing with it): the listing the cache holds, which has every change of
- * the guest's, is trusted for another attr_timeout, so lookups do not
- * keep asking.  A folder never listed stays unlisted. */
-static int keep_listing(struct hs_cache *c, uint64_t dir)
+/* Sets the listing time of @dir to @at if it has a listing of the host's
+ * (listed_at >= 0, or -1 once it is on the host). */
+static int set_listed(struct hs_cache *c, uint64_t dir, int64_t at)
 {
 	static const char sql[] = "UPDATE inode SET listed_at=? WHERE ino=?"
-				  " AND listed_at>=0";
+				  " AND (listed_at>=0 OR (listed_at=-1 AND"
+				  " hpath IS NOT NULL))";
 	sqlite3_stmt *st;
 	int r = 0;
 
@@ -403,7 +401,7 @@ static int keep_listing(struct hs_cache *c, uint64_t dir)
 	if (r == 0 && !(st = hs_meta_prepare(c, sql)))
 		r = -EIO;
 	if (r == 0) {
-		sqlite3_bind_int64(st, 1, hs_now_ns());
+		sqlite3_bind_int64(st, 1, at);
 		sqlite3_bind_int64(st, 2, (int64_t)dir);
 		r = hs_meta_step(c, st);
 	}
@@ -412,6 +410,30 @@ static int keep_listing(struct hs_cache *c, uint64_t dir)
 	else
 		hs_meta_rollback(c);
 	pthread_mutex_unlock(&c->db_lock);
+	return r;
+}
+
+/* The flusher keeps changing folder @dir on the host (its listings keep
+ * racing with it): the listing the cache holds, which has every change of
+ * the guest's, is trusted for another attr_timeout, so lookups do not
+ * keep asking.  A folder never listed stays unlisted. */
+static int keep_listing(struct hs_cache *c, uint64_t dir)
+{
+	return set_listed(c, dir, hs_now_ns());
+}
+
+int hs_dir_relist(struct hs_cache *c, uint64_t dir, hs_deadline_t dl,
+		  int *ret_raced)
+{
+	int r, tries;
+
+	*ret_raced = 0;
+	r = set_listed(c, dir, 0);
+	for (tries = 0; r == 0 && tries < 3; tries++) {
+		r = refresh_once(c, dir, 0, dl, ret_raced);
+		if (!*ret_raced)
+			break;
+	}
 	return r;
 }
 

@@ -65,6 +65,8 @@ struct hs_link {
 	int started, stop;
 	int (*on_ping)(void *arg, struct hs_transport *t);
 	void *ping_arg;
+	hs_link_connect_fn on_connect; /* set before the first dial */
+	void *connect_arg;
 };
 
 static void set_state(struct hs_link *l)
@@ -131,13 +133,30 @@ static void install(struct hs_link *l, int slot, struct hs_transport *t)
 	pthread_cond_broadcast(&l->cond);
 }
 
+void hs_link_on_connect(struct hs_link *l, hs_link_connect_fn fn, void *arg)
+{
+	l->on_connect = fn;
+	l->connect_arg = arg;
+}
+
+/* Dials one connection for @slot and lets the owner set it up. */
+static int dial(struct hs_link *l, int slot, struct hs_transport **ret,
+		char *err, size_t errlen)
+{
+	hs_deadline_t dl = hs_deadline_in_ms(l->connect_timeout_ms);
+	int r = l->dial(l->dial_arg, dl, ret, err, errlen);
+
+	if (r == 0 && l->on_connect)
+		l->on_connect(l->connect_arg, slot, *ret, dl);
+	return r;
+}
+
 int hs_link_connect(struct hs_link *l, int slot, char *err, size_t errlen)
 {
 	struct hs_transport *t = NULL;
 	int r;
 
-	r = l->dial(l->dial_arg, hs_deadline_in_ms(l->connect_timeout_ms), &t,
-		    err, errlen);
+	r = dial(l, slot, &t, err, errlen);
 	pthread_mutex_lock(&l->lock);
 	if (r < 0) {
 		snprintf(l->last_error, sizeof(l->last_error), "%s", err);
@@ -199,9 +218,7 @@ static void *link_thread(void *arg)
 			if (!s->t && now >= s->next_try) {
 				pthread_mutex_unlock(&l->lock);
 				err[0] = 0;
-				r = l->dial(l->dial_arg,
-					    hs_deadline_in_ms(l->connect_timeout_ms),
-					    &t, err, sizeof(err));
+				r = dial(l, i, &t, err, sizeof(err));
 				pthread_mutex_lock(&l->lock);
 				if (r == 0 && l->stop) {
 					pthread_mutex_unlock(&l->lock);

@@ -84,6 +84,7 @@ enum hs_proto_notify_kind {
 	HS_NOTIFY_CREATED = 2,
 	HS_NOTIFY_REMOVED = 3,
 	HS_NOTIFY_OVERFLOW = 4,
+	HS_NOTIFY_MOVED = 5,    /* path moved to a second string */
 };
 
 struct hs_proto_hdr {

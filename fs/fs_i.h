@@ -32,6 +32,7 @@ struct hs_fs {
 				       * the host */
 	double attr_timeout;          /* s: entry and attr timeouts */
 	mode_t umask;                 /* cleared from reported modes */
+	struct hs_hostev *hostev;     /* host changes into the kernel, or NULL */
 };
 
 /* The FUSE low-level operations (ops.c). */
@@ -46,5 +47,26 @@ int hs_ctl_start(struct hs_fs *fs, char *err, size_t errlen);
  * stop at least every 500 ms) and removes the socket.  No-op if not
  * started.  Call before hs_cache_close(). */
 void hs_ctl_stop(struct hs_fs *fs);
+
+/* Host changes into the kernel's caches and inotify (hostev.c). */
+struct hs_hostev;
+struct hs_hostev *hs_hostev_new(struct hs_fs *fs);
+/* Starts the replayer; call once mounted. */
+int hs_hostev_start(struct hs_hostev *h);
+/* Stops it; @fuse_fd is the session's device descriptor, cut if a replay
+ * is stuck on a mount nobody serves any more.  Accepts NULL. */
+void hs_hostev_stop(struct hs_hostev *h, int fuse_fd);
+void hs_hostev_free(struct hs_hostev *h);
+/* hs_host_change_fn for the cache */
+void hs_hostev_push(void *arg, const struct hs_host_change *hc);
+/* ops.c: 1 if @req was made by the replayer */
+int hs_hostev_mine(struct hs_fs *fs, fuse_req_t req);
+/* ops.c, for the replayer's requests: a lookup of a name the replay
+ * touches (1: *@ret, with a reference taken; -ENOENT: no such name yet;
+ * 0: look it up as usual), and the inode a replayed creation names (0 or
+ * -errno; a reference is taken). */
+int hs_hostev_lookup(struct hs_fs *fs, uint64_t parent, const char *name,
+		     struct stat *ret);
+int hs_hostev_target(struct hs_fs *fs, struct stat *ret);
 
 #endif

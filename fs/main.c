@@ -231,6 +231,11 @@ static int run(const struct hs_opts *o, struct hs_fs *fs,
 	cc.local_gid = (uint32_t)getgid();
 	cc.force_uid = -1;
 	cc.force_gid = -1;
+	fs->hostev = hs_hostev_new(fs);
+	if (fs->hostev) {
+		cc.on_host_change = hs_hostev_push;
+		cc.on_host_change_arg = fs->hostev;
+	}
 	if (o->idmap_user) {
 		/* uid=/gid= name the local owner of the login user's files */
 		if (o->uid >= 0)
@@ -297,6 +302,9 @@ static int run(const struct hs_opts *o, struct hs_fs *fs,
 	}
 	hs_notice("mounted %s on %s (cache %s)", o->source, fs->mountpoint,
 		  cache_dir);
+	if (fs->hostev && hs_hostev_start(fs->hostev) < 0)
+		hs_warn("host changes will not reach inotify watchers: "
+			"cannot start a thread");
 
 	loop_cfg = fuse_loop_cfg_create();
 	if (!loop_cfg) {
@@ -318,6 +326,7 @@ static int run(const struct hs_opts *o, struct hs_fs *fs,
 out_unmount:
 	hs_ctl_stop(fs); /* no more status calls into the cache */
 	fuse_session_unmount(se);
+	hs_hostev_stop(fs->hostev, fuse_session_fd(se));
 out_ctl:
 	hs_ctl_stop(fs); /* no-op when already stopped */
 out_signals:
@@ -328,8 +337,11 @@ out_session:
 out_args:
 	fuse_opt_free_args(&args);
 out_cache:
+	hs_hostev_stop(fs->hostev, -1);
 	hs_cache_close(fs->cache);
 	fs->cache = NULL;
+	hs_hostev_free(fs->hostev);
+	fs->hostev = NULL;
 	return ret;
 }
 

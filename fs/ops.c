@@ -92,6 +92,28 @@ static void reply_entry(fuse_req_t req, struct hs_fs *fs,
 		hs_cache_forget(fs->cache, e.ino, 1);
 }
 
+/* ---- the replayer's requests (hostev.c) ----
+ * A change the host made is made again through the mount by the
+ * replayer thread, so the kernel emits inotify events; its requests are
+ * answered from the cache as it already is, and change nothing. */
+
+static int replaying(fuse_req_t req)
+{
+	return hs_hostev_mine(fs_of(req), req);
+}
+
+/* mknod, mkdir, symlink: the inode the host created. */
+static void replay_entry(fuse_req_t req)
+{
+	struct hs_fs *fs = fs_of(req);
+	struct stat st;
+	int r = hs_hostev_target(fs, &st);
+
+	if (r < 0)
+		return reply_err(req, r);
+	reply_entry(req, fs, &st);
+}
+
 /* ---- session ---- */
 
 static void op_init(void *userdata, struct fuse_conn_info *conn)
@@ -140,8 +162,16 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	struct hs_fs *fs = fs_of(req);
 	struct fuse_entry_param e;
 	struct stat st;
-	int r = hs_cache_lookup(fs->cache, parent, name, &st, op_deadline(fs));
+	int r = 0;
 
+	if (replaying(req)) {
+		r = hs_hostev_lookup(fs, parent, name, &st);
+		if (r == -ENOENT)
+			return reply_err(req, r); /* not remembered as missing */
+		if (r == 1)
+			return reply_entry(req, fs, &st);
+	}
+	r = hs_cache_lookup(fs->cache, parent, name, &st, op_deadline(fs));
 	if (r == -ENOENT) {
 		/* A negative entry: the kernel remembers the miss for
 		 * attr_timeout instead of asking again per open(). */
@@ -222,9 +252,14 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 {
 	struct hs_fs *fs = fs_of(req);
 	struct stat st;
-	int r = hs_cache_setattr(fs->cache, ino, attr, setattr_flags(to_set),
-				 fi ? handle_of(fi) : NULL, &st,
-				 op_deadline(fs));
+	int r;
+
+	if (replaying(req))
+		r = hs_cache_getattr(fs->cache, ino, &st);
+	else
+		r = hs_cache_setattr(fs->cache, ino, attr, setattr_flags(to_set),
+				     fi && fi->fh ? handle_of(fi) : NULL, &st,
+				     op_deadline(fs));
 
 	if (r < 0)
 		return reply_err(req, r);
@@ -250,7 +285,11 @@ static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name,
 {
 	struct hs_fs *fs = fs_of(req);
 	struct stat st;
-	int r = hs_cache_mknod(fs->cache, parent, name, mode, rdev, &st,
+	int r;
+
+	if (replaying(req))
+		return replay_entry(req);
+	r = hs_cache_mknod(fs->cache, parent, name, mode, rdev, &st,
 			       op_deadline(fs));
 
 	if (r < 0)
@@ -263,7 +302,11 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
 {
 	struct hs_fs *fs = fs_of(req);
 	struct stat st;
-	int r = hs_cache_mkdir(fs->cache, parent, name, mode, &st,
+	int r;
+
+	if (replaying(req))
+		return replay_entry(req);
+	r = hs_cache_mkdir(fs->cache, parent, name, mode, &st,
 			       op_deadline(fs));
 
 	if (r < 0)
@@ -276,7 +319,11 @@ static void op_symlink(fuse_req_t req, const char *target, fuse_ino_t parent,
 {
 	struct hs_fs *fs = fs_of(req);
 	struct stat st;
-	int r = hs_cache_symlink(fs->cache, parent, name, target, &st,
+	int r;
+
+	if (replaying(req))
+		return replay_entry(req);
+	r = hs_cache_symlink(fs->cache, parent, name, target, &st,
 				 op_deadline(fs));
 
 	if (r < 0)
@@ -301,6 +348,8 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct hs_fs *fs = fs_of(req);
 
+	if (replaying(req))
+		return reply_err(req, 0); /* already gone on the host */
 	reply_err(req, hs_cache_unlink(fs->cache, parent, name,
 				       op_deadline(fs)));
 }
@@ -309,6 +358,8 @@ static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct hs_fs *fs = fs_of(req);
 
+	if (replaying(req))
+		return reply_err(req, 0);
 	reply_err(req, hs_cache_rmdir(fs->cache, parent, name,
 				      op_deadline(fs)));
 }
@@ -319,6 +370,8 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 {
 	struct hs_fs *fs = fs_of(req);
 
+	if (replaying(req))
+		return reply_err(req, 0); /* the cache moved it already */
 	/* Flags pass through: the cache takes RENAME_NOREPLACE and refuses
 	 * RENAME_EXCHANGE / RENAME_WHITEOUT with -EINVAL. */
 	reply_err(req, hs_cache_rename(fs->cache, parent, name, newparent,
@@ -332,8 +385,17 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	struct hs_fs *fs = fs_of(req);
 	struct hs_handle *h;
 	int keep = 0;
-	int r = hs_cache_open_file(fs->cache, ino, fi->flags, &h, &keep,
-				   op_deadline(fs));
+	int r;
+
+	if (replaying(req)) {
+		/* no handle: the replay writes nothing */
+		fi->fh = 0;
+		fi->keep_cache = 0;
+		fuse_reply_open(req, fi);
+		return;
+	}
+	r = hs_cache_open_file(fs->cache, ino, fi->flags, &h, &keep,
+			       op_deadline(fs));
 
 	if (r < 0)
 		return reply_err(req, r);
@@ -348,11 +410,15 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 {
 	struct hs_fs *fs = fs_of(req);
 	struct fuse_entry_param e;
-	struct hs_handle *h;
+	struct hs_handle *h = NULL;
 	struct stat st;
-	int r = hs_cache_create(fs->cache, parent, name, mode, fi->flags, &st,
-				&h, op_deadline(fs));
+	int r;
 
+	if (replaying(req))
+		r = hs_hostev_target(fs, &st);
+	else
+		r = hs_cache_create(fs->cache, parent, name, mode, fi->flags,
+				    &st, &h, op_deadline(fs));
 	if (r < 0)
 		return reply_err(req, r);
 	fill_entry(fs, &e, &st);
@@ -361,7 +427,8 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 	 * behind a cached negative entry. */
 	fi->keep_cache = 0;
 	if (fuse_reply_create(req, &e, fi) < 0) {
-		hs_cache_release(fs->cache, h);
+		if (h)
+			hs_cache_release(fs->cache, h);
 		hs_cache_forget(fs->cache, e.ino, 1);
 	}
 }
@@ -370,9 +437,12 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		    struct fuse_file_info *fi)
 {
 	struct hs_fs *fs = fs_of(req);
-	char *buf = malloc(size ? size : 1);
+	char *buf;
 	ssize_t n;
 
+	if (!fi->fh)
+		return reply_err(req, -EBADF);
+	buf = malloc(size ? size : 1);
 	if (!buf)
 		return reply_err(req, -ENOMEM);
 	n = hs_cache_read(fs->cache, handle_of(fi), buf, size, off,
@@ -388,9 +458,12 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 		     size_t size, off_t off, struct fuse_file_info *fi)
 {
 	struct hs_fs *fs = fs_of(req);
-	ssize_t n = hs_cache_write(fs->cache, handle_of(fi), buf, size, off,
-				   op_deadline(fs));
+	ssize_t n;
 
+	if (!fi->fh)
+		return reply_err(req, -EBADF);
+	n = hs_cache_write(fs->cache, handle_of(fi), buf, size, off,
+			   op_deadline(fs));
 	if (n < 0)
 		return reply_err(req, (int)n);
 	fuse_reply_write(req, (size_t)n);
@@ -398,13 +471,16 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 
 static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
+	if (!fi->fh)
+		return reply_err(req, 0); /* the replayer's */
 	reply_err(req, hs_cache_flush(fs_of(req)->cache, handle_of(fi)));
 }
 
 static void op_release(fuse_req_t req, fuse_ino_t ino,
 		       struct fuse_file_info *fi)
 {
-	hs_cache_release(fs_of(req)->cache, handle_of(fi));
+	if (fi->fh)
+		hs_cache_release(fs_of(req)->cache, handle_of(fi));
 	fuse_reply_err(req, 0);
 }
 
@@ -413,6 +489,8 @@ static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
 {
 	struct hs_fs *fs = fs_of(req);
 
+	if (!fi->fh)
+		return reply_err(req, 0);
 	reply_err(req, hs_cache_fsync(fs->cache, handle_of(fi), datasync,
 				      op_deadline(fs)));
 }

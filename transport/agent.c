@@ -73,7 +73,7 @@ struct agent_tr {
 	pthread_t reader;
 	uint64_t bytes_out, bytes_in; /* on the wire; protected by lock */
 	struct hs_ssh_stream *ssh;    /* HS_TR_AGENT_SSH: the channel pump */
-	hs_tr_notify_fn notify;    /* set before the reader starts */
+	hs_tr_notify_fn notify;    /* set by ag_subscribe(); protected by lock */
 	void *notify_arg;
 };
 
@@ -341,19 +341,64 @@ static int status_errno(uint16_t st)
 	return st > 0 && st < 134 ? -(int)st : -EIO;
 }
 
-/* Hands a NOTIFY event to the owner, with @path made relative to the
- * mounted folder; events outside it are dropped. */
-static void deliver(struct agent_tr *s, uint32_t kind, const char *path)
+/* Makes host path @path relative to the mounted folder: NULL when it is
+ * outside. */
+static const char *below_root(const struct agent_tr *s, const char *path)
 {
 	size_t n = strlen(s->root);
 
-	if (kind == HS_NOTIFY_OVERFLOW) {
-		s->notify(s->notify_arg, kind, "/");
-		return;
-	}
 	if (n && (strncmp(path, s->root, n) || (path[n] && path[n] != '/')))
-		return;
-	s->notify(s->notify_arg, kind, path[n] ? path + n : "/");
+		return NULL;
+	return path[n] ? path + n : "/";
+}
+
+/* Decodes a NOTIFY frame's payload and hands the event to the subscriber,
+ * with paths made relative to the mounted folder.  A move from outside the
+ * folder is a creation, a move out of it a removal; other events outside
+ * it are dropped. */
+static void deliver(struct agent_tr *s, const struct hs_proto_hdr *h,
+		    const uint8_t *wire)
+{
+	char path[HS_PROTO_MAX_STR + 1], to[HS_PROTO_MAX_STR + 1];
+	uint8_t *raw = malloc(h->raw_len + 1);
+	const char *p, *q = NULL, *why;
+	hs_tr_notify_fn fn;
+	struct hs_prd rd;
+	uint32_t kind;
+	void *arg;
+
+	pthread_mutex_lock(&s->lock);
+	fn = s->notify;
+	arg = s->notify_arg;
+	pthread_mutex_unlock(&s->lock);
+	if (!raw || !fn || hs_proto_payload_decode(h, wire, raw, &why) < 0)
+		goto out;
+	hs_prd_init(&rd, raw, h->raw_len);
+	kind = hs_prd_u32(&rd);
+	hs_prd_str(&rd, path, sizeof(path));
+	if (kind == HS_NOTIFY_MOVED)
+		hs_prd_str(&rd, to, sizeof(to));
+	if (hs_prd_end(&rd) < 0)
+		goto out;
+	if (kind == HS_NOTIFY_OVERFLOW) {
+		fn(arg, kind, "/", NULL);
+		goto out;
+	}
+	p = below_root(s, path);
+	if (kind == HS_NOTIFY_MOVED) {
+		q = below_root(s, to);
+		if (!p && !q)
+			goto out;
+		if (!p || !q) {
+			kind = p ? HS_NOTIFY_REMOVED : HS_NOTIFY_CREATED;
+			p = p ? p : q;
+			q = NULL;
+		}
+	}
+	if (p)
+		fn(arg, kind, p, q);
+out:
+	free(raw);
 }
 
 static void *reader_main(void *arg)
@@ -402,22 +447,8 @@ static void *reader_main(void *arg)
 			/* a notification, or the answer to a request whose
 			 * caller gave up (the link is broken then) */
 			pthread_mutex_unlock(&s->lock);
-			if (h.id == 0 && h.op == HS_OP_NOTIFY && s->notify) {
-				uint8_t *raw = malloc(h.raw_len + 1);
-				struct hs_prd rd;
-				char path[HS_PROTO_MAX_STR + 1];
-				uint32_t kind;
-
-				if (raw && hs_proto_payload_decode(&h, wire, raw,
-								   &why) == 0) {
-					hs_prd_init(&rd, raw, h.raw_len);
-					kind = hs_prd_u32(&rd);
-					hs_prd_str(&rd, path, sizeof(path));
-					if (hs_prd_end(&rd) == 0)
-						deliver(s, kind, path);
-				}
-				free(raw);
-			}
+			if (h.id == 0 && h.op == HS_OP_NOTIFY)
+				deliver(s, &h, wire);
 			continue;
 		}
 		/* p stays registered while not done; its owner frees it
@@ -1010,6 +1041,29 @@ static void ag_close(struct hs_transport *t)
 	free(s);
 }
 
+static int ag_subscribe(struct hs_transport *t, hs_tr_notify_fn fn, void *arg,
+			hs_deadline_t dl)
+{
+	struct agent_tr *s = to_ag(t);
+	struct hs_pbuf b;
+	int r;
+
+	if (!(s->features & HS_FEAT_NOTIFY))
+		return -ENOTSUP;
+	pthread_mutex_lock(&s->lock);
+	s->notify = fn;
+	s->notify_arg = arg;
+	pthread_mutex_unlock(&s->lock);
+	hs_pbuf_init(&b);
+	r = call0(s, HS_OP_SUBSCRIBE, &b, dl);
+	if (r < 0) {
+		pthread_mutex_lock(&s->lock);
+		s->notify = NULL;
+		pthread_mutex_unlock(&s->lock);
+	}
+	return r;
+}
+
 static const struct hs_transport_ops agent_ops = {
 	.name = "agent",
 	.close = ag_close,
@@ -1031,6 +1085,7 @@ static const struct hs_transport_ops agent_ops = {
 	.statvfs = ag_statvfs,
 	.ping = ag_ping,
 	.put_file = ag_put_file,
+	.subscribe = ag_subscribe,
 };
 
 int hs_agent_bytes(struct hs_transport *t, uint64_t *ret_out,
@@ -1254,8 +1309,6 @@ int hs_agent_open(const struct hs_tr_config *cfg, hs_deadline_t dl,
 	s->fd = fd;
 	s->ssh = ssh;
 	s->files.next = s->files.prev = &s->files;
-	s->notify = cfg->agent_notify;
-	s->notify_arg = cfg->agent_notify_arg;
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_mutex_init(&s->wlock, NULL);
 	if (pthread_create(&s->reader, NULL, reader_main, s)) {
@@ -1270,16 +1323,6 @@ int hs_agent_open(const struct hs_tr_config *cfg, hs_deadline_t dl,
 			       HS_TR_CAP_FSYNC | HS_TR_CAP_STATVFS |
 			       HS_TR_CAP_NS_TIMES;
 		r = ag_lstat(&s->base, "/", &a, dl);
-		if (r == 0 && s->notify && (s->features & HS_FEAT_NOTIFY)) {
-			struct hs_pbuf b;
-
-			hs_pbuf_init(&b);
-			r = call0(s, HS_OP_SUBSCRIBE, &b, dl);
-			if (r < 0)
-				hs_warn("agent: no change notifications: %s",
-					strerror(-r));
-			r = s->base.broken ? -ECONNRESET : 0;
-		}
 		if (r == 0 && !S_ISDIR(a.mode))
 			r = -ENOTDIR;
 		if (r < 0)

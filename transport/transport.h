@@ -87,6 +87,14 @@ struct hs_tr_file; /* an open remote file; owned by the transport */
 typedef int (*hs_tr_dirent_fn)(void *arg, const char *name,
 			       const struct hs_attr *attr);
 
+/* Host change notifications of the agent wire (docs/protocol.md, NOTIFY):
+ * @kind is enum hs_proto_notify_kind, @path relative to the mounted folder
+ * ("/a/b"), @path2 the new name of a move (else NULL).  Called on the
+ * transport's reader thread; must not call into the transport and should
+ * return quickly. */
+typedef void (*hs_tr_notify_fn)(void *arg, unsigned kind, const char *path,
+				const char *path2);
+
 struct hs_transport_ops {
 	const char *name; /* "sftp", "agent" */
 
@@ -184,6 +192,12 @@ struct hs_transport_ops {
 			uint32_t mode, int64_t atime_ns, int64_t mtime_ns,
 			unsigned flags, const void *data, size_t len,
 			struct hs_attr *ret, hs_deadline_t dl);
+
+	/* Asks the host to report its changes below the mounted folder from
+	 * now on: @fn is called for each (see hs_tr_notify_fn) until the
+	 * connection closes.  May be NULL (-ENOTSUP): SFTP cannot. */
+	int (*subscribe)(struct hs_transport *t, hs_tr_notify_fn fn,
+			 void *arg, hs_deadline_t dl);
 };
 
 struct hs_transport {
@@ -205,11 +219,6 @@ enum hs_tr_kind {
 				* --root ROOT" in an ssh exec channel */
 };
 
-/* Host change notifications of the agent wire (docs/protocol.md, NOTIFY):
- * @kind is enum hs_proto_notify_kind, @path relative to the agent's root.
- * Called on the transport's reader thread; must not call into the
- * transport and should return quickly. */
-typedef void (*hs_tr_notify_fn)(void *arg, unsigned kind, const char *path);
 
 enum hs_tr_hostkey_policy {
 	HS_HOSTKEY_STRICT = 0,     /* StrictHostKeyChecking=yes */
@@ -235,8 +244,6 @@ struct hs_tr_config {
 	const char *agent_command; /* HS_TR_AGENT_SSH: the agent program on
 				    * the host; NULL: "hostshare-agent" */
 	int no_compression;      /* do not offer lz4 */
-	hs_tr_notify_fn agent_notify; /* NULL: no notifications */
-	void *agent_notify_arg;
 };
 
 /* Opens a connection as @cfg says, within @dl.  On failure returns -errno and
@@ -268,6 +275,12 @@ static inline int hs_tr_err_is_link(int r)
 	(hs_deadline_passed(dl) ? -ETIMEDOUT :  \
 	 (t)->broken ? -ENOTCONN :                                          \
 	 !(t)->ops->slot ? -ENOTSUP : (t)->ops->slot((t), __VA_ARGS__, (dl)))
+
+static inline int hs_tr_subscribe(struct hs_transport *t, hs_tr_notify_fn fn,
+				  void *arg, hs_deadline_t dl)
+{
+	return HS_TR_CALL(t, subscribe, dl, fn, arg);
+}
 
 static inline void hs_tr_close(struct hs_transport *t)
 {

@@ -837,14 +837,16 @@ struct events {
 	char seen[4096]; /* "kind:path;" */
 };
 
-static void on_event(void *arg, unsigned kind, const char *path)
+static void on_event(void *arg, unsigned kind, const char *path,
+		     const char *path2)
 {
 	struct events *ev = arg;
 	size_t n;
 
 	pthread_mutex_lock(&ev->lock);
 	n = strlen(ev->seen);
-	snprintf(ev->seen + n, sizeof(ev->seen) - n, "%u:%s;", kind, path);
+	snprintf(ev->seen + n, sizeof(ev->seen) - n, "%u:%s%s%s;", kind, path,
+		 path2 ? ">" : "", path2 ? path2 : "");
 	pthread_mutex_unlock(&ev->lock);
 }
 
@@ -867,14 +869,13 @@ static void test_notify(const struct agent *ag)
 	static struct events ev = { .lock = PTHREAD_MUTEX_INITIALIZER };
 	struct hs_tr_config c = cfg_unix(ag, "n");
 	struct hs_transport *t;
-	char p[400];
+	char p[400], p2[400];
 	int fd;
 
 	snprintf(p, sizeof(p), "%s/n", root);
 	CHECK_OK(mkdir(p, 0700));
-	c.agent_notify = on_event;
-	c.agent_notify_arg = &ev;
 	t = open_ok(&c);
+	CHECK_OK(hs_tr_subscribe(t, on_event, &ev, dl()));
 	/* changes made on the host, not through the agent */
 	snprintf(p, sizeof(p), "%s/n/made-on-host", root);
 	fd = open(p, O_WRONLY | O_CREAT, 0600);
@@ -890,8 +891,22 @@ static void test_notify(const struct agent *ag)
 	snprintf(p, sizeof(p), "%s/n/sub/deep", root);
 	CHECK_OK(close(open(p, O_WRONLY | O_CREAT, 0600)));
 	CHECK(saw(&ev, "2:/sub/deep;"));
-	CHECK_OK(unlink(p));
-	CHECK(saw(&ev, "3:/sub/deep;"));
+	/* a move inside the folder is one event, into or out of it a
+	 * creation or a removal */
+	snprintf(p2, sizeof(p2), "%s/n/moved", root);
+	CHECK_OK(rename(p, p2));
+	CHECK(saw(&ev, "5:/sub/deep>/moved;"));
+	snprintf(p, sizeof(p), "%s/outside", root);
+	CHECK_OK(rename(p2, p));
+	CHECK(saw(&ev, "3:/moved;"));
+	CHECK_OK(rename(p, p2));
+	CHECK(saw(&ev, "2:/moved;"));
+	pthread_mutex_lock(&ev.lock);
+	ev.seen[0] = '\0';
+	pthread_mutex_unlock(&ev.lock);
+	CHECK_OK(unlink(p2));
+	CHECK(saw(&ev, "3:/moved;"));
+	snprintf(p, sizeof(p), "%s/n/sub/deep", root);
 	/* outside the mounted folder: not delivered */
 	snprintf(p, sizeof(p), "%s/elsewhere", root);
 	CHECK_OK(close(open(p, O_WRONLY | O_CREAT, 0600)));

@@ -66,7 +66,8 @@ static void set_wd(int wd, const char *rel)
 	wd_path[wd] = strdup(rel);
 }
 
-static void send_all(unsigned kind, const char *path)
+/* Sends one event to every subscriber; @to only with HS_NOTIFY_MOVED. */
+static void send_all(unsigned kind, const char *path, const char *to)
 {
 	struct hs_pbuf b;
 	struct sub *s;
@@ -74,6 +75,8 @@ static void send_all(unsigned kind, const char *path)
 	hs_pbuf_init(&b);
 	hs_pbuf_u32(&b, kind);
 	hs_pbuf_str(&b, path[0] ? path : "/");
+	if (kind == HS_NOTIFY_MOVED)
+		hs_pbuf_str(&b, to[0] ? to : "/");
 	if (!b.err)
 		for (s = subs; s; s = s->next)
 			s->sink->send(s->sink, b.p, b.len);
@@ -111,9 +114,26 @@ static int watch_tree(const char *rel)
 	return r;
 }
 
+/* A move inside the tree is two inotify events with one cookie, one after
+ * the other: IN_MOVED_FROM is held until the next event, and sent as a
+ * MOVED when that is its IN_MOVED_TO, else as a removal (the name went
+ * out of the tree). */
+struct held_move {
+	uint32_t cookie; /* 0: none held */
+	char path[PATH_MAX * 2];
+};
+
+static void flush_held(struct held_move *m)
+{
+	if (m->cookie)
+		send_all(HS_NOTIFY_REMOVED, m->path, NULL);
+	m->cookie = 0;
+}
+
 static void *watch_main(void *arg)
 {
 	char buf[64 * 1024] __attribute__((aligned(8)));
+	static struct held_move held;
 	char path[PATH_MAX * 2];
 	ssize_t n;
 	(void)arg;
@@ -136,7 +156,8 @@ static void *watch_main(void *arg)
 
 			p += sizeof(*ev) + ev->len;
 			if (ev->mask & IN_Q_OVERFLOW) {
-				send_all(HS_NOTIFY_OVERFLOW, "/");
+				flush_held(&held);
+				send_all(HS_NOTIFY_OVERFLOW, "/", NULL);
 				continue;
 			}
 			if (ev->wd < 0 || ev->wd >= wd_cap || !wd_path[ev->wd])
@@ -156,18 +177,35 @@ static void *watch_main(void *arg)
 				snprintf(path, sizeof(path), "%s", dir);
 			if (strstr(path, "/.hs-put-"))
 				continue; /* PUT_FILE's temporary names */
+			if ((ev->mask & IN_MOVED_TO) && held.cookie &&
+			    held.cookie == ev->cookie) {
+				held.cookie = 0;
+				send_all(HS_NOTIFY_MOVED, held.path, path);
+				if ((ev->mask & IN_ISDIR) &&
+				    strlen(path) < PATH_MAX && watch_tree(path) < 0)
+					send_all(HS_NOTIFY_OVERFLOW, "/", NULL);
+				continue;
+			}
+			flush_held(&held);
+			if ((ev->mask & IN_MOVED_FROM) && ev->cookie) {
+				held.cookie = ev->cookie;
+				snprintf(held.path, sizeof(held.path), "%s", path);
+				continue;
+			}
 			if (ev->mask & (IN_CREATE | IN_MOVED_TO)) {
 				kind = HS_NOTIFY_CREATED;
 				if ((ev->mask & IN_ISDIR) &&
 				    strlen(path) < PATH_MAX && watch_tree(path) < 0)
-					send_all(HS_NOTIFY_OVERFLOW, "/");
+					send_all(HS_NOTIFY_OVERFLOW, "/", NULL);
 			} else if (ev->mask & (IN_DELETE | IN_MOVED_FROM)) {
 				kind = HS_NOTIFY_REMOVED;
 			} else {
 				kind = HS_NOTIFY_CHANGED;
 			}
-			send_all(kind, path);
+			send_all(kind, path, NULL);
 		}
+		/* the IN_MOVED_TO of a move comes in the same read */
+		flush_held(&held);
 		pthread_mutex_unlock(&wlock);
 	}
 }
