@@ -56,6 +56,7 @@ enum hs_host_change_kind {
 	HS_HC_REMOVED = 2, /* parent/name no longer names ino */
 	HS_HC_CHANGED = 3, /* ino's content or attributes changed */
 	HS_HC_MOVED = 4,   /* parent/name moved to newparent/newname */
+	HS_HC_ATTRIB = 5,  /* ino's mode, owner or times changed, not its data */
 };
 struct hs_host_change {
 	int kind;

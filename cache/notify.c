@@ -532,11 +532,11 @@ out_free:
 }
 
 /* A host file reported changed: checked against the host; a new version
- * is reported. */
+ * is reported as changed, new attributes alone as such. */
 static void check_file(struct hs_cache *c, const char *p, struct strset *seen)
 {
 	struct hs_host_change hc = { .kind = HS_HC_CHANGED };
-	struct hs_inode x;
+	struct hs_inode x, y;
 	char key[32];
 	uint64_t ino;
 	int r, changed = 0;
@@ -548,18 +548,29 @@ static void check_file(struct hs_cache *c, const char *p, struct strset *seen)
 	if (r < 0)
 		return;
 	hc.ino = ino;
-	hc.mode = x.mode;
-	r = S_ISREG(x.mode) || S_ISLNK(x.mode);
-	hs_inode_release(&x);
 	snprintf(key, sizeof(key), "%llu", (unsigned long long)ino);
-	if (!r || strset_has(seen, key))
-		return;
-	if (hs_cache_revalidate(c, ino, &changed,
-				hs_deadline_in_ms(c->cfg.op_timeout_ms)) == 0 &&
-	    changed) {
+	if ((!S_ISREG(x.mode) && !S_ISLNK(x.mode)) || strset_has(seen, key) ||
+	    hs_cache_revalidate(c, ino, &changed,
+				hs_deadline_in_ms(c->cfg.op_timeout_ms)) < 0)
+		goto out;
+	pthread_mutex_lock(&c->db_lock);
+	r = hs_meta_get_inode(c, ino, &y);
+	pthread_mutex_unlock(&c->db_lock);
+	if (r < 0)
+		goto out;
+	hc.mode = y.mode;
+	if (!changed && (x.mode != y.mode || x.uid != y.uid || x.gid != y.gid ||
+			 x.mtime != y.mtime || x.atime != y.atime))
+		hc.kind = HS_HC_ATTRIB;
+	else if (!changed)
+		hc.kind = 0;
+	hs_inode_release(&y);
+	if (hc.kind) {
 		strset_add(seen, key);
 		emit(c, &hc);
 	}
+out:
+	hs_inode_release(&x);
 }
 
 /* Applies one batch of events; the ones that must wait go to @retry. */

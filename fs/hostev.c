@@ -15,15 +15,19 @@
  *      symlink for a creation (IN_CREATE), unlink/rmdir for a removal
  *      (IN_DELETE), rename for a move (IN_MOVED_FROM/IN_MOVED_TO with one
  *      cookie), and open for writing + ftruncate to the same size + close
- *      for a changed file (IN_MODIFY, IN_CLOSE_WRITE).  FUSE requests
+ *      for a changed file (IN_MODIFY, IN_CLOSE_WRITE), chmod for new
+ *      attributes (IN_ATTRIB).  FUSE requests
  *      carry the calling thread's id; ops.c recognises the replayer's and
  *      answers them from the cache as it now is, without changing
  *      anything or journaling anything (hs_hostev_*() below): the creation
  *      names the inode the host made, a removal or move just succeeds,
  *      and a lookup of a name it touches sees the name as it was before.
  *
- * Not delivered: IN_ATTRIB for a host chmod/chown/touch (reported as a
- * modification), the events of names inside a host folder the guest never
+ * A new mode, owner or times alone are replayed as a chmod to the mode
+ * the file has (IN_ATTRIB); fs/ops.c answers a setattr of the replayer's
+ * with the attributes the cache holds.
+ *
+ * Not delivered: the events of names inside a host folder the guest never
  * listed, events the host's inotify lost (queue overflow: the cache
  * checks everything again, silently), and IN_ACCESS/IN_OPEN of host
  * readers.
@@ -398,6 +402,25 @@ out:
 	free(p);
 }
 
+/* New mode, owner or times: a chmod to the mode it has (IN_ATTRIB). */
+static void replay_attrib(struct hs_fs *fs, int rfd, const struct hs_host_change *hc)
+{
+	const char *name;
+	char *p = NULL;
+	int dfd = -1;
+
+	fuse_lowlevel_notify_inval_inode(fs->se, hc->ino, -1, 0);
+	if (rfd < 0 || S_ISLNK(hc->mode) || !(p = rel_path(fs, hc->ino, NULL)) ||
+	    (dfd = open_parent(rfd, p, &name)) < 0)
+		goto out;
+	if (fchmodat(dfd, name, hc->mode & 07777, 0) < 0)
+		hs_debug("replay: attributes of '%s': %s", p, strerror(errno));
+out:
+	if (dfd >= 0)
+		close(dfd);
+	free(p);
+}
+
 static void replay(struct hs_fs *fs, int rfd, const struct hs_host_change *hc)
 {
 	switch (hc->kind) {
@@ -412,6 +435,9 @@ static void replay(struct hs_fs *fs, int rfd, const struct hs_host_change *hc)
 		break;
 	case HS_HC_CHANGED:
 		replay_changed(fs, rfd, hc);
+		break;
+	case HS_HC_ATTRIB:
+		replay_attrib(fs, rfd, hc);
 		break;
 	}
 }

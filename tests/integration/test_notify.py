@@ -186,6 +186,12 @@ def test_guest_inotify_sees_host_changes(mount_factory, agent, timing):
               "the appended bytes")
 
         t = time.monotonic()
+        os.chmod(m.host("a.txt"), 0o600)
+        timing("host chmod: guest IN_ATTRIB after", w.expect("ATTRIB", "a.txt", t), "s")
+        until(lambda: os.stat(m.guest("a.txt")).st_mode & 0o777 == 0o600,
+              SEEN_WITHIN, "the new mode")
+
+        t = time.monotonic()
         os.rename(m.host("a.txt"), m.host("w", "b.txt"))
         timing("host rename: guest IN_MOVED_FROM after",
                w.expect("MOVED_FROM", "a.txt", t), "s")
