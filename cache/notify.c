@@ -431,9 +431,87 @@ static int guest_pending(struct hs_cache *c, const char *p)
 	return found;
 }
 
+/* The host as it is now, asked on the fetch connection: 1 if @from is gone
+ * and @to is the object the cache knew at @from (type, and for a file its
+ * size and mtime), else 0. */
+static int host_shows_move(struct hs_cache *c, const char *from, const char *to,
+			   const struct hs_inode *x)
+{
+	hs_deadline_t dl = hs_deadline_in_ms(c->cfg.op_timeout_ms);
+	struct hs_transport *t;
+	struct hs_attr a;
+	int r, ok = 0;
+
+	if (hs_link_get(c->link, HS_SLOT_FETCH, 0, dl, &t) < 0)
+		return 0;
+	r = hs_tr_lstat(t, from, &a, dl);
+	if (r == -ENOENT) {
+		r = hs_tr_lstat(t, to, &a, dl);
+		ok = r == 0 && (a.mode & S_IFMT) == (x->mode & S_IFMT) &&
+		     (!S_ISREG(x->mode) ||
+		      (x->host_size == (int64_t)a.size &&
+		       x->host_mtime / HS_NSEC_PER_SEC == a.mtime_ns / HS_NSEC_PER_SEC));
+	}
+	hs_link_put(c->link, t, r < 0 && r != -ENOENT ? r : 0);
+	return ok;
+}
+
+/* Where a move would go in the cache, and whether the cache may apply it:
+ * no guest change pending on either name, the names as the event says.
+ * 0 and the fields filled, -1 when the folders must be listed instead;
+ * db_lock held. */
+struct move {
+	uint64_t fino, op, nparent, tino;
+	struct hs_inode x;
+};
+
+static int plan_move(struct hs_cache *c, const char *from, const char *to,
+		     const char *fdir, const char *tdir, struct move *mv)
+{
+	const char *fname = base_name(from), *tname = base_name(to);
+	struct hs_inode np, t;
+	uint64_t at;
+	int r = -1;
+
+	memset(mv, 0, sizeof(*mv));
+	mv->fino = hs_meta_by_hpath(c, from);
+	mv->op = hs_meta_by_hpath(c, fdir);
+	mv->nparent = hs_meta_by_hpath(c, tdir);
+	if (!mv->fino || !mv->op || !mv->nparent ||
+	    busy_near(c, from) || busy_near(c, to) ||
+	    hs_meta_get_inode(c, mv->fino, &mv->x) < 0)
+		return -1;
+	if (hs_meta_get_inode(c, mv->nparent, &np) < 0)
+		goto out;
+	at = np.listed_at;
+	hs_inode_release(&np);
+	if (mv->x.local || at == (uint64_t)-2 || guest_pending(c, from) ||
+	    guest_pending(c, to) || hs_meta_lookup(c, mv->op, fname, &at) < 0 ||
+	    at != mv->fino)
+		goto out;
+	if (hs_meta_lookup(c, mv->nparent, tname, &mv->tino) == 0) {
+		if (mv->tino == mv->fino || hs_meta_get_inode(c, mv->tino, &t) < 0)
+			goto out;
+		r = t.local || (S_ISDIR(t.mode) &&
+				hs_meta_dir_empty(c, mv->tino) != 1) ? -1 : 0;
+		hs_inode_release(&t);
+		if (r < 0)
+			goto out;
+	} else {
+		mv->tino = 0;
+	}
+	return 0;
+out:
+	hs_inode_release(&mv->x);
+	return -1;
+}
+
 /* Applies a host rename of @from to @to to the cache.  Returns 1 when done
  * (and reported), 0 when the cache already shows it (an echo of the
- * flusher's), -1 when the folders must be listed instead. */
+ * flusher's), -1 when the folders must be listed instead.  An event can
+ * be older than the cache's state (the guest may have made a new @from
+ * since), so the move is applied only if the host shows it now and
+ * nothing changed in the cache while we asked. */
 static int apply_move(struct hs_cache *c, const char *from, const char *to)
 {
 	static const char unlinked[] = "UPDATE inode SET nlink=0, hpath=NULL WHERE ino=?";
@@ -442,63 +520,52 @@ static int apply_move(struct hs_cache *c, const char *from, const char *to)
 	char *fdir = dir_of(from), *tdir = dir_of(to);
 	const char *fname = base_name(from), *tname = base_name(to);
 	struct hs_host_change hc = { 0 };
-	struct hs_inode x, np;
-	uint64_t fino, op, nparent, at, tino = 0;
+	struct move mv, mv2;
 	sqlite3_stmt *st;
-	int r = -1, have_x = 0, have_np = 0;
+	uint64_t gen;
+	int r = -1;
 
 	if (!fdir || !tdir)
 		goto out_free;
 	pthread_mutex_lock(&c->db_lock);
-	fino = hs_meta_by_hpath(c, from);
-	if (!fino) {
+	if (!hs_meta_by_hpath(c, from)) {
 		r = hs_meta_by_hpath(c, to) ? 0 : -1;
-		goto out_unlock;
+		pthread_mutex_unlock(&c->db_lock);
+		goto out_free;
 	}
-	op = hs_meta_by_hpath(c, fdir);
-	nparent = hs_meta_by_hpath(c, tdir);
-	if (!op || !nparent || hs_meta_get_inode(c, fino, &x) < 0)
-		goto out_unlock;
-	have_x = 1;
-	if (hs_meta_get_inode(c, nparent, &np) < 0)
-		goto out_unlock;
-	have_np = 1;
-	if (x.local || np.listed_at == -2 || guest_pending(c, from) ||
-	    guest_pending(c, to) || hs_meta_lookup(c, op, fname, &at) < 0 ||
-	    at != fino)
-		goto out_unlock;
-	if (hs_meta_lookup(c, nparent, tname, &tino) == 0) {
-		struct hs_inode t;
+	r = plan_move(c, from, to, fdir, tdir, &mv);
+	gen = atomic_load(&c->hgen);
+	pthread_mutex_unlock(&c->db_lock);
+	if (r < 0)
+		goto out_free;
+	r = -1;
+	if (!host_shows_move(c, from, to, &mv.x))
+		goto out_x;
 
-		if (tino == fino || hs_meta_get_inode(c, tino, &t) < 0)
-			goto out_unlock;
-		r = t.local || (S_ISDIR(t.mode) && hs_meta_dir_empty(c, tino) != 1) ? -1 : 0;
-		hs_inode_release(&t);
-		if (r < 0)
-			goto out_unlock;
-		r = -1;
-	} else {
-		tino = 0;
-	}
-	if (hs_meta_begin(c) < 0)
+	pthread_mutex_lock(&c->db_lock);
+	if (atomic_load(&c->hgen) != gen || plan_move(c, from, to, fdir, tdir, &mv2) < 0)
+		goto out_unlock;
+	hs_inode_release(&mv2.x);
+	if (mv2.fino != mv.fino || mv2.op != mv.op || mv2.nparent != mv.nparent ||
+	    mv2.tino != mv.tino || hs_meta_begin(c) < 0)
 		goto out_unlock;
 	/* listings of either folder taken before this are not merged */
 	hs_dir_host_changed(c, from);
 	hs_dir_host_changed(c, to);
-	r = hs_meta_del_dentry(c, op, fname);
-	if (r == 0 && tino) {
-		r = hs_meta_del_dentry(c, nparent, tname);
+	r = hs_meta_del_dentry(c, mv.op, fname);
+	if (r == 0 && mv.tino) {
+		r = hs_meta_del_dentry(c, mv.nparent, tname);
 		if (r == 0 && (st = hs_meta_prepare(c, unlinked_below))) {
 			sqlite3_bind_text(st, 1, to, -1, SQLITE_STATIC);
 			r = hs_meta_step(c, st);
 		}
 		if (r == 0 && (st = hs_meta_prepare(c, unlinked))) {
-			sqlite3_bind_int64(st, 1, (int64_t)tino);
+			sqlite3_bind_int64(st, 1, (int64_t)mv.tino);
 			r = hs_meta_step(c, st);
 		}
 	}
 	if (r == 0)
-		r = hs_meta_add_dentry(c, nparent, tname, fino);
+		r = hs_meta_add_dentry(c, mv.nparent, tname, mv.fino);
 	if (r == 0)
 		r = hs_meta_move_hpaths(c, from, to);
 	if (r == 0)
@@ -509,22 +576,20 @@ static int apply_move(struct hs_cache *c, const char *from, const char *to)
 	} else {
 		r = 1;
 		hc.kind = HS_HC_MOVED;
-		hc.parent = op;
+		hc.parent = mv.op;
 		hc.name = fname;
-		hc.ino = fino;
-		hc.mode = x.mode;
-		hc.newparent = nparent;
+		hc.ino = mv.fino;
+		hc.mode = mv.x.mode;
+		hc.newparent = mv.nparent;
 		hc.newname = tname;
-		hc.replaced = tino;
+		hc.replaced = mv.tino;
 	}
 out_unlock:
 	pthread_mutex_unlock(&c->db_lock);
-	if (have_x)
-		hs_inode_release(&x);
-	if (have_np)
-		hs_inode_release(&np);
 	if (r == 1)
 		emit(c, &hc);
+out_x:
+	hs_inode_release(&mv.x);
 out_free:
 	free(fdir);
 	free(tdir);
