@@ -59,7 +59,7 @@ def pytest_addoption(parser):
     g.addoption("--mounter", choices=("hostshare", "sshfs"), default="hostshare",
                 help="file system the tests mount (default: hostshare)")
     g.addoption("--transport", choices=("sftp", "agent-tcp", "agent-unix",
-                                          "agent-ssh"),
+                                          "agent-ssh", "agent-vsock"),
                 default="sftp", help="how hostshare reaches the host "
                 "(default: sftp)")
     g.addoption("--timeout-factor", type=float, default=float(
@@ -87,7 +87,11 @@ def pytest_collection_modifyitems(config, items):
     transport = config.getoption("--transport")
     if transport != "sftp" and mounter != "hostshare":
         raise pytest.UsageError("--transport %s needs --mounter hostshare" % transport)
+    no_vsock = harness.vsock_loopback_missing() if transport == "agent-vsock" else None
     for item in items:
+        if no_vsock:
+            item.add_marker(pytest.mark.skip(reason="vsock: " + no_vsock))
+            continue
         if transport != "sftp":
             fn = getattr(item, "function", None)
             args = inspect.signature(fn).parameters if fn else {}

@@ -19,6 +19,7 @@ are derived from this file or from the environment (HS_BUILD_DIR).
 """
 
 import json
+import random
 import os
 import select
 import shlex
@@ -464,14 +465,42 @@ def agent_bin():
     return os.path.join(build_dir(), "tools", "agent", "hostshare-agent")
 
 
+def vsock_loopback_missing():
+    """None when this machine can talk vsock to itself (the vsock_loopback
+    transport, CID 1), else why not."""
+    if not hasattr(socket, "AF_VSOCK"):
+        return "python has no AF_VSOCK"
+    try:
+        srv = socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM)
+    except OSError as e:
+        return "no AF_VSOCK in this kernel (%s)" % e.strerror
+    try:
+        srv.bind((socket.VMADDR_CID_ANY, socket.VMADDR_PORT_ANY))
+        srv.listen(1)
+        port = srv.getsockname()[1]
+        cli = socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM)
+        cli.settimeout(2)
+        try:
+            cli.connect((1, port))
+        finally:
+            cli.close()
+    except OSError as e:
+        return ("no vsock loopback (connecting to CID 1: %s; modprobe vsock_loopback)"
+                % (e.strerror or "timed out"))
+    finally:
+        srv.close()
+    return None
+
+
 class Agent:
     """A hostshare-agent serving @root on 127.0.0.1:<free port> (listen
-    "tcp") or on a unix socket in @workdir (listen "unix"), with a token
-    file.  Plays the part of Sshd for Mount: source() and mount_options().
+    "tcp"), on a unix socket in @workdir (listen "unix") or on vsock port
+    <random> reached through the local loopback CID 1 (listen "vsock"),
+    with a token file (tcp, unix).  Plays the part of Sshd for Mount: source() and mount_options().
     Started and stopped by PID."""
 
     def __init__(self, workdir, root, listen="tcp", extra=()):
-        if listen not in ("tcp", "unix"):
+        if listen not in ("tcp", "unix", "vsock"):
             raise ValueError("unknown agent listener %r" % listen)
         self.workdir = os.path.abspath(workdir)
         self.root = os.path.abspath(root)
@@ -497,6 +526,9 @@ class Agent:
             if self.listen == "tcp":
                 self.port = free_port()
                 spec = "tcp:%s:%d" % (self.host, self.port)
+            elif self.listen == "vsock":
+                self.port = random.randrange(20000, 60000)
+                spec = "vsock:%d" % self.port
             else:
                 spec = "unix:" + self.socket
             logf = open(self.log, "ab")
@@ -528,6 +560,8 @@ class Agent:
                                % (remote_dir, self.root))
         if self.listen == "tcp":
             return "tcp://%s:%d/%s" % (self.host, self.port, rel)
+        if self.listen == "vsock":
+            return "vsock://1:%d/%s" % (self.port, rel)
         return "unix:%s:/%s" % (self.socket, rel)
 
     def mount_options(self):
