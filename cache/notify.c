@@ -749,6 +749,8 @@ static void apply_batch(struct hs_cache *c, struct hs_nev *ev, size_t n,
 		}
 		check_file(c, changed.v[i], &seen);
 	}
+	hs_debug("host changes: %zu events, %zu folders listed again, %zu "
+		 "files checked, %zu waiting", n, dirs.n, changed.n, nr);
 	strset_free(&dirs);
 	strset_free(&changed);
 	strset_free(&seen);

@@ -357,7 +357,7 @@ static int is_path_op(uint8_t op)
 	switch (op) {
 	case HS_OP_LSTAT: case HS_OP_READDIR: case HS_OP_RMDIR:
 	case HS_OP_UNLINK: case HS_OP_READLINK: case HS_OP_STATVFS:
-	case HS_OP_LOOKUP_LIST:
+	case HS_OP_LOOKUP_LIST: case HS_OP_SUBSCRIBE:
 		return 1;
 	}
 	return 0;
@@ -393,7 +393,6 @@ int hs_proto_req_decode(uint8_t op, const uint8_t *p, size_t n,
 		hs_prd_str(&r, q->token, sizeof(q->token));
 		break;
 	case HS_OP_PING:
-	case HS_OP_SUBSCRIBE:
 		break;
 	case HS_OP_OPEN:
 		hs_prd_str(&r, q->path, sizeof(q->path));
@@ -483,7 +482,6 @@ int hs_proto_req_encode(const struct hs_proto_req *q, struct hs_pbuf *b)
 		hs_pbuf_str(b, q->token);
 		break;
 	case HS_OP_PING:
-	case HS_OP_SUBSCRIBE:
 		break;
 	case HS_OP_OPEN:
 		hs_pbuf_str(b, q->path);

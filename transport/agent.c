@@ -1054,8 +1054,11 @@ static int ag_subscribe(struct hs_transport *t, hs_tr_notify_fn fn, void *arg,
 	s->notify = fn;
 	s->notify_arg = arg;
 	pthread_mutex_unlock(&s->lock);
-	hs_pbuf_init(&b);
-	r = call0(s, HS_OP_SUBSCRIBE, &b, dl);
+	r = path_req(s, HS_OP_SUBSCRIBE, "/", &b);
+	if (r == 0)
+		r = call0(s, HS_OP_SUBSCRIBE, &b, dl);
+	else
+		hs_pbuf_release(&b);
 	if (r < 0) {
 		pthread_mutex_lock(&s->lock);
 		s->notify = NULL;

@@ -25,8 +25,10 @@ struct hs_agent_sink {
 
 /* watch.c: remembers the root's path (before any subscription). */
 int hs_agent_watch_init(const char *root);
-/* Adds @sink to the subscribers (starting the watcher on first use). */
-int hs_agent_subscribe(struct hs_agent_sink *sink);
+/* Adds @sink to the subscribers of the changes at and below folder @rel
+ * (relative to the root, no leading '/'; "" for the root), starting the
+ * watcher on first use. */
+int hs_agent_subscribe(struct hs_agent_sink *sink, const char *rel);
 /* Removes @sink; once this returns, send() is not called on it again. */
 void hs_agent_unsubscribe(struct hs_agent_sink *sink);
 

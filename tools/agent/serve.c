@@ -735,10 +735,21 @@ static int handle(struct conn *c, const struct hs_proto_hdr *h,
 			break;
 		}
 		if (!c->subscribed) {
+			char rel[HS_PROTO_MAX_STR + 2];
+
+			/* the folder must be one beneath the root */
+			r = hs_bn_rel(q->path, rel, sizeof(rel));
+			fd = r < 0 ? r : hs_bn_open(c->a->rootfd, rel,
+						    O_PATH | O_DIRECTORY, 0);
+			if (fd < 0) {
+				r = fd;
+				break;
+			}
+			close(fd);
 			/* the reply goes first: take the write lock so that
 			 * no event overtakes it */
 			pthread_mutex_lock(&c->wlock);
-			r = hs_agent_subscribe(&c->sink);
+			r = hs_agent_subscribe(&c->sink, strcmp(rel, ".") ? rel : "");
 			c->subscribed = r == 0;
 			if (r == 0) {
 				struct hs_proto_hdr rh = { .id = h->id,

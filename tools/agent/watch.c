@@ -37,6 +37,7 @@
 struct sub {
 	struct sub *next;
 	struct hs_agent_sink *sink;
+	char prefix[PATH_MAX];  /* "/rel/dir", "" for the root */
 };
 
 static pthread_mutex_t wlock = PTHREAD_MUTEX_INITIALIZER;
@@ -66,21 +67,49 @@ static void set_wd(int wd, const char *rel)
 	wd_path[wd] = strdup(rel);
 }
 
-/* Sends one event to every subscriber; @to only with HS_NOTIFY_MOVED. */
+/* @p ("/a/b", "" for the root) is @prefix or below it. */
+static int below(const char *p, const char *prefix)
+{
+	size_t n = strlen(prefix);
+
+	return !strncmp(p, prefix, n) && (p[n] == '\0' || p[n] == '/');
+}
+
+/* Sends one event to every subscriber whose folder it concerns; @to only
+ * with HS_NOTIFY_MOVED (a move out of or into a subscriber's folder is a
+ * removal or a creation for it). */
 static void send_all(unsigned kind, const char *path, const char *to)
 {
-	struct hs_pbuf b;
+	struct hs_pbuf b[3];
 	struct sub *s;
+	int i;
 
-	hs_pbuf_init(&b);
-	hs_pbuf_u32(&b, kind);
-	hs_pbuf_str(&b, path[0] ? path : "/");
-	if (kind == HS_NOTIFY_MOVED)
-		hs_pbuf_str(&b, to[0] ? to : "/");
-	if (!b.err)
-		for (s = subs; s; s = s->next)
-			s->sink->send(s->sink, b.p, b.len);
-	hs_pbuf_release(&b);
+	for (i = 0; i < 3; i++)
+		hs_pbuf_init(&b[i]);
+	hs_pbuf_u32(&b[0], kind);
+	hs_pbuf_str(&b[0], path[0] ? path : "/");
+	if (kind == HS_NOTIFY_MOVED) {
+		hs_pbuf_str(&b[0], to[0] ? to : "/");
+		hs_pbuf_u32(&b[1], HS_NOTIFY_REMOVED);
+		hs_pbuf_str(&b[1], path[0] ? path : "/");
+		hs_pbuf_u32(&b[2], HS_NOTIFY_CREATED);
+		hs_pbuf_str(&b[2], to[0] ? to : "/");
+	}
+	for (s = subs; s; s = s->next) {
+		int from_in = kind == HS_NOTIFY_OVERFLOW || below(path, s->prefix);
+		int to_in = kind == HS_NOTIFY_MOVED && below(to, s->prefix);
+		struct hs_pbuf *m = NULL;
+
+		if (kind != HS_NOTIFY_MOVED)
+			m = from_in ? &b[0] : NULL;
+		else
+			m = from_in && to_in ? &b[0] : from_in ? &b[1] :
+			    to_in ? &b[2] : NULL;
+		if (m && !m->err)
+			s->sink->send(s->sink, m->p, m->len);
+	}
+	for (i = 0; i < 3; i++)
+		hs_pbuf_release(&b[i]);
 }
 
 /* Adds watches for @rel (relative to the root, "" for the root) and every
@@ -219,7 +248,7 @@ int hs_agent_watch_init(const char *root)
 	return 0;
 }
 
-int hs_agent_subscribe(struct hs_agent_sink *sink)
+int hs_agent_subscribe(struct hs_agent_sink *sink, const char *rel)
 {
 	struct sub *s = calloc(1, sizeof(*s));
 	pthread_t th;
@@ -227,23 +256,28 @@ int hs_agent_subscribe(struct hs_agent_sink *sink)
 
 	if (!s)
 		return -ENOMEM;
+	if (rel[0] && snprintf(s->prefix, sizeof(s->prefix), "/%s", rel) >=
+			      (int)sizeof(s->prefix)) {
+		free(s);
+		return -ENAMETOOLONG;
+	}
 	pthread_mutex_lock(&wlock);
 	if (!started) {
 		ifd = inotify_init1(IN_CLOEXEC);
 		if (ifd < 0) {
 			r = -errno;
+		} else if (pthread_create(&th, NULL, watch_main, NULL)) {
+			r = -EAGAIN;
 		} else {
-			if (watch_tree("") < 0)
-				hs_warn("inotify: not every folder is watched "
-					"(raise fs.inotify.max_user_watches)");
-			if (pthread_create(&th, NULL, watch_main, NULL)) {
-				r = -EAGAIN;
-			} else {
-				pthread_detach(th);
-				started = 1;
-			}
+			pthread_detach(th);
+			started = 1;
 		}
 	}
+	/* only the subscriber's folder is watched (again: a folder watched
+	 * before keeps its watch) */
+	if (r == 0 && watch_tree(s->prefix) < 0)
+		hs_warn("inotify: not every folder is watched "
+			"(raise fs.inotify.max_user_watches)");
 	if (r == 0) {
 		s->sink = sink;
 		s->next = subs;
