@@ -3,15 +3,19 @@
  * transport (tests/lib/localtr) wrapped in the fault injector, without FUSE
  * or sshd: writes reach the host through the journal, coalescing saves host
  * calls, host changes are seen, the journal survives a close and reopen,
- * and a stalled link never blocks cached work.
+ * a stalled link never blocks cached work, and host change notifications
+ * are applied at once (echoes of the guest's own changes report nothing).
  */
 #include "cache/cache.h"
+#include "cache/cache_i.h" /* hs_notify_push: the events a transport reports */
+#include "common/proto.h"
 #include "tests/lib/check.h"
 #include "tests/lib/faulty.h"
 #include "tests/lib/localtr.h"
 
 #include <fcntl.h>
 #include <linux/fs.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,14 +54,44 @@ static long count(const char *slot)
 	return n;
 }
 
-static struct hs_cache *open_cache(int delay_ms)
+/* What the cache reported through on_host_change: "C:parent/name;"
+ * created, "D:..." removed, "M:ino;" changed, "A:ino;" attributes,
+ * "R:parent/name>parent/name;" moved. */
+static pthread_mutex_t ev_lock = PTHREAD_MUTEX_INITIALIZER;
+static char events[8192];
+
+static void on_host_change(void *arg, const struct hs_host_change *hc)
+{
+	size_t n;
+
+	(void)arg;
+	pthread_mutex_lock(&ev_lock);
+	n = strlen(events);
+	if (hc->kind == HS_HC_CREATED || hc->kind == HS_HC_REMOVED)
+		snprintf(events + n, sizeof(events) - n, "%c:%llu/%s;",
+			 hc->kind == HS_HC_CREATED ? 'C' : 'D',
+			 (unsigned long long)hc->parent, hc->name);
+	else if (hc->kind == HS_HC_MOVED)
+		snprintf(events + n, sizeof(events) - n, "R:%llu/%s>%llu/%s;",
+			 (unsigned long long)hc->parent, hc->name,
+			 (unsigned long long)hc->newparent, hc->newname);
+	else
+		snprintf(events + n, sizeof(events) - n, "%c:%llu;",
+			 hc->kind == HS_HC_CHANGED ? 'M' : 'A',
+			 (unsigned long long)hc->ino);
+	pthread_mutex_unlock(&ev_lock);
+}
+
+static struct hs_cache *open_cache_trusting(int delay_ms, int attr_timeout_ms)
 {
 	struct hs_cache_config cfg = {
 		.dial = dial, .dial_arg = hostdir, .dir = cachedir,
-		.source = "test", .op_timeout_ms = 2000, .attr_timeout_ms = 200,
+		.source = "test", .op_timeout_ms = 2000,
+		.attr_timeout_ms = attr_timeout_ms,
 		.writeback_delay_ms = delay_ms, .connect_timeout_ms = 2000,
 		.allow_offline = 1, .idmap_user = 1, .local_uid = getuid(),
 		.local_gid = getgid(), .force_uid = -1, .force_gid = -1,
+		.on_host_change = on_host_change,
 	};
 	char err[256] = "";
 	struct hs_cache *c = NULL;
@@ -69,6 +103,11 @@ static struct hs_cache *open_cache(int delay_ms)
 	if (r < 0)
 		CHECK_FAIL("hs_cache_open: %s", err);
 	return c;
+}
+
+static struct hs_cache *open_cache(int delay_ms)
+{
+	return open_cache_trusting(delay_ms, 200);
 }
 
 static hs_deadline_t dl(void)
@@ -318,6 +357,127 @@ static void test_stall_never_blocks_cached(void)
 	hs_cache_close(c);
 }
 
+/* Waits up to @ms for @what among the reported events; clears them. */
+static int reported_within(const char *what, int ms)
+{
+	int i, found = 0;
+
+	for (i = 0; i < ms / 10 && !found; i++) {
+		pthread_mutex_lock(&ev_lock);
+		found = strstr(events, what) != NULL;
+		pthread_mutex_unlock(&ev_lock);
+		if (!found)
+			usleep(10000);
+	}
+	pthread_mutex_lock(&ev_lock);
+	events[0] = '\0';
+	pthread_mutex_unlock(&ev_lock);
+	return found;
+}
+
+static int reported(const char *what)
+{
+	return reported_within(what, 2000);
+}
+
+static void host_rename(const char *from, const char *to)
+{
+	char p[512], q[512];
+
+	snprintf(p, sizeof(p), "%s/%s", hostdir, from);
+	snprintf(q, sizeof(q), "%s/%s", hostdir, to);
+	CHECK_OK(rename(p, q));
+}
+
+static void test_host_notifications(void)
+{
+	struct hs_cache *c;
+	struct hs_handle *h;
+	struct hs_dir *d;
+	struct stat st, st2;
+	char buf[64];
+	int keep;
+
+	mkdir(hostdir, 0755);
+	host_write("n1", "one", 3);
+	/* listings are trusted for a minute: only the events can tell */
+	c = open_cache_trusting(0, 60000);
+	CHECK_OK(hs_cache_opendir(c, 1, &d, dl()));
+	hs_cache_releasedir(c, d);
+	CHECK_OK(hs_cache_lookup(c, 1, "n1", &st, dl()));
+	events[0] = '\0';
+
+	host_write("new", "fresh", 5);
+	CHECK_EQ(hs_cache_lookup(c, 1, "new", &st2, dl()), -ENOENT);
+	hs_notify_push(c, HS_NOTIFY_CREATED, "/new", NULL);
+	CHECK(reported("C:1/new;"));
+	CHECK_OK(hs_cache_lookup(c, 1, "new", &st2, dl()));
+
+	host_write("n1", "one, longer", 11);
+	hs_notify_push(c, HS_NOTIFY_CHANGED, "/n1", NULL);
+	snprintf(buf, sizeof(buf), "M:%llu;", (unsigned long long)st.st_ino);
+	CHECK(reported(buf));
+	CHECK_OK(hs_cache_getattr(c, st.st_ino, &st));
+	CHECK_EQ(st.st_size, 11);
+	CHECK_OK(hs_cache_open_file(c, st.st_ino, O_RDONLY, &h, &keep, dl()));
+	CHECK_EQ(keep, 0);
+	CHECK_EQ(hs_cache_read(c, h, buf, sizeof(buf), 0, dl()), 11);
+	hs_cache_release(c, h);
+
+	/* a move keeps the inode (and its cached data) */
+	host_rename("new", "moved");
+	hs_notify_push(c, HS_NOTIFY_MOVED, "/new", "/moved");
+	CHECK(reported("R:1/new>1/moved;"));
+	CHECK_EQ(hs_cache_lookup(c, 1, "new", &st, dl()), -ENOENT);
+	CHECK_OK(hs_cache_lookup(c, 1, "moved", &st, dl()));
+	CHECK_EQ(st.st_ino, st2.st_ino);
+
+	{
+		char p[512];
+
+		snprintf(p, sizeof(p), "%s/moved", hostdir);
+		CHECK_OK(unlink(p));
+	}
+	hs_notify_push(c, HS_NOTIFY_REMOVED, "/moved", NULL);
+	CHECK(reported("D:1/moved;"));
+	CHECK_EQ(hs_cache_lookup(c, 1, "moved", &st, dl()), -ENOENT);
+
+	/* echoes of the guest's own changes report nothing */
+	h = create(c, 1, "g", "guest", NULL);
+	hs_cache_release(c, h);
+	CHECK_OK(hs_cache_sync(c, dl()));
+	hs_notify_push(c, HS_NOTIFY_MOVED, "/.hs-tmp.g.1", "/g");
+	hs_notify_push(c, HS_NOTIFY_CREATED, "/g", NULL);
+	hs_notify_push(c, HS_NOTIFY_CHANGED, "/g", NULL);
+	CHECK(!reported_within("/g", 400));
+
+	/* a late move event: the host moved f to e and made a new f since;
+	 * the cache must not move its f (the new one) onto e */
+	host_write("f", "F1", 2);
+	hs_notify_push(c, HS_NOTIFY_CREATED, "/f", NULL);
+	CHECK(reported("C:1/f;"));
+	host_rename("f", "e");
+	host_write("f", "F2, the new one", 15);
+	hs_notify_push(c, HS_NOTIFY_MOVED, "/f", "/e");
+	CHECK(reported("C:1/e;"));
+	CHECK_OK(hs_cache_lookup(c, 1, "e", &st, dl()));
+	CHECK_OK(hs_cache_open_file(c, st.st_ino, O_RDONLY, &h, &keep, dl()));
+	CHECK_EQ(hs_cache_read(c, h, buf, sizeof(buf), 0, dl()), 2);
+	CHECK(!memcmp(buf, "F1", 2));
+	hs_cache_release(c, h);
+	CHECK_OK(hs_cache_lookup(c, 1, "f", &st, dl()));
+	CHECK_OK(hs_cache_open_file(c, st.st_ino, O_RDONLY, &h, &keep, dl()));
+	CHECK_EQ(hs_cache_read(c, h, buf, sizeof(buf), 0, dl()), 15);
+	hs_cache_release(c, h);
+
+	/* lost events: everything is checked again */
+	host_write("late", "l", 1);
+	hs_notify_push(c, HS_NOTIFY_OVERFLOW, "/", NULL);
+	usleep(100000);
+	CHECK_OK(hs_cache_lookup(c, 1, "late", &st, dl()));
+	hs_cache_close(c);
+}
+
 int main(void)
 {
 	char cmd[600];
@@ -333,6 +493,7 @@ int main(void)
 	test_replay_after_close();
 	test_namespace_errors();
 	test_stall_never_blocks_cached();
+	test_host_notifications();
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", root);
 	CHECK_EQ(system(cmd), 0);
 	printf("test_cache: ok\n");
