@@ -232,8 +232,9 @@ static int at_or_below(const char *a, const char *b)
 	return !strncmp(a, b, n) && (a[n] == 0 || a[n] == '/');
 }
 
-/* True while the flusher sends a row about @p, a folder above it or a
- * path below it; db_lock held. */
+/* True while the flusher sends a row about @p or a folder above it (what
+ * the cache records at @p may be about to change); rows about paths below
+ * @p do not change that.  db_lock held. */
 static int busy_near(struct hs_cache *c, const char *p)
 {
 	size_t i, k;
@@ -242,7 +243,7 @@ static int busy_near(struct hs_cache *c, const char *p)
 		for (k = 0; c->hbusy[i].used && k < 2; k++) {
 			const char *q = c->hbusy[i].path[k];
 
-			if (q && (at_or_below(p, q) || at_or_below(q, p)))
+			if (q && at_or_below(p, q))
 				return 1;
 		}
 	return 0;
