@@ -14,7 +14,7 @@ import pytest
 import harness
 
 BENCH = os.path.join(harness.REPO_ROOT, "tools", "bench")
-SYSTEMS = ("local", "hostshare", "sshfs", "rclone")
+SYSTEMS = ("local", "hostshare", "sshfs", "rclone", "hs-agent", "hs-agent-nolz4")
 WORKLOADS = ("copy-1g", "tree", "find-cold", "find-warm", "ls-cold", "ls-warm",
              "git-status", "read-cold", "read-warm", "randwrite")
 WRITES = ("copy-1g", "tree", "randwrite")
@@ -47,6 +47,10 @@ def test_bench_quick(test_dir):
             if w in WRITES:
                 assert float(r["on_host_s"]) >= float(r["returns_s"]) > 0, r
             assert float(r["cpu_daemon_s"]) >= 0 and float(r["cpu_client_s"]) > 0, r
+            if w in WRITES and s != "local":
+                # bytes on the wire, counted in the bench's own network
+                # namespace: at least the data written
+                assert float(r["wire_mb"]) > 0, r
     with open(os.path.join(out, "results.csv")) as f:
         assert len(list(csv.DictReader(f))) == len(WORKLOADS) * len(SYSTEMS)
 
