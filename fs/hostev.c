@@ -32,10 +32,19 @@
  * checks everything again, silently), and IN_ACCESS/IN_OPEN of host
  * readers.
  *
- * The replayer works through a descriptor of the mount's root opened for
- * each burst and closed after it (an open descriptor would keep umount
- * busy), checked to be this very FUSE mount, so a replay never lands on
- * the folder beneath an unmounted mountpoint.
+ * The replayer works through a descriptor of the mount's root, checked to
+ * be this very FUSE mount, so a replay never lands on the folder beneath
+ * an unmounted mountpoint.  An open descriptor on the mount would make
+ * the user's umount fail as busy, so (with CAP_SYS_ADMIN) the replayer
+ * holds a detached clone of the mount instead (open_tree(2) with
+ * OPEN_TREE_CLONE: a mount of the same file system attached nowhere, in
+ * no namespace and no propagation group): the user's mount is never busy
+ * because of it.  The clone keeps the FUSE connection alive, so the
+ * replayer watches the mount table (poll on /proc/self/mountinfo) and,
+ * once no mount of this file system is left, closes the clone: the
+ * connection ends and the daemon exits as after any unmount.  Without the
+ * privilege the root is opened for each burst and closed after it (a
+ * umount at that very moment reports busy).
  */
 #include "fs_i.h"
 
@@ -47,7 +56,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <linux/mount.h>
+#include <poll.h>
+#include <sys/eventfd.h>
 #include <sys/statfs.h>
+#include <sys/sysmacros.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -69,6 +82,13 @@ struct hs_hostev {
 	int started, stop, busy;
 	pthread_t thr;
 	atomic_int tid;     /* the replayer's thread id, 0 before it runs */
+	int efd;            /* eventfd: something queued, or stop */
+
+	/* the replayer's own (thread only) */
+	int minfo;          /* the mount table, watched while rfd is held */
+	int rfd;            /* root of a detached clone of the mount, or -1 */
+	dev_t dev;          /* this file system's device */
+	int gone;           /* unmounted: nothing is replayed any more */
 
 	/* how the replayer's own requests are answered (lock) */
 	struct {
@@ -85,6 +105,15 @@ static void hev_free(struct hev *e)
 {
 	free(e->name);
 	free(e->newname);
+}
+
+static void wake(struct hs_hostev *h)
+{
+	uint64_t one = 1;
+
+	if (write(h->efd, &one, sizeof(one)) < 0) {
+		/* the counter is full: the replayer is awake anyway */
+	}
 }
 
 void hs_hostev_push(void *arg, const struct hs_host_change *hc)
@@ -115,7 +144,7 @@ void hs_hostev_push(void *arg, const struct hs_host_change *hc)
 	e->hc.name = e->name;
 	e->hc.newname = e->newname;
 	h->n++;
-	pthread_cond_signal(&h->cond);
+	wake(h);
 out:
 	pthread_mutex_unlock(&h->lock);
 }
@@ -442,41 +471,149 @@ static void replay(struct hs_fs *fs, int rfd, const struct hs_host_change *hc)
 	}
 }
 
+/* Takes a detached clone of the mount to work through (see the top of
+ * the file); keeps the per-burst descriptor scheme when that is not
+ * possible. */
+static void clone_view(struct hs_hostev *h)
+{
+	struct statfs sfs;
+	struct stat st;
+	int fd;
+
+	h->minfo = open("/proc/self/mountinfo", O_RDONLY | O_CLOEXEC);
+	if (h->minfo < 0)
+		return;
+	fd = (int)syscall(SYS_open_tree, AT_FDCWD, h->fs->mountpoint,
+			  OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
+	if (fd < 0) {
+		hs_debug("replay: no detached clone of the mount (%s); its "
+			 "root is opened per burst", strerror(errno));
+		close(h->minfo);
+		h->minfo = -1;
+		return;
+	}
+	if (fstat(fd, &st) < 0 || st.st_ino != FUSE_ROOT_ID ||
+	    fstatfs(fd, &sfs) < 0 || sfs.f_type != FUSE_MAGIC) {
+		/* not (or no longer) this file system there */
+		close(fd);
+		close(h->minfo);
+		h->minfo = -1;
+		h->gone = 1;
+		return;
+	}
+	h->rfd = fd;
+	h->dev = st.st_dev;
+}
+
+/* 1 while the mount table still has a mount of this file system. */
+static int still_mounted(struct hs_hostev *h)
+{
+	char want[32], *buf = NULL, *line, *save = NULL;
+	size_t len = 0, cap = 0;
+	ssize_t n;
+	int found = 0;
+
+	snprintf(want, sizeof(want), " %u:%u ", major(h->dev), minor(h->dev));
+	if (lseek(h->minfo, 0, SEEK_SET) < 0)
+		return 1;
+	for (;;) {
+		if (len + 4096 > cap) {
+			char *b = realloc(buf, cap = cap ? cap * 2 : 65536);
+
+			if (!b) {
+				free(buf);
+				return 1; /* cannot tell: keep serving */
+			}
+			buf = b;
+		}
+		n = read(h->minfo, buf + len, cap - len - 1);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		len += (size_t)n;
+	}
+	if (n < 0) {
+		free(buf);
+		return 1;
+	}
+	buf[len] = '\0';
+	/* "ID PARENT MAJOR:MINOR ROOT MOUNTPOINT ..." */
+	for (line = strtok_r(buf, "\n", &save); line && !found;
+	     line = strtok_r(NULL, "\n", &save)) {
+		char *sp = strchr(line, ' ');
+
+		sp = sp ? strchr(sp + 1, ' ') : NULL;
+		found = sp && !strncmp(sp, want, strlen(want));
+	}
+	free(buf);
+	return found;
+}
+
+/* The user unmounted the file system: drop the clone so the FUSE
+ * connection ends. */
+static void leave(struct hs_hostev *h)
+{
+	if (h->rfd >= 0)
+		close(h->rfd);
+	h->rfd = -1;
+	h->gone = 1;
+}
+
 static void *replayer(void *arg)
 {
 	struct hs_hostev *h = arg;
 
 	atomic_store(&h->tid, (int)gettid());
-	pthread_mutex_lock(&h->lock);
-	while (!h->stop) {
+	clone_view(h);
+	for (;;) {
+		struct pollfd pf[2] = { { .fd = h->efd, .events = POLLIN },
+					{ .fd = h->minfo, .events = POLLPRI } };
 		struct hev *q;
+		uint64_t cnt;
 		size_t n, i;
 		int rfd;
 
-		if (!h->n) {
-			pthread_cond_wait(&h->cond, &h->lock);
-			continue;
+		if (poll(pf, h->minfo >= 0 && !h->gone ? 2 : 1, -1) < 0 &&
+		    errno != EINTR)
+			break;
+		if ((pf[0].revents & POLLIN) &&
+		    read(h->efd, &cnt, sizeof(cnt)) < 0 && errno != EAGAIN)
+			break;
+		if ((pf[1].revents & (POLLPRI | POLLERR)) && !h->gone &&
+		    !still_mounted(h))
+			leave(h);
+		pthread_mutex_lock(&h->lock);
+		if (h->stop) {
+			pthread_mutex_unlock(&h->lock);
+			break;
 		}
 		q = h->q;
 		n = h->n;
 		h->q = NULL;
 		h->n = h->cap = 0;
-		h->busy = 1;
+		h->busy = n > 0;
 		pthread_mutex_unlock(&h->lock);
-		rfd = open_root(h->fs);
+		if (!n)
+			continue;
+		rfd = h->gone ? -1 : h->rfd >= 0 ? h->rfd : open_root(h->fs);
 		for (i = 0; i < n; i++) {
-			if (!h->stop)
+			if (!h->stop && !h->gone)
 				replay(h->fs, rfd, &q[i].hc);
 			hev_free(&q[i]);
 		}
 		free(q);
-		if (rfd >= 0)
+		if (rfd >= 0 && rfd != h->rfd)
 			close(rfd);
 		pthread_mutex_lock(&h->lock);
 		h->busy = 0;
 		pthread_cond_broadcast(&h->cond);
+		pthread_mutex_unlock(&h->lock);
 	}
-	pthread_mutex_unlock(&h->lock);
+	leave(h);
+	if (h->minfo >= 0)
+		close(h->minfo);
+	h->minfo = -1;
 	return NULL;
 }
 
@@ -487,6 +624,12 @@ struct hs_hostev *hs_hostev_new(struct hs_fs *fs)
 	if (!h)
 		return NULL;
 	h->fs = fs;
+	h->minfo = h->rfd = -1;
+	h->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (h->efd < 0) {
+		free(h);
+		return NULL;
+	}
 	pthread_mutex_init(&h->lock, NULL);
 	hs_cond_init_monotonic(&h->cond);
 	return h;
@@ -513,7 +656,7 @@ void hs_hostev_stop(struct hs_hostev *h, int fuse_fd)
 		return;
 	pthread_mutex_lock(&h->lock);
 	h->stop = 1;
-	pthread_cond_broadcast(&h->cond);
+	wake(h);
 	if (h->started) {
 		/* A replay waits on the mount; with the FUSE loop gone
 		 * nobody answers it, so after a while the connection is
@@ -549,6 +692,7 @@ void hs_hostev_free(struct hs_hostev *h)
 	for (i = 0; i < h->n; i++)
 		hev_free(&h->q[i]);
 	free(h->q);
+	close(h->efd);
 	pthread_mutex_destroy(&h->lock);
 	pthread_cond_destroy(&h->cond);
 	free(h);
