@@ -266,6 +266,20 @@ static void resync_all(struct hs_cache *c)
 		"everything cached is checked again");
 }
 
+/* The inode the cache has at host path @p: its number and row (released
+ * by the caller), or -ENOENT. */
+static int inode_at(struct hs_cache *c, const char *p, uint64_t *ret_ino,
+		    struct hs_inode *ret)
+{
+	int r;
+
+	pthread_mutex_lock(&c->db_lock);
+	*ret_ino = hs_meta_by_hpath(c, p);
+	r = *ret_ino ? hs_meta_get_inode(c, *ret_ino, ret) : -ENOENT;
+	pthread_mutex_unlock(&c->db_lock);
+	return r;
+}
+
 /* One guest entry of a folder, for comparing before and after a listing. */
 struct gent {
 	char *name;
@@ -350,10 +364,17 @@ static void emit_entry(struct hs_cache *c, int kind, uint64_t dir,
 	emit(c, &hc);
 }
 
+/* The key of inode @ino in the sets below. */
+static void ino_key(char key[32], uint64_t ino)
+{
+	snprintf(key, 32, "%llu", (unsigned long long)ino);
+}
+
 /* Lists host folder @hdir again and reports how its guest entries changed;
- * the inodes reported created or changed go to @seen.  Returns 1 when the
- * listing raced the flusher (try again later). */
-static int relist(struct hs_cache *c, const char *hdir, struct strset *seen)
+ * the inodes reported created go to @created, changed ones to @seen.
+ * Returns 1 when the listing raced the flusher (try again later). */
+static int relist(struct hs_cache *c, const char *hdir, struct strset *created,
+		  struct strset *seen)
 {
 	struct glist a, b;
 	struct hs_inode d;
@@ -361,11 +382,7 @@ static int relist(struct hs_cache *c, const char *hdir, struct strset *seen)
 	size_t i = 0, k = 0;
 	int r, raced = 0;
 
-	pthread_mutex_lock(&c->db_lock);
-	dir = hs_meta_by_hpath(c, hdir);
-	r = dir ? hs_meta_get_inode(c, dir, &d) : -ENOENT;
-	pthread_mutex_unlock(&c->db_lock);
-	if (r < 0)
+	if (inode_at(c, hdir, &dir, &d) < 0)
 		return 0; /* a folder the guest has not seen */
 	r = S_ISDIR(d.mode) && d.listed_at != -2;
 	hs_inode_release(&d);
@@ -387,13 +404,11 @@ static int relist(struct hs_cache *c, const char *hdir, struct strset *seen)
 		if ((cmp > 0 || (cmp == 0 && a.v[i].ino != b.v[k].ino)) &&
 		    b.v[k].local == 0) {
 			emit_entry(c, HS_HC_CREATED, dir, &b.v[k]);
-			snprintf(key, sizeof(key), "%llu",
-				 (unsigned long long)b.v[k].ino);
-			strset_add(seen, key);
+			ino_key(key, b.v[k].ino);
+			strset_add(created, key);
 		} else if (cmp == 0 && a.v[i].dver != b.v[k].dver) {
 			emit_entry(c, HS_HC_CHANGED, dir, &b.v[k]);
-			snprintf(key, sizeof(key), "%llu",
-				 (unsigned long long)b.v[k].ino);
+			ino_key(key, b.v[k].ino);
 			strset_add(seen, key);
 		}
 		if (cmp <= 0)
@@ -598,8 +613,10 @@ out_free:
 }
 
 /* A host file reported changed: checked against the host; a new version
- * is reported as changed, new attributes alone as such. */
-static void check_file(struct hs_cache *c, const char *p, struct strset *seen)
+ * is reported as changed, new attributes alone as such.  A file this
+ * batch reported created (in @created) was written too if it has bytes. */
+static void check_file(struct hs_cache *c, const char *p,
+		       const struct strset *created, struct strset *seen)
 {
 	struct hs_host_change hc = { .kind = HS_HC_CHANGED };
 	struct hs_inode x, y;
@@ -607,14 +624,18 @@ static void check_file(struct hs_cache *c, const char *p, struct strset *seen)
 	uint64_t ino;
 	int r, changed = 0;
 
-	pthread_mutex_lock(&c->db_lock);
-	ino = hs_meta_by_hpath(c, p);
-	r = ino ? hs_meta_get_inode(c, ino, &x) : -ENOENT;
-	pthread_mutex_unlock(&c->db_lock);
-	if (r < 0)
+	if (inode_at(c, p, &ino, &x) < 0)
 		return;
 	hc.ino = ino;
-	snprintf(key, sizeof(key), "%llu", (unsigned long long)ino);
+	hc.mode = x.mode;
+	ino_key(key, ino);
+	if (strset_has(created, key) && !strset_has(seen, key)) {
+		if (S_ISREG(x.mode) && x.size > 0) {
+			strset_add(seen, key);
+			emit(c, &hc);
+		}
+		goto out;
+	}
 	if ((!S_ISREG(x.mode) && !S_ISLNK(x.mode)) || strset_has(seen, key) ||
 	    hs_cache_revalidate(c, ino, &changed,
 				hs_deadline_in_ms(c->cfg.op_timeout_ms)) < 0)
@@ -643,7 +664,7 @@ out:
 static void apply_batch(struct hs_cache *c, struct hs_nev *ev, size_t n,
 			int overflow, struct hs_nev **retry, size_t *nretry)
 {
-	struct strset dirs = { 0 }, changed = { 0 }, seen = { 0 };
+	struct strset dirs = { 0 }, changed = { 0 }, created = { 0 }, seen = { 0 };
 	size_t i, nr = 0;
 	int r;
 
@@ -708,7 +729,7 @@ static void apply_batch(struct hs_cache *c, struct hs_nev *ev, size_t n,
 		}
 	}
 	for (i = 0; i < dirs.n; i++) {
-		if (relist(c, dirs.v[i], &seen)) {
+		if (relist(c, dirs.v[i], &created, &seen)) {
 			struct hs_nev *v = realloc(*retry, (nr + 1) * sizeof(*v));
 
 			if (v) {
@@ -722,38 +743,13 @@ static void apply_batch(struct hs_cache *c, struct hs_nev *ev, size_t n,
 			}
 		}
 	}
-	/* a file created with content: the diff reported it created; it was
-	 * written too */
-	for (i = 0; i < changed.n; i++) {
-		uint64_t ino;
-		char key[32];
-
-		pthread_mutex_lock(&c->db_lock);
-		ino = hs_meta_by_hpath(c, changed.v[i]);
-		pthread_mutex_unlock(&c->db_lock);
-		snprintf(key, sizeof(key), "%llu", (unsigned long long)ino);
-		if (ino && strset_has(&seen, key)) {
-			struct hs_inode x;
-			struct hs_host_change hc = { .kind = HS_HC_CHANGED,
-						     .ino = ino };
-
-			pthread_mutex_lock(&c->db_lock);
-			r = hs_meta_get_inode(c, ino, &x);
-			pthread_mutex_unlock(&c->db_lock);
-			if (r == 0) {
-				hc.mode = x.mode;
-				if (S_ISREG(x.mode) && x.size > 0)
-					emit(c, &hc);
-				hs_inode_release(&x);
-			}
-			continue;
-		}
-		check_file(c, changed.v[i], &seen);
-	}
+	for (i = 0; i < changed.n; i++)
+		check_file(c, changed.v[i], &created, &seen);
 	hs_debug("host changes: %zu events, %zu folders listed again, %zu "
 		 "files checked, %zu waiting", n, dirs.n, changed.n, nr);
 	strset_free(&dirs);
 	strset_free(&changed);
+	strset_free(&created);
 	strset_free(&seen);
 	*nretry = nr;
 }
