@@ -55,6 +55,10 @@ enum hs_jflags {
 				   * version the guest deleted */
 	HS_JF_STARTED = 1 << 3,   /* create: an upload to its temporary name
 				   * began (it may be on the host, half done) */
+	HS_JF_SENDING = 1 << 4,   /* data: a send began changing the host copy;
+				   * until it is done the copy has size
+				   * attr.size, or attr.atime_ns after its
+				   * truncate (-1: none) (cache/flusher.c) */
 };
 
 struct hs_jentry {
