@@ -22,14 +22,19 @@
 static char root[256], hostdir[300], cachedir[300];
 static struct hs_transport *wraps[64];
 static int nwraps;
-static int stall_new;
+static int stall_new, refuse_new;
 
 static int dial(void *arg, hs_deadline_t dl, struct hs_transport **ret, char *err,
 		size_t errlen)
 {
 	struct hs_transport *in, *w;
-	int r = hs_localtr_dial(arg, dl, &in, err, errlen);
+	int r;
 
+	if (refuse_new) {
+		snprintf(err, errlen, "refused by the test");
+		return -ECONNREFUSED;
+	}
+	r = hs_localtr_dial(arg, dl, &in, err, errlen);
 	if (r < 0)
 		return r;
 	CHECK_OK(hs_faulty_wrap(in, &w));
@@ -258,8 +263,8 @@ static void test_replay_after_close(void)
 	hs_cache_close(c);
 }
 
-/* Conflict copies ("NAME.conflict-...") in the host folder. */
-static int host_conflict_copies(void)
+/* Names in the host folder that contain @part. */
+static int host_names_with(const char *part)
 {
 	DIR *d = opendir(hostdir);
 	struct dirent *de;
@@ -267,10 +272,16 @@ static int host_conflict_copies(void)
 
 	CHECK(d);
 	while ((de = readdir(d)))
-		if (strstr(de->d_name, ".conflict-"))
+		if (strstr(de->d_name, part))
 			n++;
 	closedir(d);
 	return n;
+}
+
+/* Conflict copies ("NAME.conflict-...") in the host folder. */
+static int host_conflict_copies(void)
+{
+	return host_names_with(".conflict-");
 }
 
 /* A send of a file's changes that the link cut part-way (after @cut host
@@ -365,6 +376,51 @@ static void test_cut_send_is_no_conflict(void)
 	cut_send(5, 1, 0, 1);
 }
 
+/* The upload of a new file loses its answer at call @lose (from the rename
+ * on, the file is on the host under its name), and before it is sent again
+ * the guest deletes the file, or renames it (@rename): the host ends as
+ * the guest, with no leftover under the old name or a temporary one. */
+static void lost_create(int lose, int rename)
+{
+	struct hs_cache *c = open_cache(60000);
+	char name[32], to[40], buf[64];
+	int i;
+
+	snprintf(name, sizeof(name), "lost%d-%d", lose, rename);
+	snprintf(to, sizeof(to), "%s-moved", name);
+	hs_cache_release(c, create(c, 1, name, "new file", NULL));
+	for (i = 0; i < nwraps; i++) /* (the broken one goes: not used after) */
+		hs_faulty_lose_answer_after(wraps[i], lose, 0);
+	refuse_new = 1; /* nothing is sent again until the guest's change */
+	CHECK(hs_cache_sync(c, hs_deadline_in_ms(500)) < 0);
+	if (rename)
+		CHECK_OK(hs_cache_rename(c, 1, name, 1, to, 0, dl()));
+	else
+		CHECK_OK(hs_cache_unlink(c, 1, name, dl()));
+	refuse_new = 0;
+	CHECK_OK(hs_cache_sync(c, hs_deadline_in_ms(10000)));
+	CHECK(!host_exists(name));
+	if (rename) {
+		CHECK_EQ(host_read(to, buf, sizeof(buf)), 8);
+		CHECK(!memcmp(buf, "new file", 8));
+	} else {
+		CHECK(!host_exists(to));
+	}
+	CHECK_EQ(host_names_with(".hs-tmp."), 0);
+	hs_cache_close(c);
+}
+
+static void test_lost_create_answer(void)
+{
+	int lose;
+
+	/* open, write, close, times, rename of the temporary name */
+	for (lose = 0; lose < 5; lose++) {
+		lost_create(lose, 0);
+		lost_create(lose, 1);
+	}
+}
+
 static void test_namespace_errors(void)
 {
 	struct hs_cache *c = open_cache(0);
@@ -440,6 +496,7 @@ int main(void)
 	test_read_and_coherence();
 	test_replay_after_close();
 	test_cut_send_is_no_conflict();
+	test_lost_create_answer();
 	test_namespace_errors();
 	test_stall_never_blocks_cached();
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", root);
