@@ -63,8 +63,14 @@ enum hs_jflags {
 	HS_JF_NOREPLACE = 1 << 1,
 	HS_JF_VERSIONED = 1 << 2, /* unlink: attr.size/mtime_ns are the host
 				   * version the guest deleted */
-	HS_JF_STARTED = 1 << 3,   /* create: an upload to its temporary name
-				   * began (it may be on the host, half done) */
+	HS_JF_STARTED = 1 << 3,   /* the row was claimed for sending before
+				   * (create: its upload may be on the host,
+				   * half done under its temporary name, or
+				   * done with the answer lost) */
+	HS_JF_SENDING = 1 << 4,   /* data: a send began changing the host copy;
+				   * until it is done the copy has size
+				   * attr.size, or attr.atime_ns after its
+				   * truncate (-1: none) (cache/flusher.c) */
 };
 
 struct hs_jentry {

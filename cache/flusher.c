@@ -16,7 +16,10 @@
  *   DATA     a snapshot of the dirty blocks (DIRTY->WRITING) as runs of
  *            whole 4 KiB blocks (the last one cut at end of file), preceded
  *            by a truncate to the smallest size seen since the last send
- *            and followed by one setattr of size and times.
+ *            (unless the runs overwrite all it would cut) and by a setattr
+ *            of the final size, and followed by one setattr of size and
+ *            times.  A send cut short leaves the host copy at one of two
+ *            sizes, noted on the row before it starts: see send_data().
  *   others   one transport call each.  Replays are idempotent: a row cut
  *            short by a crash is sent again, and "already done" answers
  *            (mkdir: exists; unlink: no such file) count as success.
@@ -394,6 +397,80 @@ static int send_conflict(struct hs_cache *c, struct hs_transport *t,
 	return r;
 }
 
+/* True if the send writes every block of [@from, @to): a truncate to @from
+ * would change nothing the send leaves there. */
+static int writes_all(const struct snap *s, uint64_t from, uint64_t to)
+{
+	uint64_t b = from / HS_BLOCK, e = (to + HS_BLOCK - 1) / HS_BLOCK;
+
+	return b >= e || hs_bitmap_next_clear(&s->f->writing, b, e) == HS_BITMAP_NONE;
+}
+
+/* True if host copy @h is what an earlier send of DATA row @e left when it
+ * was cut short (a link failure, a kill of the daemon): the sizes it noted
+ * in mark_sending().  Its times are the host's clock then, which nothing
+ * tells apart from a later edit; its size is one of two, pinned before any
+ * data went. */
+static int left_by_cut_send(const struct hs_jentry *e, const struct hs_attr *h)
+{
+	if (!(e->flags & HS_JF_SENDING) || !S_ISREG(h->mode))
+		return 0;
+	return h->size == e->attr.size ||
+	       (e->attr.atime_ns >= 0 && h->size == (uint64_t)e->attr.atime_ns);
+}
+
+/* Before the send of DATA row @e changes the host copy: notes on the row
+ * the sizes the copy may have until the send is done (@trunc after the
+ * truncate, -1: none; then @size), committed so that a kill of the daemon
+ * keeps them.  With @left, the host copy is what an earlier send of the
+ * row left: it becomes the version the guest's changes are based on, so
+ * that a send cut short again, before it changed anything, is known too. */
+static int mark_sending(struct hs_cache *c, const struct hs_jentry *e,
+			uint64_t size, int64_t trunc, const struct hs_attr *left)
+{
+	static const char row[] =
+		"UPDATE journal SET flags=flags|16, size=?, atime=? WHERE seq=?";
+	static const char base[] =
+		"UPDATE inode SET host_size=?, host_mtime=? WHERE ino=?";
+	sqlite3_stmt *st;
+	int r;
+
+	pthread_mutex_lock(&c->db_lock);
+	r = hs_meta_begin(c);
+	if (r == 0 && !(st = hs_meta_prepare(c, row)))
+		r = -EIO;
+	if (r == 0) {
+		sqlite3_bind_int64(st, 1, (int64_t)size);
+		sqlite3_bind_int64(st, 2, trunc);
+		sqlite3_bind_int64(st, 3, e->seq);
+		r = hs_meta_step(c, st);
+	}
+	if (r == 0 && left && !(st = hs_meta_prepare(c, base)))
+		r = -EIO;
+	if (r == 0 && left) {
+		sqlite3_bind_int64(st, 1, (int64_t)left->size);
+		sqlite3_bind_int64(st, 2, left->mtime_ns);
+		sqlite3_bind_int64(st, 3, (int64_t)e->ino);
+		r = hs_meta_step(c, st);
+	}
+	if (r == 0)
+		r = hs_meta_commit(c);
+	else
+		hs_meta_rollback(c);
+	pthread_mutex_unlock(&c->db_lock);
+	return r;
+}
+
+static int set_size(struct hs_cache *c, struct hs_transport *t,
+		    const char *path, uint64_t size)
+{
+	struct hs_attr a = { 0 };
+
+	a.valid = HS_ATTR_SIZE;
+	a.size = size;
+	return hs_tr_setattr(t, path, &a, call_dl(c));
+}
+
 static int send_data(struct hs_cache *c, struct hs_transport *t,
 		     const struct hs_jentry *e, struct snap *s, uint64_t *bytes)
 {
@@ -404,6 +481,10 @@ static int send_data(struct hs_cache *c, struct hs_transport *t,
 	if (!s->hpath || s->nlink == 0)
 		return 0; /* not on the host (any more): nothing to send */
 	if (s->host_size >= 0) {
+		const struct hs_attr *left = NULL;
+		uint64_t cur;
+		int64_t trunc = -1;
+
 		/* the changes are based on a host version: is it still there? */
 		r = hs_tr_lstat(t, s->hpath, &s->host, call_dl(c));
 		if (r == -ENOENT)
@@ -411,13 +492,48 @@ static int send_data(struct hs_cache *c, struct hs_transport *t,
 		if (r < 0)
 			return r;
 		if ((int64_t)s->host.size != s->host_size ||
-		    s->host.mtime_ns / HS_NSEC_PER_SEC != s->host_mtime / HS_NSEC_PER_SEC)
-			return send_conflict(c, t, s, 0, bytes);
-	}
-	if (s->trunc >= 0) {
-		a.valid = HS_ATTR_SIZE;
-		a.size = (uint64_t)s->trunc;
-		r = hs_tr_setattr(t, s->hpath, &a, call_dl(c));
+		    s->host.mtime_ns / HS_NSEC_PER_SEC != s->host_mtime / HS_NSEC_PER_SEC) {
+			hs_info("'%s' on the host: size %llu, mtime %lld; the guest's "
+				"changes are based on size %lld, mtime %lld",
+				s->hpath, (unsigned long long)s->host.size,
+				(long long)s->host.mtime_ns, (long long)s->host_size,
+				(long long)s->host_mtime);
+			if (!left_by_cut_send(e, &s->host))
+				return send_conflict(c, t, s, 0, bytes);
+			/* no one else's change: the send goes on from there */
+			hs_info("'%s': finishing a send of it that was cut short",
+				s->hpath);
+			left = &s->host;
+		}
+		/* Until the final setattr, the host copy's times are the host's
+		 * clock: only its size says what this send did.  So the size
+		 * goes first (the truncate, unless the runs overwrite all it
+		 * would cut, then the final size), and both are noted before
+		 * anything changes on the host. */
+		if ((e->flags & HS_JF_SENDING) && e->attr.atime_ns >= 0 &&
+		    (s->trunc < 0 || e->attr.atime_ns < s->trunc))
+			s->trunc = e->attr.atime_ns; /* (the file's own note of
+						      * it may be lost in a kill) */
+		cur = s->host.size;
+		if (s->trunc >= 0 && (uint64_t)s->trunc < cur &&
+		    !writes_all(s, (uint64_t)s->trunc, HS_MIN(cur, s->size)))
+			trunc = s->trunc;
+		r = mark_sending(c, e, s->size, trunc, left);
+		if (r < 0)
+			return r;
+		if (trunc >= 0) {
+			r = set_size(c, t, s->hpath, (uint64_t)trunc);
+			if (r < 0)
+				return r;
+			cur = (uint64_t)trunc;
+		}
+		if (cur != s->size) {
+			r = set_size(c, t, s->hpath, s->size);
+			if (r < 0)
+				return r;
+		}
+	} else if (s->trunc >= 0) {
+		r = set_size(c, t, s->hpath, (uint64_t)s->trunc);
 		if (r < 0)
 			return r;
 	}

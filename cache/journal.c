@@ -21,6 +21,9 @@
  *     is uploaded once, straight to its final name.  If the rename replaced
  *     a name, the moved CREATE carries REPLACED; should it be dropped or
  *     moved again later, an UNLINK of that name stays in its place.
+ *   - a row that was sent before (STARTED: a link failure or a crash cut
+ *     it, perhaps after the host made its name) leaves an UNLINK of that
+ *     name in its place too, when it is dropped or moved.
  *   - data and attribute changes of a file whose CREATE is pending append
  *     nothing: the CREATE sends the content and attributes current at the
  *     time it runs.
@@ -179,11 +182,13 @@ static int has_blocker(struct hs_cache *c, uint64_t ino)
 
 int hs_journal_unlinked(struct hs_cache *c, uint64_t ino, int *ret_dropped)
 {
-	/* what replaced another name must still remove it from the host */
+	/* what replaced another name must still remove it from the host, and
+	 * so must a row sent before (STARTED): its answer may have been lost
+	 * after the host made the name */
 	static const char conv[] =
 		"UPDATE journal SET op=5, ino=0, path=CASE op WHEN 7 THEN path2"
 		" ELSE path END, path2=NULL, flags=0"
-		" WHERE ino=? AND state=0 AND op IN (2,7,8) AND (flags & 1)";
+		" WHERE ino=? AND state=0 AND op IN (2,7,8) AND (flags & 9)";
 	static const char del[] = "DELETE FROM journal WHERE ino=? AND state=0";
 	sqlite3_stmt *st;
 	int r, n;
@@ -223,11 +228,12 @@ int hs_journal_unlinked(struct hs_cache *c, uint64_t ino, int *ret_dropped)
 int hs_journal_renamed(struct hs_cache *c, uint64_t ino, const char *to,
 		       int replaced, int *ret_folded)
 {
-	/* a CREATE that had replaced a name leaves the removal of that name
-	 * in its place */
+	/* a CREATE that had replaced a name, or was sent before (its answer
+	 * may have been lost after the host made the name), leaves the
+	 * removal of that name in its place */
 	static const char conv[] =
 		"UPDATE journal SET op=5, ino=0, path2=NULL, flags=0"
-		" WHERE ino=? AND state=0 AND op IN (2,8) AND (flags & 1)";
+		" WHERE ino=? AND state=0 AND op IN (2,8) AND (flags & 9)";
 	static const char get[] = "SELECT op, path2, mode FROM journal WHERE ino=?"
 				  " AND state=0 AND op IN (2,8) ORDER BY seq LIMIT 1";
 	static const char del[] = "DELETE FROM journal WHERE ino=? AND state=0"

@@ -11,7 +11,8 @@
  *   2. stall on                    -> wait; at the deadline: broken, -ETIMEDOUT
  *   3. fail_after countdown at 0,
  *      or persistent failure active -> the injected error (link-class: broken)
- *   4. otherwise                   -> pass through.
+ *   4. otherwise                   -> pass through (lose_answer_after at 0:
+ *                                     pass() then answers the injected error).
  * An inner call that leaves the inner transport broken breaks the wrapper.
  *
  * Thread model: any thread.  ft->lock guards every field marked below and is
@@ -21,7 +22,8 @@
  * wrappers (a volatile flag, as in every transport).
  *
  * Not handled: faults inside a call (a partial pwrite, a readdir cut short)
- * - an injected error always answers before the inner transport is reached.
+ * - an injected error answers before the inner transport is reached, or
+ * (a lost answer) once the whole call is done.
  */
 #include "faulty.h"
 
@@ -77,6 +79,8 @@ struct faulty {
 	int fail_err;        /* protected by lock; -errno to inject */
 	int fail_persistent; /* protected by lock; keep failing after it */
 	int failing;         /* protected by lock; persistent failure active */
+	int lose;            /* protected by lock; the countdown loses an answer */
+	int losing;          /* protected by lock; the next answer is lost */
 	int stall;           /* protected by lock */
 	FILE *log;           /* protected by lock; borrowed */
 };
@@ -130,6 +134,9 @@ static int begin(struct faulty *ft, enum slot s, hs_deadline_t dl)
 	}
 	if (ft->failing) {
 		r = ft->fail_err;
+	} else if (ft->countdown == 0 && ft->lose) {
+		ft->losing = 1; /* passed through; pass() answers */
+		ft->countdown = -1;
 	} else if (ft->countdown == 0) {
 		r = ft->fail_err;
 		ft->countdown = -1;
@@ -150,12 +157,24 @@ out:
 }
 
 /* After a pass-through call: take over the inner error message and broken
- * flag.  Returns @r. */
+ * flag.  Returns @r, or the injected error when the answer is lost. */
 static ssize_t pass(struct faulty *ft, ssize_t r)
 {
-	if (r >= 0)
-		return r;
 	pthread_mutex_lock(&ft->lock);
+	if (ft->losing) {
+		ft->losing = 0;
+		r = ft->fail_err;
+		snprintf(ft->base.last_error, sizeof(ft->base.last_error),
+			 "answer lost (injected): %s", strerror((int)-r));
+		if (hs_tr_err_is_link((int)r))
+			set_broken(ft);
+		pthread_mutex_unlock(&ft->lock);
+		return r;
+	}
+	if (r >= 0) {
+		pthread_mutex_unlock(&ft->lock);
+		return r;
+	}
 	memcpy(ft->base.last_error, ft->inner->last_error,
 	       sizeof(ft->base.last_error));
 	ft->base.last_error[sizeof(ft->base.last_error) - 1] = '\0';
@@ -230,9 +249,16 @@ static int f_open(struct hs_transport *t, const char *path, int flags,
 
 	/* The inner file is handed out as is: the wrapper keeps no per-file
 	 * state, so every file slot passes @f straight down. */
-	if (!r)
-		r = (int)pass(ft, hs_tr_fopen(ft->inner, path, flags, mode,
-					      ret, dl));
+	if (!r) {
+		int r0 = hs_tr_fopen(ft->inner, path, flags, mode, ret, dl);
+
+		r = (int)pass(ft, r0);
+		if (r0 == 0 && r < 0) {
+			/* answer lost: the handle goes, as with its connection */
+			hs_tr_fclose(ft->inner, *ret, dl);
+			*ret = NULL;
+		}
+	}
 	note(ft, r, "open %s 0%o 0%o", path, (unsigned)flags, mode);
 	return r;
 }
@@ -483,6 +509,20 @@ void hs_faulty_fail_after(struct hs_transport *t, int n, int err,
 	ft->fail_err = err > 0 ? -err : err ? err : -EIO;
 	ft->fail_persistent = !!persistent;
 	ft->failing = 0;
+	ft->lose = 0;
+	pthread_mutex_unlock(&ft->lock);
+}
+
+void hs_faulty_lose_answer_after(struct hs_transport *t, int n, int err)
+{
+	struct faulty *ft = to_faulty(t);
+
+	pthread_mutex_lock(&ft->lock);
+	ft->countdown = n < 0 ? 0 : n;
+	ft->fail_err = err > 0 ? -err : err ? err : -ECONNRESET;
+	ft->fail_persistent = 0;
+	ft->failing = 0;
+	ft->lose = 1;
 	pthread_mutex_unlock(&ft->lock);
 }
 
@@ -493,6 +533,7 @@ void hs_faulty_reset(struct hs_transport *t)
 	pthread_mutex_lock(&ft->lock);
 	ft->countdown = -1;
 	ft->failing = 0;
+	ft->lose = ft->losing = 0;
 	ft->stall = 0;
 	pthread_cond_broadcast(&ft->cond);
 	pthread_mutex_unlock(&ft->lock);

@@ -47,6 +47,14 @@ struct hs_transport *hs_faulty_inner(struct hs_transport *t);
 void hs_faulty_fail_after(struct hs_transport *t, int n, int err,
 			  int persistent);
 
+/* The (@n+1)-th call from now reaches the inner transport (what it does on
+ * the host is done) but its answer is lost: it returns @err (0 means
+ * -ECONNRESET; a link-class error breaks the wrapper), as when the wire
+ * fails after the host acted.  With calls from several threads at once,
+ * the answer lost is the next one to come back.  Replaces any earlier
+ * fail_after setting. */
+void hs_faulty_lose_answer_after(struct hs_transport *t, int n, int err);
+
 /* Clears pending and persistent failures and turns the stall off (waking
  * stalled calls).  Counters and the broken flag are unchanged. */
 void hs_faulty_reset(struct hs_transport *t);

@@ -13,6 +13,7 @@
 #include "tests/lib/faulty.h"
 #include "tests/lib/localtr.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <linux/fs.h>
 #include <pthread.h>
@@ -25,14 +26,19 @@
 static char root[256], hostdir[300], cachedir[300];
 static struct hs_transport *wraps[64];
 static int nwraps;
-static int stall_new;
+static int stall_new, refuse_new;
 
 static int dial(void *arg, hs_deadline_t dl, struct hs_transport **ret, char *err,
 		size_t errlen)
 {
 	struct hs_transport *in, *w;
-	int r = hs_localtr_dial(arg, dl, &in, err, errlen);
+	int r;
 
+	if (refuse_new) {
+		snprintf(err, errlen, "refused by the test");
+		return -ECONNREFUSED;
+	}
+	r = hs_localtr_dial(arg, dl, &in, err, errlen);
 	if (r < 0)
 		return r;
 	CHECK_OK(hs_faulty_wrap(in, &w));
@@ -296,6 +302,164 @@ static void test_replay_after_close(void)
 	hs_cache_close(c);
 }
 
+/* Names in the host folder that contain @part. */
+static int host_names_with(const char *part)
+{
+	DIR *d = opendir(hostdir);
+	struct dirent *de;
+	int n = 0;
+
+	CHECK(d);
+	while ((de = readdir(d)))
+		if (strstr(de->d_name, part))
+			n++;
+	closedir(d);
+	return n;
+}
+
+/* Conflict copies ("NAME.conflict-...") in the host folder. */
+static int host_conflict_copies(void)
+{
+	return host_names_with(".conflict-");
+}
+
+/* A send of a file's changes that the link cut part-way (after @cut host
+ * calls) may already have changed the host copy: the truncate, some data,
+ * but not the final times.  Sending it again, in the same run or after a
+ * restart (@reopen; what a kill of the daemon leaves), finishes the update:
+ * that is no change by someone else, so no conflict copy.  With
+ * @host_edit, someone does change the host copy before the retry: that one
+ * is a conflict, and the host's version stays. */
+static void cut_send(int cut, int shrink, int reopen, int host_edit)
+{
+	static const char base[] = "0123456789 the version on the host";
+	static const char edit[] = "edited on the host";
+	struct hs_cache *c = open_cache(60000);
+	struct hs_handle *h;
+	struct stat st;
+	uint64_t ino;
+	char name[32], *want = malloc(20000), *got = malloc(20000);
+	size_t size = sizeof(base) - 1;
+	int keep, i;
+
+	snprintf(name, sizeof(name), "cut%d-%d%d%d", cut, shrink, reopen, host_edit);
+	hs_cache_release(c, create(c, 1, name, base, &ino));
+	CHECK_OK(hs_cache_sync(c, dl()));
+	memcpy(want, base, size);
+
+	/* the guest's change: a truncate (or not), then data that grows it */
+	CHECK_OK(hs_cache_open_file(c, ino, O_RDWR, &h, &keep, dl()));
+	if (shrink) {
+		memset(&st, 0, sizeof(st));
+		st.st_size = 4;
+		CHECK_OK(hs_cache_setattr(c, ino, &st, HS_SET_SIZE, h, &st, dl()));
+		size = 4;
+	}
+	for (i = 0; i < 9000; i++)
+		got[i] = (char)('a' + i % 23);
+	CHECK_EQ(hs_cache_write(c, h, got, 9000, 6000, dl()), 9000);
+	memset(want + size, 0, 6000 - size);
+	memcpy(want + 6000, got, 9000);
+	size = 15000;
+	hs_cache_release(c, h);
+
+	for (i = 0; i < nwraps; i++)
+		hs_faulty_fail_after(wraps[i], cut, -ECONNRESET, 0);
+	if (reopen || host_edit) {
+		/* the retry waits (new connections stall) until the restart */
+		stall_new = 1;
+		i = hs_cache_sync(c, hs_deadline_in_ms(700));
+		CHECK(i < 0 || !host_edit); /* (a cut after the last call is none) */
+		hs_cache_close(c);
+		stall_new = 0;
+		if (host_edit)
+			host_write(name, edit, sizeof(edit) - 1);
+		c = open_cache(60000);
+	}
+	CHECK_OK(hs_cache_sync(c, hs_deadline_in_ms(10000)));
+	if (host_edit) {
+		CHECK_EQ(host_read(name, got, 20000), sizeof(edit) - 1);
+		CHECK(!memcmp(got, edit, sizeof(edit) - 1));
+		CHECK_EQ(host_conflict_copies(), 1);
+	} else {
+		CHECK_EQ(host_read(name, got, 20000), size);
+		CHECK(!memcmp(got, want, size));
+		CHECK_EQ(host_conflict_copies(), 0);
+	}
+	hs_cache_close(c);
+	free(want);
+	free(got);
+	{
+		char cmd[400];
+
+		snprintf(cmd, sizeof(cmd), "rm -f '%s'/*.conflict-*", hostdir);
+		CHECK_EQ(system(cmd), 0);
+	}
+}
+
+static void test_cut_send_is_no_conflict(void)
+{
+	int cut;
+
+	/* every point of the send: the check, truncate, size, open, data,
+	 * close, times */
+	for (cut = 0; cut < 8; cut++) {
+		cut_send(cut, 0, 0, 0);
+		cut_send(cut, 1, 0, 0);
+	}
+	/* ... and after a restart */
+	for (cut = 2; cut < 8; cut += 2)
+		cut_send(cut, cut & 2, 1, 0);
+	/* a real change on the host after a cut is still a conflict */
+	cut_send(3, 0, 0, 1);
+	cut_send(5, 1, 0, 1);
+}
+
+/* The upload of a new file loses its answer at call @lose (from the rename
+ * on, the file is on the host under its name), and before it is sent again
+ * the guest deletes the file, or renames it (@rename): the host ends as
+ * the guest, with no leftover under the old name or a temporary one. */
+static void lost_create(int lose, int rename)
+{
+	struct hs_cache *c = open_cache(60000);
+	char name[32], to[40], buf[64];
+	int i;
+
+	snprintf(name, sizeof(name), "lost%d-%d", lose, rename);
+	snprintf(to, sizeof(to), "%s-moved", name);
+	hs_cache_release(c, create(c, 1, name, "new file", NULL));
+	for (i = 0; i < nwraps; i++) /* (the broken one goes: not used after) */
+		hs_faulty_lose_answer_after(wraps[i], lose, 0);
+	refuse_new = 1; /* nothing is sent again until the guest's change */
+	CHECK(hs_cache_sync(c, hs_deadline_in_ms(500)) < 0);
+	if (rename)
+		CHECK_OK(hs_cache_rename(c, 1, name, 1, to, 0, dl()));
+	else
+		CHECK_OK(hs_cache_unlink(c, 1, name, dl()));
+	refuse_new = 0;
+	CHECK_OK(hs_cache_sync(c, hs_deadline_in_ms(10000)));
+	CHECK(!host_exists(name));
+	if (rename) {
+		CHECK_EQ(host_read(to, buf, sizeof(buf)), 8);
+		CHECK(!memcmp(buf, "new file", 8));
+	} else {
+		CHECK(!host_exists(to));
+	}
+	CHECK_EQ(host_names_with(".hs-tmp."), 0);
+	hs_cache_close(c);
+}
+
+static void test_lost_create_answer(void)
+{
+	int lose;
+
+	/* open, write, close, times, rename of the temporary name */
+	for (lose = 0; lose < 5; lose++) {
+		lost_create(lose, 0);
+		lost_create(lose, 1);
+	}
+}
+
 static void test_namespace_errors(void)
 {
 	struct hs_cache *c = open_cache(0);
@@ -491,6 +655,8 @@ int main(void)
 	test_coalesce();
 	test_read_and_coherence();
 	test_replay_after_close();
+	test_cut_send_is_no_conflict();
+	test_lost_create_answer();
 	test_namespace_errors();
 	test_stall_never_blocks_cached();
 	test_host_notifications();

@@ -571,7 +571,23 @@ static void test_faulty_failures(void)
 	CHECK_OK(hs_tr_unlink(t, "/fz", dl_ok()));
 	CHECK_EQ(hs_tr_broken(t), 0);
 
+	/* a lost answer: the second call is done on the host, but answers
+	 * a host error (the connection stays) */
+	hs_faulty_lose_answer_after(t, 1, -EIO);
+	CHECK_OK(hs_tr_lstat(t, "/", &a, dl_ok()));
+	CHECK_EQ(hs_tr_mkdir(t, "/fzl", 0755, dl_ok()), -EIO);
+	CHECK(strstr(t->last_error, "answer lost") != NULL);
+	CHECK_OK(hs_tr_lstat(t, "/fzl", &a, dl_ok()));
+	CHECK_EQ(hs_tr_broken(t), 0);
+	/* ... or a link-class error, which breaks the connection */
+	hs_faulty_lose_answer_after(t, 0, 0);
+	CHECK_EQ(hs_tr_rmdir(t, "/fzl", dl_ok()), -ECONNRESET);
+	CHECK_EQ(hs_tr_broken(t), 1);
+	CHECK_EQ(hs_tr_lstat(hs_faulty_inner(t), "/fzl", &a, dl_ok()), -ENOENT);
+
 	/* an injected link-class error breaks the connection */
+	hs_tr_close(t);
+	t = new_faulty();
 	hs_faulty_fail_after(t, 0, -ECONNRESET, 0);
 	CHECK_EQ(hs_tr_ping(t, dl_ok()), -ECONNRESET);
 	CHECK_EQ(hs_tr_broken(t), 1);
