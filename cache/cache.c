@@ -299,7 +299,7 @@ int hs_cache_open(const struct hs_cache_config *cfg, struct hs_cache **ret,
 	if (c->cfg.op_timeout_ms <= 0)
 		c->cfg.op_timeout_ms = 10000;
 	if (c->cfg.attr_timeout_ms < 0)
-		c->cfg.attr_timeout_ms = 1000;
+		c->cfg.attr_timeout_ms = 20000;
 	c->dir = strdup(cfg->dir);
 	c->source = strdup(cfg->source ? cfg->source : "");
 	if (!c->dir || !c->source || asprintf(&c->datadir, "%s/data", cfg->dir) < 0) {

@@ -194,6 +194,18 @@ struct hs_cache {
 	struct {
 		uint64_t ino, dver;
 	} kver[4096];
+	/* Folders whose entries the cache changed on its own (a merged
+	 * listing, a conflict), so the readdir copy the kernel keeps of them
+	 * (cache_readdir) is stale: a version per hash bucket (dirgen_all
+	 * counts for every folder), and per bucket the folder and version
+	 * the kernel's copy was read at (kver_lock).  Changes the guest made
+	 * went through the kernel, which drops its copy itself. */
+	atomic_uint_fast32_t dirgen[1024];
+	atomic_uint_fast32_t dirgen_all;
+	struct {
+		uint64_t ino;
+		uint32_t gen;
+	} kdir[1024];
 
 	struct hs_link *link;
 	uint32_t remote_uid, remote_gid;
@@ -389,6 +401,9 @@ void hs_cache_added(struct hs_cache *c, uint64_t bytes);
 void hs_cache_forget_usage(struct hs_cache *c);
 
 /* dir.c */
+/* The cache changed the entries of folder @dir (0: of any folder) without
+ * the kernel seeing it: the kernel's readdir copy of it must go. */
+void hs_dir_changed(struct hs_cache *c, uint64_t dir);
 /* Records that the flusher changed host folder @dir; db_lock held. */
 void hs_dir_host_changed(struct hs_cache *c, const char *path);
 /* Marks host paths @p1 and @p2 (either may be NULL) as being changed by a

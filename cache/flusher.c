@@ -750,6 +750,7 @@ static void adopt_host_version(struct hs_cache *c, uint64_t ino,
 			sqlite3_bind_int64(st, 1, (int64_t)ino);
 			hs_meta_step(c, st);
 		}
+		hs_dir_changed(c, 0);
 	}
 	hs_meta_flush(c);
 	pthread_mutex_unlock(&c->db_lock);
