@@ -316,6 +316,7 @@ int hs_cache_open(const struct hs_cache_config *cfg, struct hs_cache **ret,
 	hs_cond_init_monotonic(&c->flush_cond);
 	hs_cond_init_monotonic(&c->done_cond);
 	hs_bg_init(c);
+	hs_stream_init(c);
 	sem_init(&c->fetch_sem, 0, HS_FETCHERS);
 	c->remote_uid = c->remote_gid = (uint32_t)-1;
 
@@ -385,6 +386,7 @@ void hs_cache_close(struct hs_cache *c)
 	if (!c)
 		return;
 	hs_bg_stop(c);
+	hs_stream_stop(c);
 	hs_flusher_stop(c);
 	hs_link_free(c->link);
 	for (i = 0; i < HS_ARRAY_SIZE(c->files); i++) {
@@ -411,6 +413,7 @@ void hs_cache_close(struct hs_cache *c)
 	pthread_cond_destroy(&c->flush_cond);
 	pthread_cond_destroy(&c->done_cond);
 	hs_bg_destroy(c);
+	hs_stream_destroy(c);
 	free(c->dir);
 	free(c->datadir);
 	free(c->source);

@@ -162,6 +162,15 @@ struct hs_file {
 	pthread_cond_t fetched; /* signalled when that fetch ended */
 	uint64_t ra_next;      /* readahead: where the last fetch ended */
 	uint64_t ra_size;      /* readahead: current window, bytes */
+	/* A stream (stream.c): a thread reading the host copy sequentially
+	 * ahead of the readers, on one remote handle. */
+	int streaming;         /* a stream runs for this file */
+	uint64_t st_next;      /* the next block it fetches */
+	uint64_t st_until;     /* it fetches while st_next < st_until */
+	uint64_t st_gen;       /* bumped when a stream starts */
+	int st_err;            /* how the last stream ended: 0 or -errno */
+	int64_t st_fail_at;    /* monotonic ns a stream could not start */
+	pthread_cond_t st_more; /* a reader moved st_until */
 };
 
 struct hs_handle {
@@ -244,6 +253,11 @@ struct hs_cache {
 	int64_t busy_seq;           /* entry being sent, 0 none */
 
 	sem_t fetch_sem;            /* bounds FUSE workers waiting on the host */
+
+	/* streams (stream.c); stream_lock is a leaf */
+	pthread_mutex_t stream_lock;
+	pthread_cond_t stream_cond; /* a stream ended */
+	int nstreams, stream_stop;
 
 	atomic_uint_fast64_t added; /* bytes cached since that walk */
 	uint64_t cache_bytes;       /* last walk of the data folder, and */
@@ -366,6 +380,11 @@ void hs_file_overlay(struct hs_cache *c, uint64_t ino, struct stat *st);
 /* Fetches blocks [first, last) from the host into the cache file. */
 int hs_file_fetch(struct hs_cache *c, struct hs_file *f, uint64_t first,
 		  uint64_t last, hs_deadline_t dl);
+/* Writes the host bytes @buf of blocks [first, last) into the blocks of
+ * that range still ABSENT, if the data version is still @dver (else
+ * nothing); caller holds f->lock. */
+int hs_file_land(struct hs_cache *c, struct hs_file *f, uint64_t dver,
+		 const char *buf, uint64_t first, uint64_t last);
 
 /* A refresh the cache could do without (the listing or attributes it
  * holds would do) waits at most a quarter of op_timeout (>= 1 s): on a
@@ -376,6 +395,17 @@ static inline hs_deadline_t hs_refresh_deadline(const struct hs_cache *c,
 {
 	return HS_MIN(dl, hs_deadline_in_ms(HS_MAX(1000, c->cfg.op_timeout_ms / 4)));
 }
+
+/* stream.c: sequential reads of the host copy ahead of the readers */
+void hs_stream_init(struct hs_cache *c);
+/* Stops the streams and waits for them (each bounded by op_timeout). */
+void hs_stream_stop(struct hs_cache *c);
+void hs_stream_destroy(struct hs_cache *c);
+/* Starts a stream of @f from block @from until @until (no lock held).
+ * 0 (also when another reader started one meanwhile), or -EAGAIN when none
+ * can start (too many, no host copy, stopping). */
+int hs_stream_start(struct hs_cache *c, struct hs_file *f, uint64_t from,
+		    uint64_t until);
 
 /* bg.c: refreshes the cache can do without, waited for briefly */
 void hs_bg_init(struct hs_cache *c);
