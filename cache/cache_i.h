@@ -243,6 +243,8 @@ struct hs_cache {
 	int flusher_started;
 	int stop;
 	int force;                  /* sync waiters present: ignore delays */
+	uint64_t flush_wait_ino;    /* the flusher sleeps until the row of this
+				     * inode is old enough (0: not that) */
 	uint64_t flushed_ops, flushed_bytes, failed_ops;
 	char current[512];          /* path of the row being sent, "" idle */
 	int64_t rate_at;            /* monotonic ns of the last rate sample */
@@ -352,6 +354,10 @@ char *hs_journal_temp_name(struct hs_cache *c, const char *path, int64_t seq);
 int hs_journal_counts(struct hs_cache *c, uint64_t *ret_pending,
 		      uint64_t *ret_bytes, uint64_t *ret_failed);
 void hs_journal_wake(struct hs_cache *c);
+/* A row of @ino was appended, or a file @ino was closed: wakes the flusher
+ * unless it sleeps until an older row of another file is due (which
+ * neither changes). */
+void hs_journal_wake_for(struct hs_cache *c, uint64_t ino);
 /* 1 while rows wait to be sent (cheap), else 0 with the refused count. */
 int hs_journal_busy(struct hs_cache *c, uint64_t *ret_failed);
 

@@ -941,9 +941,9 @@ void hs_cache_release(struct hs_cache *c, struct hs_handle *h)
 		f->writers--;
 	hs_file_persist(c, f);
 	pthread_mutex_unlock(&f->lock);
+	hs_journal_wake_for(c, f->ino);
 	hs_file_put(c, f);
 	free(h);
-	hs_journal_wake(c);
 }
 
 int hs_file_evict(struct hs_cache *c, uint64_t ino, uint64_t *ret_bytes)

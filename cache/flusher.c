@@ -994,8 +994,16 @@ static void *flusher_thread(void *arg)
 		pthread_mutex_unlock(&c->flush_lock);
 		at = ready_at(c, &jobs[0].e);
 		if (!force && at > hs_now_ns()) {
+			/* newer rows are due later still: only this file's
+			 * close or new rows of it wake us before @at */
+			pthread_mutex_lock(&c->flush_lock);
+			c->flush_wait_ino = jobs[0].e.ino;
+			pthread_mutex_unlock(&c->flush_lock);
 			hs_jentry_release(&jobs[0].e);
 			wait_until(c, at);
+			pthread_mutex_lock(&c->flush_lock);
+			c->flush_wait_ino = 0;
+			pthread_mutex_unlock(&c->flush_lock);
 			continue;
 		}
 		if (hs_link_get(c->link, HS_SLOT_FLUSH, 0, HS_DEADLINE_NEVER,

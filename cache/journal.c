@@ -60,6 +60,14 @@ void hs_journal_wake(struct hs_cache *c)
 	pthread_mutex_unlock(&c->flush_lock);
 }
 
+void hs_journal_wake_for(struct hs_cache *c, uint64_t ino)
+{
+	pthread_mutex_lock(&c->flush_lock);
+	if (!c->flush_wait_ino || c->flush_wait_ino == ino)
+		pthread_cond_broadcast(&c->flush_cond);
+	pthread_mutex_unlock(&c->flush_lock);
+}
+
 const char *hs_jop_name(int op)
 {
 	static const char *const names[] = {
@@ -149,7 +157,7 @@ int hs_journal_append(struct hs_cache *c, const struct hs_jentry *e)
 	if (r == 0)
 		r = add_local(c, e->ino, 1);
 	if (r == 0)
-		hs_journal_wake(c);
+		hs_journal_wake_for(c, e->ino);
 	return r;
 }
 
