@@ -892,10 +892,12 @@ int hs_cache_create(struct hs_cache *c, uint64_t parent, const char *name,
 		    mode_t mode, int flags, struct stat *ret,
 		    struct hs_handle **ret_h, hs_deadline_t dl)
 {
-	int keep, r;
+	uint64_t total = atomic_load(&c->jgen_total);
+	int keep, r, made;
 
 	r = create_object(c, parent, name, S_IFREG | (mode & 07777), NULL,
 			  HS_J_CREATE, ret, dl);
+	made = r == 0;
 	if (r == -EEXIST && !(flags & O_EXCL)) {
 		r = hs_cache_lookup(c, parent, name, ret, dl);
 		if (r == 0 && S_ISDIR(ret->st_mode))
@@ -903,8 +905,23 @@ int hs_cache_create(struct hs_cache *c, uint64_t parent, const char *name,
 	}
 	if (r < 0)
 		return r;
-	return hs_cache_open_file(c, (uint64_t)ret->st_ino, flags & ~O_CREAT,
-				  ret_h, &keep, dl);
+	r = hs_cache_open_file(c, (uint64_t)ret->st_ino, flags & ~O_CREAT,
+			       ret_h, &keep, dl);
+	if (r == 0 && made) {
+		struct hs_file *f = (*ret_h)->f;
+		uint64_t gen = hs_jgen(c, f->ino);
+
+		/* Its CREATE row is pending unless a row went away or
+		 * started anywhere since before it was appended: the first
+		 * write need not look. */
+		pthread_mutex_lock(&f->lock);
+		if (atomic_load(&c->jgen_total) == total) {
+			f->jpending = 1;
+			f->jgen = gen;
+		}
+		pthread_mutex_unlock(&f->lock);
+	}
+	return r;
 }
 
 int hs_cache_link(struct hs_cache *c, uint64_t ino, uint64_t newparent,

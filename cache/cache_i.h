@@ -154,7 +154,7 @@ struct hs_file {
 	int map_dirty;         /* bitmaps differ from the row */
 	int writers;           /* open handles that may write */
 	int64_t last_write_ns; /* monotonic */
-	uint64_t jgen;         /* c->jgen when jpending was computed */
+	uint64_t jgen;         /* hs_jgen() when jpending was computed */
 	int jpending;          /* a PENDING CREATE/DATA entry exists */
 	uint64_t dver;         /* data version the bitmaps belong to */
 	uint64_t kernel_dver;  /* data version the kernel's page cache holds */
@@ -219,7 +219,11 @@ struct hs_cache {
 	struct hs_link *link;
 	uint32_t remote_uid, remote_gid;
 
-	atomic_uint_fast64_t jgen;  /* bumped whenever a PENDING entry goes away or starts */
+	/* Bumped whenever a PENDING entry goes away or starts (hs_jgen):
+	 * per hash bucket of the entry's inode, or for all at once. */
+	atomic_uint_fast64_t jgen;
+	atomic_uint_fast64_t jgen_ino[256];
+	atomic_uint_fast64_t jgen_total; /* every bump, of any inode */
 	atomic_uint_fast64_t hgen;  /* bumped whenever the flusher changed the host */
 	/* The host folders the last flushes changed, so a listing taken
 	 * before such a change is not merged after it; protected by db_lock. */
@@ -326,6 +330,25 @@ int hs_meta_step(struct hs_cache *c, sqlite3_stmt *st);
 int hs_meta_exists(struct hs_cache *c, const char *sql, int64_t id);
 /* Makes every committed change durable against a power cut. */
 int hs_meta_sync(struct hs_cache *c);
+
+/* The journal generation of @ino: changes whenever a PENDING entry of
+ * @ino (or of any inode) went away or started. */
+static inline uint64_t hs_jgen(struct hs_cache *c, uint64_t ino)
+{
+	return atomic_load(&c->jgen) + atomic_load(&c->jgen_ino[ino % 256]);
+}
+
+static inline void hs_jgen_bump(struct hs_cache *c, uint64_t ino)
+{
+	atomic_fetch_add(&c->jgen_ino[ino % 256], 1);
+	atomic_fetch_add(&c->jgen_total, 1);
+}
+
+static inline void hs_jgen_bump_all(struct hs_cache *c)
+{
+	atomic_fetch_add(&c->jgen, 1);
+	atomic_fetch_add(&c->jgen_total, 1);
+}
 
 /* journal.c (caller holds db_lock, inside a transaction) */
 int hs_journal_append(struct hs_cache *c, const struct hs_jentry *e);

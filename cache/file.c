@@ -310,7 +310,7 @@ int hs_file_persist(struct hs_cache *c, struct hs_file *f)
 
 int hs_file_note_dirty(struct hs_cache *c, struct hs_file *f)
 {
-	uint64_t gen = atomic_load(&c->jgen);
+	uint64_t gen = hs_jgen(c, f->ino);
 	struct hs_inode in;
 	struct hs_jentry e;
 	int r;
