@@ -583,7 +583,7 @@ int hs_cache_setattr(struct hs_cache *c, uint64_t ino, const struct stat *attr,
 	struct hs_inode x;
 	struct hs_file *f = NULL;
 	int64_t now = hs_wall_ns(), mt = -1, at = -1;
-	int r;
+	int r, deferred;
 
 	if (to_set & HS_SET_MTIME_NOW)
 		mt = now;
@@ -629,6 +629,11 @@ int hs_cache_setattr(struct hs_cache *c, uint64_t ino, const struct stat *attr,
 		}
 	}
 	hs_inode_release(&x);
+	/* Through a descriptor, or of a file open for writing (tar sets
+	 * owner, mode and times of each file it extracts before closing
+	 * it, by path as the kernel sends fchown/fchmod/futimens): made
+	 * durable by the file's close, like its data. */
+	deferred = h || hs_file_writing(c, ino);
 
 	pthread_mutex_lock(&c->db_lock);
 	r = hs_meta_begin(c);
@@ -686,8 +691,7 @@ int hs_cache_setattr(struct hs_cache *c, uint64_t ino, const struct stat *attr,
 	hs_inode_release(&x);
 	if (r < 0)
 		goto out_rollback;
-	/* through a descriptor: made durable by its close, like the data */
-	r = h ? hs_meta_commit_deferred(c) : hs_meta_commit(c);
+	r = deferred ? hs_meta_commit_deferred(c) : hs_meta_commit(c);
 	if (r < 0)
 		goto out_rollback;
 	pthread_mutex_unlock(&c->db_lock);

@@ -404,6 +404,8 @@ void hs_file_remove_data(struct hs_cache *c, uint64_t ino);
 /* Drops the clean cached data of @ino (it is read from the host again when
  * needed); -EBUSY while it holds changes not on the host yet. */
 int hs_file_evict(struct hs_cache *c, uint64_t ino, uint64_t *ret_bytes);
+/* True while @ino is open for writing; caller holds nothing. */
+int hs_file_writing(struct hs_cache *c, uint64_t ino);
 /* If @ino is loaded, overlays its in-memory size/times on @st. */
 void hs_file_overlay(struct hs_cache *c, uint64_t ino, struct stat *st);
 /* Fetches blocks [first, last) from the host into the cache file. */

@@ -385,6 +385,24 @@ int hs_file_truncate(struct hs_cache *c, struct hs_file *f, uint64_t size)
 	return 0;
 }
 
+int hs_file_writing(struct hs_cache *c, uint64_t ino)
+{
+	struct hs_file *f;
+	int w = 0;
+
+	pthread_mutex_lock(&c->files_lock);
+	for (f = c->files[bucket(ino)]; f; f = f->next)
+		if (f->ino == ino)
+			break;
+	if (f) {
+		pthread_mutex_lock(&f->lock);
+		w = f->writers > 0;
+		pthread_mutex_unlock(&f->lock);
+	}
+	pthread_mutex_unlock(&c->files_lock);
+	return w;
+}
+
 void hs_file_overlay(struct hs_cache *c, uint64_t ino, struct stat *st)
 {
 	struct hs_file *f;
