@@ -251,7 +251,11 @@ static int upload_file(struct hs_cache *c, struct hs_transport *t,
 	r = hs_tr_fclose(t, rf, call_dl(c));
 	if (r < 0)
 		goto out_unlink;
-	a.valid = HS_ATTR_SIZE | HS_ATTR_MODE | HS_ATTR_ATIME | HS_ATTR_MTIME;
+	a.valid = HS_ATTR_MODE | HS_ATTR_ATIME | HS_ATTR_MTIME;
+	/* the size only if the file ends in blocks never written (a hole):
+	 * otherwise the writes made it, and the host saves a truncate */
+	if (s->size && !hs_bitmap_test(runs, (s->size - 1) / HS_BLOCK))
+		a.valid |= HS_ATTR_SIZE;
 	a.size = s->size;
 	a.mode = s->mode & 07777;
 	a.atime_ns = s->atime;
