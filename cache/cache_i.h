@@ -249,6 +249,8 @@ struct hs_cache {
 	int force;                  /* sync waiters present: ignore delays */
 	uint64_t flush_wait_ino;    /* the flusher sleeps until the row of this
 				     * inode is old enough (0: not that) */
+	atomic_int_fast64_t last_change_ns; /* monotonic ns of the guest's last
+				     * change (a journal row or a write) */
 	uint64_t flushed_ops, flushed_bytes, failed_ops;
 	char current[512];          /* path of the row being sent, "" idle */
 	int64_t rate_at;            /* monotonic ns of the last rate sample */

@@ -380,6 +380,7 @@ int hs_file_truncate(struct hs_cache *c, struct hs_file *f, uint64_t size)
 	f->mtime = f->ctime = hs_wall_ns();
 	f->attr_dirty = f->map_dirty = 1;
 	f->last_write_ns = hs_now_ns();
+	atomic_store(&c->last_change_ns, f->last_write_ns);
 	if (size != old || size == 0)
 		return hs_file_note_dirty(c, f);
 	return 0;
@@ -906,6 +907,7 @@ ssize_t hs_cache_write(struct hs_cache *c, struct hs_handle *h,
 	f->mtime = f->ctime = hs_wall_ns();
 	f->attr_dirty = f->map_dirty = 1;
 	f->last_write_ns = hs_now_ns();
+	atomic_store(&c->last_change_ns, f->last_write_ns);
 	r = hs_file_note_dirty(c, f);
 	if (c->cfg.cache_size)
 		hs_cache_added(c, size); /* at most this much is new */

@@ -662,14 +662,28 @@ static int record(struct hs_cache *c, const struct hs_jentry *e,
 	return r;
 }
 
+/* A burst of changes (a tree copy, a checkout, a build) goes up after it:
+ * a row also waits for a pause of QUIET_NS (at most writeback_delay) in
+ * the guest's changes, but never longer than BURST_FACTOR times
+ * writeback_delay after it was made.  The guest's requests then do not
+ * compete with the uploads for the CPU and the database while it works
+ * (on a small machine that slows both down far more than it overlaps),
+ * and a flush --wait sends everything at once anyway. */
+#define QUIET_NS (200 * HS_NSEC_PER_MSEC)
+#define BURST_FACTOR 10
+
 /* When @e may be sent, monotonic ns (0: now). */
 static int64_t ready_at(struct hs_cache *c, const struct hs_jentry *e)
 {
 	int64_t delay = (int64_t)c->cfg.writeback_delay_ms * HS_NSEC_PER_MSEC;
 	int64_t at = e->created_ns ? e->created_ns + delay : 0;
+	int64_t quiet = HS_MIN(delay, QUIET_NS);
 	struct hs_file *f;
 	unsigned b;
 
+	if (quiet > 0 && e->created_ns)
+		at = HS_MAX(at, HS_MIN(atomic_load(&c->last_change_ns) + quiet,
+				       e->created_ns + BURST_FACTOR * delay));
 	if (e->op != HS_J_CREATE && e->op != HS_J_DATA)
 		return at;
 	b = (unsigned)(e->ino % HS_ARRAY_SIZE(c->files));

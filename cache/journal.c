@@ -156,6 +156,7 @@ int hs_journal_append(struct hs_cache *c, const struct hs_jentry *e)
 	r = hs_meta_step(c, st);
 	if (r == 0)
 		r = add_local(c, e->ino, 1);
+	atomic_store(&c->last_change_ns, hs_now_ns());
 	if (r == 0)
 		hs_journal_wake_for(c, e->ino);
 	return r;
