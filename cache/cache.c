@@ -299,7 +299,7 @@ int hs_cache_open(const struct hs_cache_config *cfg, struct hs_cache **ret,
 	if (c->cfg.op_timeout_ms <= 0)
 		c->cfg.op_timeout_ms = 10000;
 	if (c->cfg.attr_timeout_ms < 0)
-		c->cfg.attr_timeout_ms = 1000;
+		c->cfg.attr_timeout_ms = 20000;
 	c->dir = strdup(cfg->dir);
 	c->source = strdup(cfg->source ? cfg->source : "");
 	if (!c->dir || !c->source || asprintf(&c->datadir, "%s/data", cfg->dir) < 0) {
@@ -317,6 +317,7 @@ int hs_cache_open(const struct hs_cache_config *cfg, struct hs_cache **ret,
 	hs_cond_init_monotonic(&c->done_cond);
 	hs_bg_init(c);
 	hs_notify_init(c);
+	hs_stream_init(c);
 	sem_init(&c->fetch_sem, 0, HS_FETCHERS);
 	c->remote_uid = c->remote_gid = (uint32_t)-1;
 
@@ -390,6 +391,7 @@ void hs_cache_close(struct hs_cache *c)
 		return;
 	hs_notify_stop(c);
 	hs_bg_stop(c);
+	hs_stream_stop(c);
 	hs_flusher_stop(c);
 	hs_link_free(c->link);
 	hs_notify_destroy(c);
@@ -417,6 +419,7 @@ void hs_cache_close(struct hs_cache *c)
 	pthread_cond_destroy(&c->flush_cond);
 	pthread_cond_destroy(&c->done_cond);
 	hs_bg_destroy(c);
+	hs_stream_destroy(c);
 	free(c->dir);
 	free(c->datadir);
 	free(c->source);
@@ -586,7 +589,7 @@ int hs_cache_setattr(struct hs_cache *c, uint64_t ino, const struct stat *attr,
 	struct hs_inode x;
 	struct hs_file *f = NULL;
 	int64_t now = hs_wall_ns(), mt = -1, at = -1;
-	int r;
+	int r, deferred;
 
 	if (to_set & HS_SET_MTIME_NOW)
 		mt = now;
@@ -632,6 +635,11 @@ int hs_cache_setattr(struct hs_cache *c, uint64_t ino, const struct stat *attr,
 		}
 	}
 	hs_inode_release(&x);
+	/* Through a descriptor, or of a file open for writing (tar sets
+	 * owner, mode and times of each file it extracts before closing
+	 * it, by path as the kernel sends fchown/fchmod/futimens): made
+	 * durable by the file's close, like its data. */
+	deferred = h || hs_file_writing(c, ino);
 
 	pthread_mutex_lock(&c->db_lock);
 	r = hs_meta_begin(c);
@@ -689,8 +697,7 @@ int hs_cache_setattr(struct hs_cache *c, uint64_t ino, const struct stat *attr,
 	hs_inode_release(&x);
 	if (r < 0)
 		goto out_rollback;
-	/* through a descriptor: made durable by its close, like the data */
-	r = h ? hs_meta_commit_deferred(c) : hs_meta_commit(c);
+	r = deferred ? hs_meta_commit_deferred(c) : hs_meta_commit(c);
 	if (r < 0)
 		goto out_rollback;
 	pthread_mutex_unlock(&c->db_lock);
@@ -895,10 +902,12 @@ int hs_cache_create(struct hs_cache *c, uint64_t parent, const char *name,
 		    mode_t mode, int flags, struct stat *ret,
 		    struct hs_handle **ret_h, hs_deadline_t dl)
 {
-	int keep, r;
+	uint64_t total = atomic_load(&c->jgen_total);
+	int keep, r, made;
 
 	r = create_object(c, parent, name, S_IFREG | (mode & 07777), NULL,
 			  HS_J_CREATE, ret, dl);
+	made = r == 0;
 	if (r == -EEXIST && !(flags & O_EXCL)) {
 		r = hs_cache_lookup(c, parent, name, ret, dl);
 		if (r == 0 && S_ISDIR(ret->st_mode))
@@ -906,8 +915,23 @@ int hs_cache_create(struct hs_cache *c, uint64_t parent, const char *name,
 	}
 	if (r < 0)
 		return r;
-	return hs_cache_open_file(c, (uint64_t)ret->st_ino, flags & ~O_CREAT,
-				  ret_h, &keep, dl);
+	r = hs_cache_open_file(c, (uint64_t)ret->st_ino, flags & ~O_CREAT,
+			       ret_h, &keep, dl);
+	if (r == 0 && made) {
+		struct hs_file *f = (*ret_h)->f;
+		uint64_t gen = hs_jgen(c, f->ino);
+
+		/* Its CREATE row is pending unless a row went away or
+		 * started anywhere since before it was appended: the first
+		 * write need not look. */
+		pthread_mutex_lock(&f->lock);
+		if (atomic_load(&c->jgen_total) == total) {
+			f->jpending = 1;
+			f->jgen = gen;
+		}
+		pthread_mutex_unlock(&f->lock);
+	}
+	return r;
 }
 
 int hs_cache_link(struct hs_cache *c, uint64_t ino, uint64_t newparent,

@@ -213,17 +213,40 @@ struct hs_dir_entry {
 	struct stat st; /* st_ino is the inode */
 };
 
-/* Snapshots the entries of directory @ino ("." and ".." not included). */
+/* Opens directory @ino (refreshing its listing as a lookup would).  The
+ * entries are read at the first hs_cache_dir_load(), so an open the
+ * kernel answers from its own readdir cache costs no snapshot. */
 int hs_cache_opendir(struct hs_cache *c, uint64_t ino, struct hs_dir **ret,
 		     hs_deadline_t dl);
+/* Snapshots the entries ("." and ".." not included) unless done already. */
+int hs_cache_dir_load(struct hs_cache *c, struct hs_dir *d);
 size_t hs_dir_count(const struct hs_dir *d);
 /* Entry @i (< hs_dir_count) of the snapshot; valid until release. */
 const struct hs_dir_entry *hs_dir_entry(const struct hs_dir *d, size_t i);
+/* How long the kernel may keep the entries (hs_cache_dir_ttl_ms() at
+ * open), and whether the readdir copy the kernel kept from an earlier
+ * open of this folder is still what the cache holds. */
+int64_t hs_dir_ttl_ms(const struct hs_dir *d);
+int hs_dir_keep_cache(const struct hs_dir *d);
 void hs_cache_releasedir(struct hs_cache *c, struct hs_dir *d);
 
 /* The guest path of @ino ("/a/b", malloc'ed into *@ret); -ENOENT when it
  * has no name.  Never touches the network. */
 int hs_cache_path(struct hs_cache *c, uint64_t ino, char **ret);
+
+/* ---- how long the kernel may keep an answer ---- */
+
+/* Milliseconds the kernel may keep what the cache told it about the names
+ * in folder @dir (lookups, negative ones too, readdirplus) and their
+ * attributes before asking again: what is left of attr_timeout since @dir
+ * was last listed from the host (all of attr_timeout for a folder only the
+ * guest holds).  So a host change shows in the guest within attr_timeout
+ * whether the cache or the kernel holds the older answer.  Never touches
+ * the network. */
+int64_t hs_cache_dir_ttl_ms(struct hs_cache *c, uint64_t dir);
+/* The same for the attributes of @ino (getattr, setattr): the trust of the
+ * folder that holds it; all of attr_timeout for the root. */
+int64_t hs_cache_attr_ttl_ms(struct hs_cache *c, uint64_t ino);
 
 /* Host free space from a recent answer; never waits on the network. */
 int hs_cache_statfs(struct hs_cache *c, struct statvfs *ret);

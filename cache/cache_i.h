@@ -175,7 +175,7 @@ struct hs_file {
 	int map_dirty;         /* bitmaps differ from the row */
 	int writers;           /* open handles that may write */
 	int64_t last_write_ns; /* monotonic */
-	uint64_t jgen;         /* c->jgen when jpending was computed */
+	uint64_t jgen;         /* hs_jgen() when jpending was computed */
 	int jpending;          /* a PENDING CREATE/DATA entry exists */
 	uint64_t dver;         /* data version the bitmaps belong to */
 	uint64_t kernel_dver;  /* data version the kernel's page cache holds */
@@ -183,6 +183,15 @@ struct hs_file {
 	pthread_cond_t fetched; /* signalled when that fetch ended */
 	uint64_t ra_next;      /* readahead: where the last fetch ended */
 	uint64_t ra_size;      /* readahead: current window, bytes */
+	/* A stream (stream.c): a thread reading the host copy sequentially
+	 * ahead of the readers, on one remote handle. */
+	int streaming;         /* a stream runs for this file */
+	uint64_t st_next;      /* the next block it fetches */
+	uint64_t st_until;     /* it fetches while st_next < st_until */
+	uint64_t st_gen;       /* bumped when a stream starts */
+	int st_err;            /* how the last stream ended: 0 or -errno */
+	int64_t st_fail_at;    /* monotonic ns a stream could not start */
+	pthread_cond_t st_more; /* a reader moved st_until */
 };
 
 struct hs_handle {
@@ -215,11 +224,27 @@ struct hs_cache {
 	struct {
 		uint64_t ino, dver;
 	} kver[4096];
+	/* Folders whose entries the cache changed on its own (a merged
+	 * listing, a conflict), so the readdir copy the kernel keeps of them
+	 * (cache_readdir) is stale: a version per hash bucket (dirgen_all
+	 * counts for every folder), and per bucket the folder and version
+	 * the kernel's copy was read at (kver_lock).  Changes the guest made
+	 * went through the kernel, which drops its copy itself. */
+	atomic_uint_fast32_t dirgen[1024];
+	atomic_uint_fast32_t dirgen_all;
+	struct {
+		uint64_t ino;
+		uint32_t gen;
+	} kdir[1024];
 
 	struct hs_link *link;
 	uint32_t remote_uid, remote_gid;
 
-	atomic_uint_fast64_t jgen;  /* bumped whenever a PENDING entry goes away or starts */
+	/* Bumped whenever a PENDING entry goes away or starts (hs_jgen):
+	 * per hash bucket of the entry's inode, or for all at once. */
+	atomic_uint_fast64_t jgen;
+	atomic_uint_fast64_t jgen_ino[256];
+	atomic_uint_fast64_t jgen_total; /* every bump, of any inode */
 	atomic_uint_fast64_t hgen;  /* bumped whenever the flusher changed the host */
 	/* The host folders the last flushes changed, so a listing taken
 	 * before such a change is not merged after it; protected by db_lock. */
@@ -243,6 +268,10 @@ struct hs_cache {
 	int flusher_started;
 	int stop;
 	int force;                  /* sync waiters present: ignore delays */
+	uint64_t flush_wait_ino;    /* the flusher sleeps until the row of this
+				     * inode is old enough (0: not that) */
+	atomic_int_fast64_t last_change_ns; /* monotonic ns of the guest's last
+				     * change (a journal row or a write) */
 	uint64_t flushed_ops, flushed_bytes, failed_ops;
 	char current[512];          /* path of the row being sent, "" idle */
 	int64_t rate_at;            /* monotonic ns of the last rate sample */
@@ -253,6 +282,11 @@ struct hs_cache {
 	int64_t busy_seq;           /* entry being sent, 0 none */
 
 	sem_t fetch_sem;            /* bounds FUSE workers waiting on the host */
+
+	/* streams (stream.c); stream_lock is a leaf */
+	pthread_mutex_t stream_lock;
+	pthread_cond_t stream_cond; /* a stream ended */
+	int nstreams, stream_stop;
 
 	atomic_uint_fast64_t added; /* bytes cached since that walk */
 	uint64_t cache_bytes;       /* last walk of the data folder, and */
@@ -331,6 +365,25 @@ int hs_meta_exists(struct hs_cache *c, const char *sql, int64_t id);
 /* Makes every committed change durable against a power cut. */
 int hs_meta_sync(struct hs_cache *c);
 
+/* The journal generation of @ino: changes whenever a PENDING entry of
+ * @ino (or of any inode) went away or started. */
+static inline uint64_t hs_jgen(struct hs_cache *c, uint64_t ino)
+{
+	return atomic_load(&c->jgen) + atomic_load(&c->jgen_ino[ino % 256]);
+}
+
+static inline void hs_jgen_bump(struct hs_cache *c, uint64_t ino)
+{
+	atomic_fetch_add(&c->jgen_ino[ino % 256], 1);
+	atomic_fetch_add(&c->jgen_total, 1);
+}
+
+static inline void hs_jgen_bump_all(struct hs_cache *c)
+{
+	atomic_fetch_add(&c->jgen, 1);
+	atomic_fetch_add(&c->jgen_total, 1);
+}
+
 /* journal.c (caller holds db_lock, inside a transaction) */
 int hs_journal_append(struct hs_cache *c, const struct hs_jentry *e);
 /* True when a PENDING CREATE or DATA entry exists for @ino. */
@@ -358,6 +411,10 @@ char *hs_journal_temp_name(struct hs_cache *c, const char *path, int64_t seq);
 int hs_journal_counts(struct hs_cache *c, uint64_t *ret_pending,
 		      uint64_t *ret_bytes, uint64_t *ret_failed);
 void hs_journal_wake(struct hs_cache *c);
+/* A row of @ino was appended, or a file @ino was closed: wakes the flusher
+ * unless it sleeps until an older row of another file is due (which
+ * neither changes). */
+void hs_journal_wake_for(struct hs_cache *c, uint64_t ino);
 /* 1 while rows wait to be sent (cheap), else 0 with the refused count. */
 int hs_journal_busy(struct hs_cache *c, uint64_t *ret_failed);
 
@@ -381,11 +438,18 @@ void hs_file_remove_data(struct hs_cache *c, uint64_t ino);
 /* Drops the clean cached data of @ino (it is read from the host again when
  * needed); -EBUSY while it holds changes not on the host yet. */
 int hs_file_evict(struct hs_cache *c, uint64_t ino, uint64_t *ret_bytes);
+/* True while @ino is open for writing; caller holds nothing. */
+int hs_file_writing(struct hs_cache *c, uint64_t ino);
 /* If @ino is loaded, overlays its in-memory size/times on @st. */
 void hs_file_overlay(struct hs_cache *c, uint64_t ino, struct stat *st);
 /* Fetches blocks [first, last) from the host into the cache file. */
 int hs_file_fetch(struct hs_cache *c, struct hs_file *f, uint64_t first,
 		  uint64_t last, hs_deadline_t dl);
+/* Writes the host bytes @buf of blocks [first, last) into the blocks of
+ * that range still ABSENT, if the data version is still @dver (else
+ * nothing); caller holds f->lock. */
+int hs_file_land(struct hs_cache *c, struct hs_file *f, uint64_t dver,
+		 const char *buf, uint64_t first, uint64_t last);
 
 /* A refresh the cache could do without (the listing or attributes it
  * holds would do) waits at most a quarter of op_timeout (>= 1 s): on a
@@ -396,6 +460,17 @@ static inline hs_deadline_t hs_refresh_deadline(const struct hs_cache *c,
 {
 	return HS_MIN(dl, hs_deadline_in_ms(HS_MAX(1000, c->cfg.op_timeout_ms / 4)));
 }
+
+/* stream.c: sequential reads of the host copy ahead of the readers */
+void hs_stream_init(struct hs_cache *c);
+/* Stops the streams and waits for them (each bounded by op_timeout). */
+void hs_stream_stop(struct hs_cache *c);
+void hs_stream_destroy(struct hs_cache *c);
+/* Starts a stream of @f from block @from until @until (no lock held).
+ * 0 (also when another reader started one meanwhile), or -EAGAIN when none
+ * can start (too many, no host copy, stopping). */
+int hs_stream_start(struct hs_cache *c, struct hs_file *f, uint64_t from,
+		    uint64_t until);
 
 /* bg.c: refreshes the cache can do without, waited for briefly */
 void hs_bg_init(struct hs_cache *c);
@@ -434,6 +509,9 @@ void hs_cache_added(struct hs_cache *c, uint64_t bytes);
 void hs_cache_forget_usage(struct hs_cache *c);
 
 /* dir.c */
+/* The cache changed the entries of folder @dir (0: of any folder) without
+ * the kernel seeing it: the kernel's readdir copy of it must go. */
+void hs_dir_changed(struct hs_cache *c, uint64_t dir);
 /* Records that the flusher changed host folder @dir; db_lock held. */
 void hs_dir_host_changed(struct hs_cache *c, const char *path);
 /* Marks host paths @p1 and @p2 (either may be NULL) as being changed by a

@@ -163,6 +163,8 @@ static int merge_one(struct hs_cache *c, uint64_t dir, const char *dhpath,
 	r = hs_meta_new_inode(c, &n);
 	if (r == 0)
 		r = hs_meta_add_dentry(c, dir, h->name, n.ino);
+	if (r == 0)
+		hs_dir_changed(c, dir);
 out:
 	free(hp);
 	return r;
@@ -236,6 +238,8 @@ static int merge_gone(struct hs_cache *c, uint64_t dir, const char *dhpath,
 	for (i = 0; i < ngone; i++) {
 		if (r == 0 && gone[i].name)
 			r = hs_meta_del_dentry(c, dir, gone[i].name);
+		if (r == 0)
+			hs_dir_changed(c, dir);
 		if (r == 0 && (st = hs_meta_prepare(c, drop_below))) {
 			sqlite3_bind_text(st, 1, gone[i].hpath, -1, SQLITE_STATIC);
 			sqlite3_step(st);
@@ -279,6 +283,86 @@ static int confirm_gone(struct hs_cache *c, struct hlist *check,
 
 static int refresh_once(struct hs_cache *c, uint64_t dir, int need,
 			hs_deadline_t dl, int *ret_raced);
+
+static size_t dirgen_slot(uint64_t dir)
+{
+	return (size_t)((dir * 0x9E3779B97F4A7C15ULL) >> 54) % 1024;
+}
+
+void hs_dir_changed(struct hs_cache *c, uint64_t dir)
+{
+	if (dir)
+		atomic_fetch_add(&c->dirgen[dirgen_slot(dir)], 1);
+	else
+		atomic_fetch_add(&c->dirgen_all, 1);
+}
+
+/* The version of @dir's entries as the kernel must see it. */
+static uint32_t dirgen(struct hs_cache *c, uint64_t dir)
+{
+	return (uint32_t)(atomic_load(&c->dirgen[dirgen_slot(dir)]) +
+			  atomic_load(&c->dirgen_all));
+}
+
+/* What is left of the trust in a listing taken at @listed_at (monotonic
+ * ns; -1: complete by construction, -2/0: none) of a folder that is on
+ * the host (@on_host), in ms. */
+static int64_t ttl_left(struct hs_cache *c, int64_t listed_at, int on_host)
+{
+	int64_t a = c->cfg.attr_timeout_ms, left;
+
+	if (listed_at == -1 || !on_host)
+		return a;
+	if (listed_at <= 0)
+		return 0;
+	left = a - (hs_now_ns() - listed_at) / HS_NSEC_PER_MSEC;
+	return HS_MAX(0, HS_MIN(left, a));
+}
+
+int64_t hs_cache_dir_ttl_ms(struct hs_cache *c, uint64_t dir)
+{
+	static const char sql[] = "SELECT listed, listed_at, hpath IS NOT NULL"
+				  " FROM inode WHERE ino=?";
+	sqlite3_stmt *st;
+	int64_t ttl = 0;
+
+	pthread_mutex_lock(&c->db_lock);
+	st = hs_meta_prepare(c, sql);
+	if (st) {
+		sqlite3_bind_int64(st, 1, (int64_t)dir);
+		if (sqlite3_step(st) == SQLITE_ROW)
+			ttl = ttl_left(c, sqlite3_column_int64(st, 0) ?
+					  sqlite3_column_int64(st, 1) : -2,
+				       sqlite3_column_int(st, 2));
+		sqlite3_reset(st);
+	}
+	pthread_mutex_unlock(&c->db_lock);
+	return ttl;
+}
+
+int64_t hs_cache_attr_ttl_ms(struct hs_cache *c, uint64_t ino)
+{
+	static const char sql[] =
+		"SELECT i.listed, i.listed_at, i.hpath IS NOT NULL FROM dentry d"
+		" JOIN inode i ON i.ino=d.parent WHERE d.ino=? LIMIT 1";
+	sqlite3_stmt *st;
+	int64_t ttl = c->cfg.attr_timeout_ms; /* the root; unlinked files */
+
+	if (ino == HS_ROOT_INO)
+		return ttl;
+	pthread_mutex_lock(&c->db_lock);
+	st = hs_meta_prepare(c, sql);
+	if (st) {
+		sqlite3_bind_int64(st, 1, (int64_t)ino);
+		if (sqlite3_step(st) == SQLITE_ROW)
+			ttl = ttl_left(c, sqlite3_column_int64(st, 0) ?
+					  sqlite3_column_int64(st, 1) : -2,
+				       sqlite3_column_int(st, 2));
+		sqlite3_reset(st);
+	}
+	pthread_mutex_unlock(&c->db_lock);
+	return ttl;
+}
 
 void hs_dir_host_changed(struct hs_cache *c, const char *path)
 {
@@ -656,8 +740,13 @@ int hs_cache_revalidate(struct hs_cache *c, uint64_t ino, int *ret_changed,
 /* ---- snapshots for readdir ---- */
 
 struct hs_dir {
+	uint64_t ino;
 	struct hs_dir_entry *v;
 	size_t n;
+	pthread_mutex_t lock; /* serialises hs_cache_dir_load() */
+	int loaded;        /* the entries were read (hs_cache_dir_load) */
+	int64_t ttl_ms;    /* hs_cache_dir_ttl_ms() at open */
+	int keep_cache;    /* the kernel's readdir copy is still good */
 	/* on c->dirs: the kernel may not release every handle of an
 	 * unmounted filesystem, so the cache frees what is left at close */
 	struct hs_dir *prev, *next;
@@ -673,8 +762,53 @@ const struct hs_dir_entry *hs_dir_entry(const struct hs_dir *d, size_t i)
 	return &d->v[i];
 }
 
+int64_t hs_dir_ttl_ms(const struct hs_dir *d)
+{
+	return d->ttl_ms;
+}
+
+int hs_dir_keep_cache(const struct hs_dir *d)
+{
+	return d->keep_cache;
+}
+
 int hs_cache_opendir(struct hs_cache *c, uint64_t ino, struct hs_dir **ret,
 		     hs_deadline_t dl)
+{
+	struct hs_dir *d;
+	size_t k = dirgen_slot(ino);
+	uint32_t gen;
+	int r;
+
+	r = hs_dir_refresh(c, ino, 1, dl); /* -ENOTDIR for a non-folder */
+	if (r < 0)
+		return r;
+	d = calloc(1, sizeof(*d));
+	if (!d)
+		return -ENOMEM;
+	pthread_mutex_init(&d->lock, NULL);
+	d->ino = ino;
+	d->ttl_ms = hs_cache_dir_ttl_ms(c, ino);
+	/* the version is taken before the entries are read: a change in
+	 * between makes the next open drop the kernel's copy, never keep a
+	 * stale one */
+	gen = dirgen(c, ino);
+	pthread_mutex_lock(&c->kver_lock);
+	d->keep_cache = c->kdir[k].ino == ino && c->kdir[k].gen == gen;
+	c->kdir[k].ino = ino;
+	c->kdir[k].gen = gen;
+	pthread_mutex_unlock(&c->kver_lock);
+	pthread_mutex_lock(&c->stat_lock);
+	d->next = c->dirs;
+	if (d->next)
+		d->next->prev = d;
+	c->dirs = d;
+	pthread_mutex_unlock(&c->stat_lock);
+	*ret = d;
+	return 0;
+}
+
+int hs_cache_dir_load(struct hs_cache *c, struct hs_dir *d)
 {
 	static const char sql[] =
 		"SELECT d.name, i.ino, i.mode, i.uid, i.gid, CASE WHEN"
@@ -683,24 +817,22 @@ int hs_cache_opendir(struct hs_cache *c, uint64_t ino, struct hs_dir **ret,
 		" (i2.mode & 61440) = 16384) ELSE i.nlink END, i.size,"
 		" i.atime, i.mtime, i.ctime FROM dentry d JOIN inode i"
 		" ON d.ino=i.ino WHERE d.parent=?";
-	struct hs_dir *d;
 	sqlite3_stmt *st;
 	size_t cap = 0, k;
 	int r;
 
-	r = hs_dir_refresh(c, ino, 1, dl);
-	if (r < 0)
-		return r;
-	d = calloc(1, sizeof(*d));
-	if (!d)
-		return -ENOMEM;
+	pthread_mutex_lock(&d->lock);
+	if (d->loaded) {
+		pthread_mutex_unlock(&d->lock);
+		return 0;
+	}
 	pthread_mutex_lock(&c->db_lock);
 	st = hs_meta_prepare(c, sql);
 	if (!st) {
 		r = -EIO;
 		goto out;
 	}
-	sqlite3_bind_int64(st, 1, (int64_t)ino);
+	sqlite3_bind_int64(st, 1, (int64_t)d->ino);
 	while ((r = sqlite3_step(st)) == SQLITE_ROW) {
 		struct hs_inode x = { 0 };
 		struct hs_dir_entry *e;
@@ -739,19 +871,19 @@ int hs_cache_opendir(struct hs_cache *c, uint64_t ino, struct hs_dir **ret,
 out:
 	pthread_mutex_unlock(&c->db_lock);
 	if (r < 0) {
-		hs_cache_releasedir(c, d);
+		for (k = 0; k < d->n; k++)
+			free((char *)d->v[k].name);
+		free(d->v);
+		d->v = NULL;
+		d->n = 0;
+		pthread_mutex_unlock(&d->lock);
 		return r;
 	}
 	for (k = 0; k < d->n; k++)
 		if (S_ISREG(d->v[k].st.st_mode))
 			hs_file_overlay(c, d->v[k].st.st_ino, &d->v[k].st);
-	pthread_mutex_lock(&c->stat_lock);
-	d->next = c->dirs;
-	if (d->next)
-		d->next->prev = d;
-	c->dirs = d;
-	pthread_mutex_unlock(&c->stat_lock);
-	*ret = d;
+	d->loaded = 1;
+	pthread_mutex_unlock(&d->lock);
 	return 0;
 }
 
@@ -772,5 +904,6 @@ void hs_cache_releasedir(struct hs_cache *c, struct hs_dir *d)
 	for (i = 0; i < d->n; i++)
 		free((char *)d->v[i].name);
 	free(d->v);
+	pthread_mutex_destroy(&d->lock);
 	free(d);
 }

@@ -14,12 +14,16 @@
  * files survive a kill of the daemon.  fsync() adds fdatasync of the cache
  * file and a synchronous WAL commit, so they also survive a power cut.
  *
- * Fetches: a read of ABSENT blocks fetches a run of at least the request
- * (growing to 8 MiB while reads stay sequential) on the fetch connection,
- * with the caller's deadline; at most HS_FETCHERS workers wait on the host at
- * once, so cached requests always find a free FUSE worker.  Fetched bytes
- * land only in blocks still ABSENT and only if the file's data version did
- * not change meanwhile, so they never overwrite guest writes.
+ * Fetches: a sequential read of ABSENT blocks (from the start, or where the
+ * last fetch ended) starts a stream (stream.c) that reads the host copy
+ * ahead of the readers on one remote handle; readers wait for it.  Any
+ * other miss fetches a run of at least the request (growing to 8 MiB while
+ * reads stay sequential) on the fetch connection, with the caller's
+ * deadline.  At most HS_FETCHERS workers wait on the host at once (for a
+ * fetch or a stream), so cached requests always find a free FUSE worker.
+ * Fetched bytes land only in blocks still ABSENT and only if the file's
+ * data version did not change meanwhile, so they never overwrite guest
+ * writes.
  *
  * Locking: c->files_lock guards the table and refs; hs_file.lock guards the
  * rest; db_lock is taken inside hs_file.lock, never the other way round.
@@ -86,6 +90,7 @@ struct hs_file *hs_file_get(struct hs_cache *c, uint64_t ino)
 		f->trunc_min = -1;
 		pthread_mutex_init(&f->lock, NULL);
 		hs_cond_init_monotonic(&f->fetched);
+		hs_cond_init_monotonic(&f->st_more);
 		hs_bitmap_init(&f->present);
 		hs_bitmap_init(&f->dirty);
 		hs_bitmap_init(&f->writing);
@@ -178,6 +183,7 @@ void hs_file_put(struct hs_cache *c, struct hs_file *f)
 	hs_bitmap_release(&f->writing);
 	pthread_mutex_destroy(&f->lock);
 	pthread_cond_destroy(&f->fetched);
+	pthread_cond_destroy(&f->st_more);
 	free(f);
 	reclaim(c, ino);
 }
@@ -304,7 +310,7 @@ int hs_file_persist(struct hs_cache *c, struct hs_file *f)
 
 int hs_file_note_dirty(struct hs_cache *c, struct hs_file *f)
 {
-	uint64_t gen = atomic_load(&c->jgen);
+	uint64_t gen = hs_jgen(c, f->ino);
 	struct hs_inode in;
 	struct hs_jentry e;
 	int r;
@@ -374,9 +380,28 @@ int hs_file_truncate(struct hs_cache *c, struct hs_file *f, uint64_t size)
 	f->mtime = f->ctime = hs_wall_ns();
 	f->attr_dirty = f->map_dirty = 1;
 	f->last_write_ns = hs_now_ns();
+	atomic_store(&c->last_change_ns, f->last_write_ns);
 	if (size != old || size == 0)
 		return hs_file_note_dirty(c, f);
 	return 0;
+}
+
+int hs_file_writing(struct hs_cache *c, uint64_t ino)
+{
+	struct hs_file *f;
+	int w = 0;
+
+	pthread_mutex_lock(&c->files_lock);
+	for (f = c->files[bucket(ino)]; f; f = f->next)
+		if (f->ino == ino)
+			break;
+	if (f) {
+		pthread_mutex_lock(&f->lock);
+		w = f->writers > 0;
+		pthread_mutex_unlock(&f->lock);
+	}
+	pthread_mutex_unlock(&c->files_lock);
+	return w;
 }
 
 void hs_file_overlay(struct hs_cache *c, uint64_t ino, struct stat *st)
@@ -488,7 +513,7 @@ int hs_file_fetch(struct hs_cache *c, struct hs_file *f, uint64_t first,
 {
 	struct hs_inode in;
 	struct timespec ts;
-	uint64_t dver, b, len, size;
+	uint64_t dver, len, size;
 	ssize_t got;
 	char *buf;
 	int r;
@@ -542,38 +567,46 @@ int hs_file_fetch(struct hs_cache *c, struct hs_file *f, uint64_t first,
 	 * are zeros */
 	hs_inode_release(&in);
 	pthread_mutex_lock(&f->lock);
-	r = 0;
-	if (f->dver == dver && hs_file_open_fd(c, f) == 0) {
-		uint64_t nb = HS_MIN(last, (f->size + HS_BLOCK - 1) / HS_BLOCK);
-
-		/* land each run of blocks still ABSENT with one pwrite */
-		for (b = first; b < nb;) {
-			uint64_t e, boff, blen;
-
-			b = hs_bitmap_next_clear(&f->present, b, nb);
-			if (b == HS_BITMAP_NONE)
-				break;
-			e = hs_bitmap_next_set(&f->present, b, nb);
-			if (e == HS_BITMAP_NONE)
-				e = nb;
-			boff = b * HS_BLOCK;
-			blen = HS_MIN(e * HS_BLOCK, f->size) - boff;
-			if (pwrite(f->fd, buf + (boff - first * HS_BLOCK), blen,
-				   (off_t)boff) != (ssize_t)blen) {
-				r = -errno;
-				break;
-			}
-			r = hs_bitmap_set(&f->present, b, e);
-			if (r < 0)
-				break;
-			if (c->cfg.cache_size)
-				hs_cache_added(c, blen);
-			f->map_dirty = 1;
-			b = e;
-		}
-	}
+	r = hs_file_land(c, f, dver, buf, first, last);
 	pthread_mutex_unlock(&f->lock);
 	free(buf);
+	return r;
+}
+
+int hs_file_land(struct hs_cache *c, struct hs_file *f, uint64_t dver,
+		 const char *buf, uint64_t first, uint64_t last)
+{
+	uint64_t nb, b;
+	int r = 0;
+
+	if (f->dver != dver || hs_file_open_fd(c, f) < 0)
+		return 0; /* the host copy changed meanwhile: not these bytes */
+	nb = HS_MIN(last, (f->size + HS_BLOCK - 1) / HS_BLOCK);
+	/* land each run of blocks still ABSENT with one pwrite */
+	for (b = first; b < nb;) {
+		uint64_t e, boff, blen;
+
+		b = hs_bitmap_next_clear(&f->present, b, nb);
+		if (b == HS_BITMAP_NONE)
+			break;
+		e = hs_bitmap_next_set(&f->present, b, nb);
+		if (e == HS_BITMAP_NONE)
+			e = nb;
+		boff = b * HS_BLOCK;
+		blen = HS_MIN(e * HS_BLOCK, f->size) - boff;
+		if (pwrite(f->fd, buf + (boff - first * HS_BLOCK), blen,
+			   (off_t)boff) != (ssize_t)blen) {
+			r = -errno;
+			break;
+		}
+		r = hs_bitmap_set(&f->present, b, e);
+		if (r < 0)
+			break;
+		if (c->cfg.cache_size)
+			hs_cache_added(c, blen);
+		f->map_dirty = 1;
+		b = e;
+	}
 	return r;
 }
 
@@ -638,13 +671,20 @@ int hs_cache_open_file(struct hs_cache *c, uint64_t ino, int flags,
 	return 0;
 }
 
+/* A stream (stream.c) reads ahead while reads stay sequential: readers
+ * move its goal this far beyond what they ask for, the distance doubling
+ * from the readahead window up to STREAM_AHEAD; a miss further from it
+ * than STREAM_GAP is fetched on its own. */
+#define STREAM_AHEAD (64ULL << 20)
+#define STREAM_GAP (RA_MAX / HS_BLOCK)
+
 ssize_t hs_cache_read(struct hs_cache *c, struct hs_handle *h, void *buf,
 		      size_t size, off_t off, hs_deadline_t dl)
 {
 	struct hs_file *f = h->f;
 	uint64_t first, last, miss, end, nblocks, uoff = (uint64_t)off;
-	int tries, r;
-	ssize_t n;
+	int tries, r, have_sem = 0;
+	ssize_t n = 0;
 
 	for (tries = 0; tries < 4;) {
 		pthread_mutex_lock(&f->lock);
@@ -653,21 +693,79 @@ ssize_t hs_cache_read(struct hs_cache *c, struct hs_handle *h, void *buf,
 			r = hs_file_open_fd(c, f);
 		if (r < 0) {
 			pthread_mutex_unlock(&f->lock);
-			return r;
+			goto out;
 		}
 		if (uoff >= f->size) {
 			pthread_mutex_unlock(&f->lock);
-			return 0;
+			r = 0;
+			goto out;
 		}
 		if (size > f->size - uoff)
 			size = (size_t)(f->size - uoff);
 		first = uoff / HS_BLOCK;
 		last = (uoff + size + HS_BLOCK - 1) / HS_BLOCK;
+		nblocks = (f->size + HS_BLOCK - 1) / HS_BLOCK;
 		miss = hs_bitmap_next_clear(&f->present, first, last);
 		if (miss == HS_BITMAP_NONE) {
 			n = pread(f->fd, buf, size, off);
 			pthread_mutex_unlock(&f->lock);
-			return n < 0 ? -errno : n;
+			r = n < 0 ? -errno : 0;
+			goto out;
+		}
+		/* A stream is on its way to these blocks: move its goal
+		 * ahead and wait for it. */
+		if (f->streaming && miss >= f->st_next &&
+		    miss < f->st_until + STREAM_GAP) {
+			struct timespec ts = hs_deadline_ts(dl);
+			uint64_t gen = f->st_gen;
+			uint64_t goal = HS_MIN(nblocks, last + f->ra_size / HS_BLOCK);
+
+			if (goal > f->st_until) {
+				f->st_until = goal;
+				f->ra_size = HS_MIN(f->ra_size * 2, STREAM_AHEAD);
+				pthread_cond_signal(&f->st_more);
+			}
+			if (!have_sem) {
+				/* waiting on the host: counted as such, so
+				 * cached requests always find a worker */
+				pthread_mutex_unlock(&f->lock);
+				if (sem_clockwait(&c->fetch_sem, CLOCK_MONOTONIC,
+						  &ts) < 0)
+					return -ETIMEDOUT;
+				have_sem = 1;
+				continue;
+			}
+			if (pthread_cond_clockwait(&f->fetched, &f->lock,
+						   CLOCK_MONOTONIC, &ts) == ETIMEDOUT) {
+				pthread_mutex_unlock(&f->lock);
+				r = -ETIMEDOUT;
+				goto out;
+			}
+			/* the stream that was to bring it failed: fetch it
+			 * here, which reports the error or waits for a
+			 * reconnect as any cold read does */
+			if (!f->streaming && f->st_gen == gen && f->st_err < 0)
+				f->st_fail_at = hs_now_ns();
+			pthread_mutex_unlock(&f->lock);
+			continue;
+		}
+		/* A sequential read of a host copy starts a stream. */
+		if (!f->streaming && (miss == 0 || miss * HS_BLOCK == f->ra_next) &&
+		    hs_now_ns() - f->st_fail_at > HS_NSEC_PER_SEC) {
+			uint64_t goal = HS_MIN(nblocks, last + f->ra_size / HS_BLOCK);
+
+			pthread_mutex_unlock(&f->lock);
+			if (hs_stream_start(c, f, miss, goal) < 0) {
+				pthread_mutex_lock(&f->lock);
+				f->st_fail_at = hs_now_ns();
+				pthread_mutex_unlock(&f->lock);
+			}
+			continue;
+		}
+		if (have_sem) {
+			/* hs_file_fetch() takes its own */
+			sem_post(&c->fetch_sem);
+			have_sem = 0;
 		}
 		/* One fetch per file at a time: the kernel's parallel
 		 * readahead requests wait for the window being fetched
@@ -689,7 +787,6 @@ ssize_t hs_cache_read(struct hs_cache *c, struct hs_handle *h, void *buf,
 			f->ra_size = HS_MIN(f->ra_size * 2, RA_MAX);
 		else
 			f->ra_size = RA_MIN;
-		nblocks = (f->size + HS_BLOCK - 1) / HS_BLOCK;
 		end = HS_MAX(last, miss + f->ra_size / HS_BLOCK);
 		if (end > nblocks)
 			end = nblocks;
@@ -709,9 +806,13 @@ ssize_t hs_cache_read(struct hs_cache *c, struct hs_handle *h, void *buf,
 		pthread_cond_broadcast(&f->fetched);
 		pthread_mutex_unlock(&f->lock);
 		if (r < 0)
-			return r;
+			goto out;
 	}
-	return -EIO;
+	r = -EIO;
+out:
+	if (have_sem)
+		sem_post(&c->fetch_sem);
+	return r < 0 ? r : n;
 }
 
 /* Makes block @b present before a partial overwrite; caller holds f->lock,
@@ -806,6 +907,7 @@ ssize_t hs_cache_write(struct hs_cache *c, struct hs_handle *h,
 	f->mtime = f->ctime = hs_wall_ns();
 	f->attr_dirty = f->map_dirty = 1;
 	f->last_write_ns = hs_now_ns();
+	atomic_store(&c->last_change_ns, f->last_write_ns);
 	r = hs_file_note_dirty(c, f);
 	if (c->cfg.cache_size)
 		hs_cache_added(c, size); /* at most this much is new */
@@ -859,9 +961,9 @@ void hs_cache_release(struct hs_cache *c, struct hs_handle *h)
 		f->writers--;
 	hs_file_persist(c, f);
 	pthread_mutex_unlock(&f->lock);
+	hs_journal_wake_for(c, f->ino);
 	hs_file_put(c, f);
 	free(h);
-	hs_journal_wake(c);
 }
 
 int hs_file_evict(struct hs_cache *c, uint64_t ino, uint64_t *ret_bytes)
@@ -878,7 +980,7 @@ int hs_file_evict(struct hs_cache *c, uint64_t ino, uint64_t *ret_bytes)
 	if (r < 0)
 		goto out;
 	if (!hs_bitmap_empty(&f->dirty) || !hs_bitmap_empty(&f->writing) ||
-	    f->trunc_min >= 0 || f->fetching) {
+	    f->trunc_min >= 0 || f->fetching || f->streaming) {
 		r = -EBUSY; /* the guest's changes, or a read filling it */
 		goto out;
 	}

@@ -254,7 +254,11 @@ static int upload_file(struct hs_cache *c, struct hs_transport *t,
 	r = hs_tr_fclose(t, rf, call_dl(c));
 	if (r < 0)
 		goto out_unlink;
-	a.valid = HS_ATTR_SIZE | HS_ATTR_MODE | HS_ATTR_ATIME | HS_ATTR_MTIME;
+	a.valid = HS_ATTR_MODE | HS_ATTR_ATIME | HS_ATTR_MTIME;
+	/* the size only if the file ends in blocks never written (a hole):
+	 * otherwise the writes made it, and the host saves a truncate */
+	if (s->size && !hs_bitmap_test(runs, (s->size - 1) / HS_BLOCK))
+		a.valid |= HS_ATTR_SIZE;
 	a.size = s->size;
 	a.mode = s->mode & 07777;
 	a.atime_ns = s->atime;
@@ -774,14 +778,28 @@ static int record(struct hs_cache *c, const struct hs_jentry *e,
 	return r;
 }
 
+/* A burst of changes (a tree copy, a checkout, a build) goes up after it:
+ * a row also waits for a pause of QUIET_NS (at most writeback_delay) in
+ * the guest's changes, but never longer than BURST_FACTOR times
+ * writeback_delay after it was made.  The guest's requests then do not
+ * compete with the uploads for the CPU and the database while it works
+ * (on a small machine that slows both down far more than it overlaps),
+ * and a flush --wait sends everything at once anyway. */
+#define QUIET_NS (200 * HS_NSEC_PER_MSEC)
+#define BURST_FACTOR 10
+
 /* When @e may be sent, monotonic ns (0: now). */
 static int64_t ready_at(struct hs_cache *c, const struct hs_jentry *e)
 {
 	int64_t delay = (int64_t)c->cfg.writeback_delay_ms * HS_NSEC_PER_MSEC;
 	int64_t at = e->created_ns ? e->created_ns + delay : 0;
+	int64_t quiet = HS_MIN(delay, QUIET_NS);
 	struct hs_file *f;
 	unsigned b;
 
+	if (quiet > 0 && e->created_ns)
+		at = HS_MAX(at, HS_MIN(atomic_load(&c->last_change_ns) + quiet,
+				       e->created_ns + BURST_FACTOR * delay));
 	if (e->op != HS_J_CREATE && e->op != HS_J_DATA)
 		return at;
 	b = (unsigned)(e->ino % HS_ARRAY_SIZE(c->files));
@@ -866,6 +884,7 @@ static void adopt_host_version(struct hs_cache *c, uint64_t ino,
 			sqlite3_bind_int64(st, 1, (int64_t)ino);
 			hs_meta_step(c, st);
 		}
+		hs_dir_changed(c, 0);
 	}
 	hs_meta_flush(c);
 	pthread_mutex_unlock(&c->db_lock);
@@ -1109,8 +1128,16 @@ static void *flusher_thread(void *arg)
 		pthread_mutex_unlock(&c->flush_lock);
 		at = ready_at(c, &jobs[0].e);
 		if (!force && at > hs_now_ns()) {
+			/* newer rows are due later still: only this file's
+			 * close or new rows of it wake us before @at */
+			pthread_mutex_lock(&c->flush_lock);
+			c->flush_wait_ino = jobs[0].e.ino;
+			pthread_mutex_unlock(&c->flush_lock);
 			hs_jentry_release(&jobs[0].e);
 			wait_until(c, at);
+			pthread_mutex_lock(&c->flush_lock);
+			c->flush_wait_ino = 0;
+			pthread_mutex_unlock(&c->flush_lock);
 			continue;
 		}
 		if (hs_link_get(c->link, HS_SLOT_FLUSH, 0, HS_DEADLINE_NEVER,

@@ -63,6 +63,14 @@ void hs_journal_wake(struct hs_cache *c)
 	pthread_mutex_unlock(&c->flush_lock);
 }
 
+void hs_journal_wake_for(struct hs_cache *c, uint64_t ino)
+{
+	pthread_mutex_lock(&c->flush_lock);
+	if (!c->flush_wait_ino || c->flush_wait_ino == ino)
+		pthread_cond_broadcast(&c->flush_cond);
+	pthread_mutex_unlock(&c->flush_lock);
+}
+
 const char *hs_jop_name(int op)
 {
 	static const char *const names[] = {
@@ -151,8 +159,9 @@ int hs_journal_append(struct hs_cache *c, const struct hs_jentry *e)
 	r = hs_meta_step(c, st);
 	if (r == 0)
 		r = add_local(c, e->ino, 1);
+	atomic_store(&c->last_change_ns, hs_now_ns());
 	if (r == 0)
-		hs_journal_wake(c);
+		hs_journal_wake_for(c, e->ino);
 	return r;
 }
 
@@ -220,7 +229,7 @@ int hs_journal_unlinked(struct hs_cache *c, uint64_t ino, int *ret_dropped)
 		return r;
 	n += sqlite3_changes(c->db);
 	r = add_local(c, ino, -n);
-	atomic_fetch_add(&c->jgen, 1);
+	hs_jgen_bump(c, ino);
 	*ret_dropped = 1;
 	return r;
 }
@@ -295,7 +304,7 @@ int hs_journal_renamed(struct hs_cache *c, uint64_t ino, const char *to,
 	if (r == 0)
 		r = hs_journal_append(c, &e);
 	hs_jentry_release(&e);
-	atomic_fetch_add(&c->jgen, 1);
+	hs_jgen_bump(c, ino);
 	if (r == 0)
 		*ret_folded = 1;
 	return r;
@@ -359,7 +368,7 @@ int hs_journal_set_state(struct hs_cache *c, int64_t seq, int state,
 	else
 		sqlite3_bind_null(st, 2);
 	sqlite3_bind_int64(st, 3, seq);
-	atomic_fetch_add(&c->jgen, 1);
+	hs_jgen_bump_all(c);
 	return hs_meta_step(c, st);
 }
 
@@ -375,7 +384,7 @@ int hs_journal_done(struct hs_cache *c, const struct hs_jentry *e)
 	r = hs_meta_step(c, st);
 	if (r == 0 && sqlite3_changes(c->db) > 0)
 		r = add_local(c, e->ino, -1);
-	atomic_fetch_add(&c->jgen, 1);
+	hs_jgen_bump(c, e->ino);
 	return r;
 }
 
@@ -420,7 +429,7 @@ int hs_journal_claim(struct hs_cache *c, struct hs_jentry *e)
 		return r;
 	if (sqlite3_changes(c->db) == 0)
 		return -ESTALE;
-	atomic_fetch_add(&c->jgen, 1);
+	hs_jgen_bump(c, e->ino);
 	/* coalescing may have rewritten the row since it was read */
 	hs_jentry_release(e);
 	r = hs_journal_next(c, seq - 1, e);

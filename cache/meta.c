@@ -149,18 +149,32 @@ int hs_meta_exec(struct hs_cache *c, const char *sql)
  */
 #define GROUP_NS (20 * HS_NSEC_PER_MSEC)
 
+/* The statements every operation runs, prepared once (sqlite3_exec()
+ * would parse them again each time). */
+static const char sql_begin[] = "BEGIN IMMEDIATE";
+static const char sql_savepoint[] = "SAVEPOINT op";
+static const char sql_release[] = "RELEASE op";
+static const char sql_commit[] = "COMMIT";
+
+static int exec_prepared(struct hs_cache *c, const char *sql)
+{
+	sqlite3_stmt *st = hs_meta_prepare(c, sql);
+
+	return st ? hs_meta_step(c, st) : -EIO;
+}
+
 int hs_meta_begin(struct hs_cache *c)
 {
 	int r;
 
 	if (!c->txn_open) {
-		r = hs_meta_exec(c, "BEGIN IMMEDIATE");
+		r = exec_prepared(c, sql_begin);
 		if (r < 0)
 			return r;
 		c->txn_open = 1;
 		c->txn_start = hs_now_ns();
 	}
-	r = hs_meta_exec(c, "SAVEPOINT op");
+	r = exec_prepared(c, sql_savepoint);
 	if (r == 0)
 		c->in_op = 1;
 	return r;
@@ -172,7 +186,7 @@ int hs_meta_flush(struct hs_cache *c)
 
 	if (!c->txn_open)
 		return 0;
-	r = hs_meta_exec(c, "COMMIT");
+	r = exec_prepared(c, sql_commit);
 	if (r < 0) {
 		sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
 		hs_err("cache database: a group of changes could not be "
@@ -195,7 +209,7 @@ static int release_op(struct hs_cache *c)
 
 	if (!c->in_op)
 		return -EINVAL;
-	r = hs_meta_exec(c, "RELEASE op");
+	r = exec_prepared(c, sql_release);
 	c->in_op = 0;
 	return r;
 }

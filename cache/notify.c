@@ -262,6 +262,7 @@ static void resync_all(struct hs_cache *c)
 			hs_meta_rollback(c);
 	}
 	pthread_mutex_unlock(&c->db_lock);
+	hs_dir_changed(c, 0);
 	hs_info("host change notifications: events were lost; "
 		"everything cached is checked again");
 }
@@ -591,6 +592,8 @@ static int apply_move(struct hs_cache *c, const char *from, const char *to)
 		r = -1;
 	} else {
 		r = 1;
+		hs_dir_changed(c, mv.op);
+		hs_dir_changed(c, mv.nparent);
 		hc.kind = HS_HC_MOVED;
 		hc.parent = mv.op;
 		hc.name = fname;

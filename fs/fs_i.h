@@ -30,7 +30,6 @@ struct hs_fs {
 	char ctl_path[PATH_MAX];      /* control socket, "" when none */
 	int op_timeout_ms;            /* deadline of each op that may need
 				       * the host */
-	double attr_timeout;          /* s: entry and attr timeouts */
 	mode_t umask;                 /* cleared from reported modes */
 	struct hs_hostev *hostev;     /* host changes into the kernel, or NULL */
 };

@@ -250,7 +250,6 @@ static int run(const struct hs_opts *o, struct hs_fs *fs,
 
 	fs->opts = o;
 	fs->op_timeout_ms = o->op_timeout_ms;
-	fs->attr_timeout = o->attr_timeout_s;
 	fs->umask = o->umask >= 0 ? (mode_t)o->umask : 0;
 
 	err[0] = '\0';

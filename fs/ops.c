@@ -69,25 +69,29 @@ static void fix_attr(const struct hs_fs *fs, struct stat *st)
 	st->st_mode &= ~fs->umask;
 }
 
+/* Entry and attribute timeouts: what is left of the cache's trust in the
+ * listing the answer came from (hs_cache_dir_ttl_ms), so the kernel never
+ * keeps an answer longer than the cache itself would (DESIGN.md,
+ * contract 4). */
 static void fill_entry(const struct hs_fs *fs, struct fuse_entry_param *e,
-		       const struct stat *st)
+		       const struct stat *st, int64_t ttl_ms)
 {
 	memset(e, 0, sizeof(*e));
 	e->attr = *st;
 	fix_attr(fs, &e->attr);
 	e->ino = st->st_ino;
-	e->attr_timeout = fs->attr_timeout;
-	e->entry_timeout = fs->attr_timeout;
+	e->attr_timeout = (double)ttl_ms / 1000.0;
+	e->entry_timeout = (double)ttl_ms / 1000.0;
 }
 
-/* Replies with the inode the cache just referenced, or gives the reference
- * back if the kernel will never see it. */
-static void reply_entry(fuse_req_t req, struct hs_fs *fs,
+/* Replies with the inode the cache just referenced (a name in folder
+ * @parent), or gives the reference back if the kernel will never see it. */
+static void reply_entry(fuse_req_t req, struct hs_fs *fs, uint64_t parent,
 			const struct stat *st)
 {
 	struct fuse_entry_param e;
 
-	fill_entry(fs, &e, st);
+	fill_entry(fs, &e, st, hs_cache_dir_ttl_ms(fs->cache, parent));
 	if (fuse_reply_entry(req, &e) < 0)
 		hs_cache_forget(fs->cache, e.ino, 1);
 }
@@ -102,8 +106,8 @@ static int replaying(fuse_req_t req)
 	return hs_hostev_mine(fs_of(req), req);
 }
 
-/* mknod, mkdir, symlink: the inode the host created. */
-static void replay_entry(fuse_req_t req)
+/* mknod, mkdir, symlink in @parent: the inode the host created. */
+static void replay_entry(fuse_req_t req, uint64_t parent)
 {
 	struct hs_fs *fs = fs_of(req);
 	struct stat st;
@@ -111,7 +115,16 @@ static void replay_entry(fuse_req_t req)
 
 	if (r < 0)
 		return reply_err(req, r);
-	reply_entry(req, fs, &st);
+	reply_entry(req, fs, parent, &st);
+}
+
+/* Replies with the attributes of @ino. */
+static void reply_attr(fuse_req_t req, struct hs_fs *fs, uint64_t ino,
+		       struct stat *st)
+{
+	fix_attr(fs, st);
+	fuse_reply_attr(req, st,
+			(double)hs_cache_attr_ttl_ms(fs->cache, ino) / 1000.0);
 }
 
 /* ---- session ---- */
@@ -169,21 +182,23 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		if (r == -ENOENT)
 			return reply_err(req, r); /* not remembered as missing */
 		if (r == 1)
-			return reply_entry(req, fs, &st);
+			return reply_entry(req, fs, parent, &st);
 	}
 	r = hs_cache_lookup(fs->cache, parent, name, &st, op_deadline(fs));
 	if (r == -ENOENT) {
-		/* A negative entry: the kernel remembers the miss for
-		 * attr_timeout instead of asking again per open(). */
+		/* A negative entry: the kernel remembers the miss for as
+		 * long as the listing that lacks the name is trusted,
+		 * instead of asking again per open(). */
 		memset(&e, 0, sizeof(e));
 		e.ino = 0;
-		e.entry_timeout = fs->attr_timeout;
+		e.entry_timeout =
+			(double)hs_cache_dir_ttl_ms(fs->cache, parent) / 1000.0;
 		fuse_reply_entry(req, &e);
 		return;
 	}
 	if (r < 0)
 		return reply_err(req, r);
-	reply_entry(req, fs, &st);
+	reply_entry(req, fs, parent, &st);
 }
 
 static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
@@ -212,8 +227,7 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino,
 
 	if (r < 0)
 		return reply_err(req, r);
-	fix_attr(fs, &st);
-	fuse_reply_attr(req, &st, fs->attr_timeout);
+	reply_attr(req, fs, ino, &st);
 }
 
 static unsigned setattr_flags(int to_set)
@@ -263,8 +277,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 
 	if (r < 0)
 		return reply_err(req, r);
-	fix_attr(fs, &st);
-	fuse_reply_attr(req, &st, fs->attr_timeout);
+	reply_attr(req, fs, ino, &st);
 }
 
 static void op_readlink(fuse_req_t req, fuse_ino_t ino)
@@ -288,13 +301,13 @@ static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name,
 	int r;
 
 	if (replaying(req))
-		return replay_entry(req);
+		return replay_entry(req, parent);
 	r = hs_cache_mknod(fs->cache, parent, name, mode, rdev, &st,
 			       op_deadline(fs));
 
 	if (r < 0)
 		return reply_err(req, r);
-	reply_entry(req, fs, &st);
+	reply_entry(req, fs, parent, &st);
 }
 
 static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
@@ -305,13 +318,13 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
 	int r;
 
 	if (replaying(req))
-		return replay_entry(req);
+		return replay_entry(req, parent);
 	r = hs_cache_mkdir(fs->cache, parent, name, mode, &st,
 			       op_deadline(fs));
 
 	if (r < 0)
 		return reply_err(req, r);
-	reply_entry(req, fs, &st);
+	reply_entry(req, fs, parent, &st);
 }
 
 static void op_symlink(fuse_req_t req, const char *target, fuse_ino_t parent,
@@ -322,13 +335,13 @@ static void op_symlink(fuse_req_t req, const char *target, fuse_ino_t parent,
 	int r;
 
 	if (replaying(req))
-		return replay_entry(req);
+		return replay_entry(req, parent);
 	r = hs_cache_symlink(fs->cache, parent, name, target, &st,
 				 op_deadline(fs));
 
 	if (r < 0)
 		return reply_err(req, r);
-	reply_entry(req, fs, &st);
+	reply_entry(req, fs, parent, &st);
 }
 
 static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent,
@@ -341,7 +354,7 @@ static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent,
 
 	if (r < 0)
 		return reply_err(req, r);
-	reply_entry(req, fs, &st);
+	reply_entry(req, fs, newparent, &st);
 }
 
 static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
@@ -421,7 +434,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 				    &st, &h, op_deadline(fs));
 	if (r < 0)
 		return reply_err(req, r);
-	fill_entry(fs, &e, &st);
+	fill_entry(fs, &e, &st, hs_cache_dir_ttl_ms(fs->cache, parent));
 	fi->fh = (uintptr_t)h;
 	/* Not keep_cache: without O_EXCL this may be a file the host made
 	 * behind a cached negative entry. */
@@ -513,6 +526,11 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino,
 	if (r < 0)
 		return reply_err(req, r);
 	fi->fh = (uintptr_t)d;
+	/* The kernel keeps what readdir returned and answers the next
+	 * getdents from it (its own changes to the folder drop it); an open
+	 * after the cache merged changes from the host drops it too. */
+	fi->cache_readdir = 1;
+	fi->keep_cache = hs_dir_keep_cache(d) ? 1 : 0;
 	if (fuse_reply_open(req, fi) < 0)
 		hs_cache_releasedir(fs->cache, d);
 }
@@ -524,10 +542,16 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size,
 {
 	struct hs_fs *fs = fs_of(req);
 	struct hs_dir *d = dir_of(fi);
-	size_t count = hs_dir_count(d), used = 0, first_ref = 0, i;
+	size_t count, used = 0, first_ref = 0, i;
 	uint64_t pos = off < 0 ? 0 : (uint64_t)off;
-	char *buf = malloc(size ? size : 1);
+	int64_t ttl = hs_dir_ttl_ms(d);
+	int r = hs_cache_dir_load(fs->cache, d);
+	char *buf;
 
+	if (r < 0)
+		return reply_err(req, r);
+	count = hs_dir_count(d);
+	buf = malloc(size ? size : 1);
 	if (!buf)
 		return reply_err(req, -ENOMEM);
 	for (; pos < (uint64_t)count + 2; pos++) {
@@ -545,7 +569,7 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size,
 		} else {
 			de = hs_dir_entry(d, (size_t)(pos - 2));
 			name = de->name;
-			fill_entry(fs, &e, &de->st);
+			fill_entry(fs, &e, &de->st, ttl);
 		}
 		if (plus) {
 			/* "." and ".." carry no inode: the kernel takes no

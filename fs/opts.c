@@ -584,8 +584,8 @@ static void init_defaults(struct hs_opts *o)
 	o->keepalive_s = 15;
 	o->connect_timeout_ms = 10 * 1000;
 	o->op_timeout_ms = 10 * 1000;
-	o->attr_timeout_ms = 1000;
-	o->attr_timeout_s = 1.0;
+	o->attr_timeout_ms = 20000;
+	o->attr_timeout_s = 20.0;
 	o->writeback_delay_ms = 500;
 	o->flush_connections = 1;
 	o->fsync_mode = HS_FSYNC_LOCAL;
@@ -853,7 +853,8 @@ void hs_opts_print_help(FILE *f)
 "  cache_dir=PATH           root of the cache folders (~/.cache/hostshare,\n"
 "                           /var/cache/hostshare for root)\n"
 "  op_timeout=S             give up on the host after S seconds: EIO (10)\n"
-"  attr_timeout=S           trust host attributes for S seconds (1)\n"
+"  attr_timeout=S           trust host attributes and listings for S\n"
+"                           seconds (20)\n"
 "  writeback_delay=MS       age of a change before it is sent (500)\n"
 "  cache_size=SIZE          most the cached data may take, e.g. 20G; clean\n"
 "                           data is dropped to stay below (0: no limit)\n"

@@ -53,7 +53,7 @@ struct hs_opts {
 	char *cache_root;       /* cache_dir= (absolute) or NULL: the default
 				 * root; the per-source folder goes below it */
 	int op_timeout_ms;      /* op_timeout= (s); 10 s */
-	int attr_timeout_ms;    /* attr_timeout= (s, fractional); 1 s */
+	int attr_timeout_ms;    /* attr_timeout= (s, fractional); 20 s */
 	double attr_timeout_s;  /* the same, as FUSE wants it */
 	int writeback_delay_ms; /* writeback_delay= (ms); 500 */
 	uint64_t cache_size;    /* cache_size= (bytes); 0: no limit */

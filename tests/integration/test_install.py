@@ -176,7 +176,7 @@ def test_doctor_healthy_mount(hostshare_only, mount_factory, timing):
     """Against a working mount every link check is ok, nothing fails, the
     probe file is gone afterwards, and the text output has one line per
     check."""
-    mnt = mount_factory()
+    mnt = mount_factory(options=["attr_timeout=1"])
     with open(mnt.guest("f"), "w") as f:
         f.write("hello\n")
     mnt.flush()

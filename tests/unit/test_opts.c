@@ -37,7 +37,7 @@ int main(void)
 	CHECK_STR_EQ(o.dir, "/srv/share");
 	CHECK_EQ(o.port, 22);
 	CHECK_EQ(o.op_timeout_ms, 10000);
-	CHECK_EQ(o.attr_timeout_ms, 1000);
+	CHECK_EQ(o.attr_timeout_ms, 20000);
 	CHECK_EQ(o.writeback_delay_ms, 500);
 	CHECK_EQ(o.hostkey_policy, HS_HOSTKEY_STRICT);
 	CHECK_EQ(o.idmap_user, 1);
