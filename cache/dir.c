@@ -319,17 +319,18 @@ static int64_t ttl_left(struct hs_cache *c, int64_t listed_at, int on_host)
 	return HS_MAX(0, HS_MIN(left, a));
 }
 
-int64_t hs_cache_dir_ttl_ms(struct hs_cache *c, uint64_t dir)
+/* The trust left (ttl_left) of the folder row @sql selects for @id (listed,
+ * listed_at, hpath IS NOT NULL), or @dflt when there is none. */
+static int64_t ttl_of(struct hs_cache *c, const char *sql, uint64_t id,
+		      int64_t dflt)
 {
-	static const char sql[] = "SELECT listed, listed_at, hpath IS NOT NULL"
-				  " FROM inode WHERE ino=?";
 	sqlite3_stmt *st;
-	int64_t ttl = 0;
+	int64_t ttl = dflt;
 
 	pthread_mutex_lock(&c->db_lock);
 	st = hs_meta_prepare(c, sql);
 	if (st) {
-		sqlite3_bind_int64(st, 1, (int64_t)dir);
+		sqlite3_bind_int64(st, 1, (int64_t)id);
 		if (sqlite3_step(st) == SQLITE_ROW)
 			ttl = ttl_left(c, sqlite3_column_int64(st, 0) ?
 					  sqlite3_column_int64(st, 1) : -2,
@@ -340,28 +341,24 @@ int64_t hs_cache_dir_ttl_ms(struct hs_cache *c, uint64_t dir)
 	return ttl;
 }
 
+int64_t hs_cache_dir_ttl_ms(struct hs_cache *c, uint64_t dir)
+{
+	static const char sql[] = "SELECT listed, listed_at, hpath IS NOT NULL"
+				  " FROM inode WHERE ino=?";
+
+	return ttl_of(c, sql, dir, 0);
+}
+
 int64_t hs_cache_attr_ttl_ms(struct hs_cache *c, uint64_t ino)
 {
 	static const char sql[] =
 		"SELECT i.listed, i.listed_at, i.hpath IS NOT NULL FROM dentry d"
 		" JOIN inode i ON i.ino=d.parent WHERE d.ino=? LIMIT 1";
-	sqlite3_stmt *st;
-	int64_t ttl = c->cfg.attr_timeout_ms; /* the root; unlinked files */
 
+	/* the root, and unlinked files, have no folder: all of attr_timeout */
 	if (ino == HS_ROOT_INO)
-		return ttl;
-	pthread_mutex_lock(&c->db_lock);
-	st = hs_meta_prepare(c, sql);
-	if (st) {
-		sqlite3_bind_int64(st, 1, (int64_t)ino);
-		if (sqlite3_step(st) == SQLITE_ROW)
-			ttl = ttl_left(c, sqlite3_column_int64(st, 0) ?
-					  sqlite3_column_int64(st, 1) : -2,
-				       sqlite3_column_int(st, 2));
-		sqlite3_reset(st);
-	}
-	pthread_mutex_unlock(&c->db_lock);
-	return ttl;
+		return c->cfg.attr_timeout_ms;
+	return ttl_of(c, sql, ino, c->cfg.attr_timeout_ms);
 }
 
 void hs_dir_host_changed(struct hs_cache *c, const char *path)

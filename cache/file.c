@@ -386,15 +386,25 @@ int hs_file_truncate(struct hs_cache *c, struct hs_file *f, uint64_t size)
 	return 0;
 }
 
+/* The in-memory state of @ino if some handle or the flusher has it loaded,
+ * else NULL; files_lock held. */
+static struct hs_file *loaded_file(struct hs_cache *c, uint64_t ino)
+{
+	struct hs_file *f;
+
+	for (f = c->files[bucket(ino)]; f; f = f->next)
+		if (f->ino == ino)
+			return f;
+	return NULL;
+}
+
 int hs_file_writing(struct hs_cache *c, uint64_t ino)
 {
 	struct hs_file *f;
 	int w = 0;
 
 	pthread_mutex_lock(&c->files_lock);
-	for (f = c->files[bucket(ino)]; f; f = f->next)
-		if (f->ino == ino)
-			break;
+	f = loaded_file(c, ino);
 	if (f) {
 		pthread_mutex_lock(&f->lock);
 		w = f->writers > 0;
@@ -409,9 +419,7 @@ void hs_file_overlay(struct hs_cache *c, uint64_t ino, struct stat *st)
 	struct hs_file *f;
 
 	pthread_mutex_lock(&c->files_lock);
-	for (f = c->files[bucket(ino)]; f; f = f->next)
-		if (f->ino == ino)
-			break;
+	f = loaded_file(c, ino);
 	if (f) {
 		pthread_mutex_lock(&f->lock);
 		if (f->loaded) {
