@@ -45,6 +45,12 @@
  * connection ends and the daemon exits as after any unmount.  Without the
  * privilege the root is opened for each burst and closed after it (a
  * umount at that very moment reports busy).
+ *
+ * A daemon waiting on its own mount cannot finish dying while that
+ * request is unanswered: a SIGKILL that lands while a replay is in flight
+ * leaves the process exiting until its FUSE connection is aborted
+ * (/sys/fs/fuse/connections/N/abort).  So nothing touches the mount before
+ * the first host change (SFTP mounts never do), and replays are short.
  */
 #include "fs_i.h"
 
@@ -89,6 +95,7 @@ struct hs_hostev {
 	int rfd;            /* root of a detached clone of the mount, or -1 */
 	dev_t dev;          /* this file system's device */
 	int gone;           /* unmounted: nothing is replayed any more */
+	int viewed;         /* clone_view() was tried */
 
 	/* how the replayer's own requests are answered (lock) */
 	struct {
@@ -565,7 +572,6 @@ static void *replayer(void *arg)
 	struct hs_hostev *h = arg;
 
 	atomic_store(&h->tid, (int)gettid());
-	clone_view(h);
 	for (;;) {
 		struct pollfd pf[2] = { { .fd = h->efd, .events = POLLIN },
 					{ .fd = h->minfo, .events = POLLPRI } };
@@ -596,6 +602,12 @@ static void *replayer(void *arg)
 		pthread_mutex_unlock(&h->lock);
 		if (!n)
 			continue;
+		/* not before the first host change: until then the daemon
+		 * never waits on its own mount */
+		if (!h->viewed) {
+			h->viewed = 1;
+			clone_view(h);
+		}
 		rfd = h->gone ? -1 : h->rfd >= 0 ? h->rfd : open_root(h->fs);
 		for (i = 0; i < n; i++) {
 			if (!h->stop && !h->gone)
