@@ -311,6 +311,9 @@ int hs_cache_open(const struct hs_cache_config *cfg, struct hs_cache **ret,
 	pthread_mutex_init(&c->db_lock, NULL);
 	pthread_mutex_init(&c->files_lock, NULL);
 	pthread_mutex_init(&c->flush_lock, NULL);
+	pthread_mutex_init(&c->pool_lock, NULL);
+	pthread_cond_init(&c->pool_cond, NULL);
+	pthread_cond_init(&c->pool_done, NULL);
 	pthread_mutex_init(&c->stat_lock, NULL);
 	pthread_mutex_init(&c->kver_lock, NULL);
 	hs_cond_init_monotonic(&c->flush_cond);
@@ -414,6 +417,9 @@ void hs_cache_close(struct hs_cache *c)
 	pthread_mutex_destroy(&c->db_lock);
 	pthread_mutex_destroy(&c->files_lock);
 	pthread_mutex_destroy(&c->flush_lock);
+	pthread_mutex_destroy(&c->pool_lock);
+	pthread_cond_destroy(&c->pool_cond);
+	pthread_cond_destroy(&c->pool_done);
 	pthread_mutex_destroy(&c->stat_lock);
 	pthread_mutex_destroy(&c->kver_lock);
 	pthread_cond_destroy(&c->flush_cond);

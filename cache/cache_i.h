@@ -108,6 +108,12 @@ enum hs_slot {
 	HS_NSLOTS = 1 + HS_FLUSH_CONNECTIONS_MAX,
 };
 
+/* Rows the flusher sends at once: consecutive new files, one per flush
+ * connection, or all on one connection where the wire pipelines
+ * (HS_TR_CAP_PIPELINE). */
+#define HS_FLUSH_BATCH_MAX 16
+struct flush_job;
+
 struct hs_link;
 
 /* @nslots: how many of the slots are used (1 + flush connections). */
@@ -258,7 +264,17 @@ struct hs_cache {
 	struct {
 		int used;
 		char *path[2];
-	} hbusy[HS_FLUSH_CONNECTIONS_MAX];
+	} hbusy[HS_FLUSH_BATCH_MAX];
+
+	/* the flusher's helpers for a batch (flusher.c); protected by
+	 * pool_lock */
+	pthread_mutex_t pool_lock;
+	pthread_cond_t pool_cond;   /* jobs handed out, or stop */
+	pthread_cond_t pool_done;   /* a job of the batch finished */
+	pthread_t pool_thr[HS_FLUSH_BATCH_MAX];
+	int pool_nthr;
+	struct flush_job *pool_jobs; /* the batch being sent */
+	int pool_n, pool_next, pool_left, pool_stop;
 
 	/* flusher; protected by flush_lock */
 	pthread_mutex_t flush_lock;

@@ -31,9 +31,13 @@
  * (EACCES, ENOSPC, ...) marks the row FAILED with the reason, logs it once
  * and goes on; the guest keeps its data.
  *
- * Thread model: one flusher thread per cache, plus one short-lived thread
- * per extra row of a parallel batch; none holds a lock while talking to
- * the host.
+ * Batches: consecutive new files go up together (gather()), one per flush
+ * connection, or up to HS_FLUSH_BATCH_MAX on one connection where the
+ * wire pipelines (the agent); their claims and their outcomes are each
+ * committed once for the batch (run_batch()).
+ *
+ * Thread model: one flusher thread per cache, plus helpers kept for
+ * batches (pool_main()); none holds a lock while talking to the host.
  */
 #include "cache_i.h"
 
@@ -928,93 +932,107 @@ static int relist_parent(struct hs_cache *c, const char *path)
 	return r;
 }
 
-/* One row being sent: filled by the loop, outcome by send_row(). */
-struct job {
+/* One row being sent: claimed and recorded by the flusher thread (for a
+ * whole batch in one transaction each), sent by send_job(). */
+struct flush_job {
 	struct hs_cache *c;
 	struct hs_transport *t; /* lent by the link for this row */
 	struct hs_jentry e;
+	struct snap s;
+	int mark;               /* hs_dir_host_begin() */
 	int r;
+	int broken;             /* the connection broke during the send */
 	int link_failed;        /* r means the link, not the host, failed */
 	int skipped;            /* the row changed before it was claimed */
 	uint64_t bytes;
 };
 
-/* Sends one row on its connection and records the outcome. */
-static void send_row(struct job *j)
+/* Claims @j's row; db_lock held, inside a transaction. */
+static void claim_job(struct flush_job *j)
+{
+	struct hs_cache *c = j->c;
+	struct hs_jentry *e = &j->e;
+
+	j->mark = -1;
+	if (hs_journal_claim(c, e) < 0) {
+		/* changed by the guest since it was read: look again */
+		j->skipped = 1;
+		return;
+	}
+	j->mark = hs_dir_host_begin(c, e->path,
+				    e->op == HS_J_SYMLINK ? NULL : e->path2);
+}
+
+/* Sends @j's claimed row on its connection; no lock held. */
+static void send_job(struct flush_job *j)
 {
 	struct hs_cache *c = j->c;
 	struct hs_transport *t = j->t;
 	struct hs_jentry *e = &j->e;
-	struct snap s = { 0 };
-	int r, broken, mark = -1;
+	struct snap *s = &j->s;
+	int r;
 
-	pthread_mutex_lock(&c->db_lock);
-	r = hs_journal_claim(c, e);
-	if (r == 0)
-		mark = hs_dir_host_begin(c, e->path,
-					 e->op == HS_J_SYMLINK ? NULL : e->path2);
-	pthread_mutex_unlock(&c->db_lock);
-	if (r < 0) {
-		/* changed by the guest since it was read: look again */
-		hs_link_put(c->link, t, 0);
-		j->t = NULL;
-		j->skipped = 1;
-		return;
-	}
 	pthread_mutex_lock(&c->flush_lock);
 	snprintf(c->current, sizeof(c->current), "%s", e->path ? e->path : "");
 	pthread_mutex_unlock(&c->flush_lock);
 	if (e->op == HS_J_CREATE || e->op == HS_J_DATA) {
-		r = take_snapshot(c, e->ino, &s);
-		s.seq = e->seq;
-		if (r == 0 && s.hpath && !e->path) {
+		r = take_snapshot(c, e->ino, s);
+		s->seq = e->seq;
+		if (r == 0 && s->hpath && !e->path) {
 			pthread_mutex_lock(&c->flush_lock);
-			snprintf(c->current, sizeof(c->current), "%s", s.hpath);
+			snprintf(c->current, sizeof(c->current), "%s", s->hpath);
 			pthread_mutex_unlock(&c->flush_lock);
 		}
-		if (r == 0 && s.hpath && e->op == HS_J_DATA) {
+		if (r == 0 && s->hpath && e->op == HS_J_DATA) {
 			pthread_mutex_lock(&c->db_lock);
-			hs_dir_host_end(c, mark);
-			mark = hs_dir_host_begin(c, s.hpath, NULL);
+			hs_dir_host_end(c, j->mark);
+			j->mark = hs_dir_host_begin(c, s->hpath, NULL);
 			pthread_mutex_unlock(&c->db_lock);
 		}
 		if (r == 0)
-			r = e->op == HS_J_CREATE ? send_create(c, t, e, &s, &j->bytes) :
-						   send_data(c, t, e, &s, &j->bytes);
+			r = e->op == HS_J_CREATE ? send_create(c, t, e, s, &j->bytes) :
+						   send_data(c, t, e, s, &j->bytes);
 		if (r == -ENOENT && e->op == HS_J_DATA)
 			r = 0; /* the host lost it; its listing will tell */
 	} else {
-		r = send_simple(c, t, e, &s);
+		r = send_simple(c, t, e, s);
 	}
 	/* read before the connection goes back: it may be closed then */
-	broken = t->broken;
+	j->broken = t->broken;
+	j->r = r;
 	hs_link_put(c->link, t, r);
 	j->t = NULL;
+}
 
-	pthread_mutex_lock(&c->db_lock);
-	hs_dir_host_end(c, mark);
+/* Records the outcome of @j's send; db_lock held.  What the host now holds
+ * joins the open transaction, which the caller commits. */
+static void record_job(struct flush_job *j)
+{
+	struct hs_cache *c = j->c;
+	struct hs_jentry *e = &j->e;
+	struct snap *s = &j->s;
+	int r = j->r;
+
+	hs_dir_host_end(c, j->mark);
 	if (r == 0) {
 		int rr = hs_meta_begin(c);
 
 		if (rr == 0)
-			rr = record(c, e, &s);
-		if (rr == 0 && s.conflict)
-			rr = note_conflict(c, s.hpath, s.conflict_copy,
-					   s.conflict_gone ?
+			rr = record(c, e, s);
+		if (rr == 0 && s->conflict)
+			rr = note_conflict(c, s->hpath, s->conflict_copy,
+					   s->conflict_gone ?
 					   "deleted on the host while changed in the guest" :
 					   "changed on both sides");
-		if (rr == 0 && s.kept_host)
+		if (rr == 0 && s->kept_host)
 			rr = note_conflict(c, e->path, NULL,
 					   "changed on the host while deleted in the guest");
-		if (rr == 0 && s.kept_host)
+		if (rr == 0 && s->kept_host)
 			rr = relist_parent(c, e->path);
 		if (rr == 0)
 			rr = hs_journal_done(c, e);
-		/* committed at once: until it is, the cache does not know what
-		 * the host now holds (a crash in between resends the row,
-		 * which is idempotent) */
 		if (rr == 0)
-			rr = hs_meta_commit(c);
+			rr = hs_meta_commit_deferred(c);
 		if (rr < 0) {
 			/* the host has it but the cache could not note it
 			 * (cache disk full?): send it again later */
@@ -1027,7 +1045,7 @@ static void send_row(struct job *j)
 			r = rr;
 			j->link_failed = 1; /* retried with backoff */
 		}
-	} else if (hs_tr_err_is_link(r) || broken) {
+	} else if (hs_tr_err_is_link(r) || j->broken) {
 		hs_journal_set_state(c, e->seq, HS_JS_PENDING, NULL);
 		j->link_failed = 1;
 	} else {
@@ -1036,18 +1054,27 @@ static void send_row(struct job *j)
 		snprintf(msg, sizeof(msg), "%s", strerror(-r));
 		hs_journal_set_state(c, e->seq, HS_JS_FAILED, msg);
 		hs_warn("host refused %s of '%s': %s (kept in the cache)",
-			hs_jop_name(e->op), e->path ? e->path : s.hpath ? s.hpath : "?",
+			hs_jop_name(e->op), e->path ? e->path : s->hpath ? s->hpath : "?",
 			msg);
 	}
 	/* even a failed send may have changed the host (an answer lost) */
-	hs_dir_host_changed(c, e->op == HS_J_DATA || !e->path ? s.hpath : e->path);
+	hs_dir_host_changed(c, e->op == HS_J_DATA || !e->path ? s->hpath : e->path);
 	if (e->path2 && e->op != HS_J_SYMLINK)
 		hs_dir_host_changed(c, e->path2);
-	pthread_mutex_unlock(&c->db_lock);
-	end_snapshot(c, &s, r == 0);
-	if (r == 0 && s.conflict)
-		adopt_host_version(c, e->ino, &s.host);
 	j->r = r;
+}
+
+/* After the batch is committed; no lock held. */
+static void finish_job(struct flush_job *j)
+{
+	struct snap *s = &j->s;
+	int ok = j->r == 0;
+
+	if (j->skipped)
+		return;
+	end_snapshot(j->c, s, ok);
+	if (ok && s->conflict)
+		adopt_host_version(j->c, j->e.ino, &s->host);
 }
 
 /* The flusher works in the background: the guest's own work (FUSE
@@ -1057,24 +1084,86 @@ static void lower_priority(void)
 	setpriority(PRIO_PROCESS, (id_t)gettid(), 10);
 }
 
-static void *send_row_thread(void *arg)
+/* Takes the next job of the batch to send, or NULL; pool_lock held. */
+static struct flush_job *pool_take(struct hs_cache *c)
 {
-	lower_priority();
-	send_row(arg);
+	while (c->pool_next < c->pool_n) {
+		struct flush_job *j = &c->pool_jobs[c->pool_next++];
+
+		if (!j->skipped)
+			return j;
+	}
 	return NULL;
 }
 
-/* Extends @jobs[0] (a CREATE) with the CREATE rows right after it, while
- * they are ready, name distinct paths and a flush connection is free:
- * consecutive new files are independent of each other (their folders
- * exist: every older row is done), so they go up in parallel, one per
- * connection.  Returns the number of jobs. */
-static int gather(struct hs_cache *c, struct job *jobs, int force)
+static void pool_run(struct hs_cache *c, struct flush_job *j)
 {
+	pthread_mutex_unlock(&c->pool_lock);
+	send_job(j);
+	pthread_mutex_lock(&c->pool_lock);
+	if (--c->pool_left == 0)
+		pthread_cond_broadcast(&c->pool_done);
+}
+
+/* A helper of the flusher: sends jobs of the current batch. */
+static void *pool_main(void *arg)
+{
+	struct hs_cache *c = arg;
+	struct flush_job *j;
+
+	lower_priority();
+	pthread_mutex_lock(&c->pool_lock);
+	while (!c->pool_stop) {
+		j = pool_take(c);
+		if (j)
+			pool_run(c, j);
+		else
+			pthread_cond_wait(&c->pool_cond, &c->pool_lock);
+	}
+	pthread_mutex_unlock(&c->pool_lock);
+	return NULL;
+}
+
+/* Sends the @sent claimed jobs of @jobs[0..n) at once: this thread and
+ * up to @sent-1 helpers (started when first needed, kept for later batches) each take
+ * the next one. */
+static void send_batch(struct hs_cache *c, struct flush_job *jobs, int n,
+		       int sent)
+{
+	struct flush_job *j;
+
+	pthread_mutex_lock(&c->pool_lock);
+	while (c->pool_nthr < sent - 1 &&
+	       pthread_create(&c->pool_thr[c->pool_nthr], NULL, pool_main, c) == 0)
+		c->pool_nthr++;
+	c->pool_jobs = jobs;
+	c->pool_n = n;
+	c->pool_next = 0;
+	c->pool_left = sent;
+	if (sent > 1)
+		pthread_cond_broadcast(&c->pool_cond);
+	while ((j = pool_take(c)))
+		pool_run(c, j);
+	while (c->pool_left > 0)
+		pthread_cond_wait(&c->pool_done, &c->pool_lock);
+	c->pool_jobs = NULL;
+	c->pool_n = 0;
+	pthread_mutex_unlock(&c->pool_lock);
+}
+
+/* Extends @jobs[0] (a CREATE) with the CREATE rows right after it, while
+ * they are ready and name distinct paths: consecutive new files are
+ * independent of each other (their folders exist: every older row is
+ * done), so they go up at once - all on @jobs[0]'s connection where the
+ * wire pipelines, else one per flush connection.  Returns the number of
+ * jobs. */
+static int gather(struct hs_cache *c, struct flush_job *jobs, int force)
+{
+	int pipe = (jobs[0].t->caps & HS_TR_CAP_PIPELINE) != 0;
 	int64_t after = jobs[0].e.seq;
 	int n = 1, k, dup;
 
-	while (n < HS_FLUSH_CONNECTIONS_MAX) {
+	while (n < (pipe ? HS_FLUSH_BATCH_MAX : HS_FLUSH_CONNECTIONS_MAX)) {
 		struct hs_jentry e;
 		int r;
 
@@ -1088,8 +1177,8 @@ static int gather(struct hs_cache *c, struct job *jobs, int force)
 				dup = 1;
 		if (e.op != HS_J_CREATE || dup || e.state != HS_JS_PENDING ||
 		    (!force && ready_at(c, &e) > hs_now_ns()) ||
-		    hs_link_get(c->link, HS_SLOT_FLUSH + n, 0, HS_DEADLINE_NEVER,
-				&jobs[n].t) < 0) {
+		    hs_link_get(c->link, pipe ? HS_SLOT_FLUSH : HS_SLOT_FLUSH + n,
+				0, HS_DEADLINE_NEVER, &jobs[n].t) < 0) {
 			hs_jentry_release(&e);
 			break;
 		}
@@ -1100,6 +1189,68 @@ static int gather(struct hs_cache *c, struct job *jobs, int force)
 	return n;
 }
 
+/*
+ * One batch: the claims of all its rows in one transaction, committed
+ * before anything goes to the host (a claimed create may leave its
+ * upload on the host, which the journal must know); the sends at once;
+ * then the outcomes in one transaction, committed at once: until it is,
+ * the cache does not know what the host now holds (a crash in between
+ * sends those rows again, which is idempotent).  Two commits a batch,
+ * not two a row.
+ */
+static void run_batch(struct hs_cache *c, struct flush_job *jobs, int n)
+{
+	int k, r, sent = 0;
+
+	pthread_mutex_lock(&c->db_lock);
+	r = hs_meta_begin(c);
+	for (k = 0; k < n; k++) {
+		if (r == 0)
+			claim_job(&jobs[k]);
+		else
+			jobs[k].skipped = 1;
+	}
+	if (r == 0 && hs_meta_commit(c) < 0) {
+		/* nothing claimed: the rows stay as they were */
+		for (k = 0; k < n; k++) {
+			hs_dir_host_end(c, jobs[k].mark);
+			jobs[k].skipped = 1;
+		}
+	}
+	if (r < 0)
+		hs_meta_rollback(c);
+	pthread_mutex_unlock(&c->db_lock);
+	for (k = 0; k < n; k++) {
+		if (jobs[k].skipped && jobs[k].t) {
+			hs_link_put(c->link, jobs[k].t, 0);
+			jobs[k].t = NULL;
+		}
+		sent += !jobs[k].skipped;
+	}
+	if (sent)
+		send_batch(c, jobs, n, sent);
+
+	pthread_mutex_lock(&c->db_lock);
+	for (k = 0; k < n; k++)
+		if (!jobs[k].skipped)
+			record_job(&jobs[k]);
+	if (sent && hs_meta_flush(c) < 0) {
+		/* the outcomes are lost: every row goes again */
+		for (k = 0; k < n; k++) {
+			if (jobs[k].skipped)
+				continue;
+			hs_journal_set_state(c, jobs[k].e.seq, HS_JS_PENDING, NULL);
+			if (jobs[k].r == 0) {
+				jobs[k].r = -EIO;
+				jobs[k].link_failed = 1;
+			}
+		}
+	}
+	pthread_mutex_unlock(&c->db_lock);
+	for (k = 0; k < n; k++)
+		finish_job(&jobs[k]);
+}
+
 static void *flusher_thread(void *arg)
 {
 	struct hs_cache *c = arg;
@@ -1107,15 +1258,15 @@ static void *flusher_thread(void *arg)
 
 	lower_priority();
 	while (!stopping(c)) {
-		struct job jobs[HS_FLUSH_CONNECTIONS_MAX];
-		pthread_t thr[HS_FLUSH_CONNECTIONS_MAX];
-		int started[HS_FLUSH_CONNECTIONS_MAX] = { 0 };
+		struct flush_job jobs[HS_FLUSH_BATCH_MAX];
 		int64_t at;
 		int r, force, n, k, link_failed = 0;
 
 		memset(jobs, 0, sizeof(jobs));
-		for (k = 0; k < HS_FLUSH_CONNECTIONS_MAX; k++)
+		for (k = 0; k < HS_FLUSH_BATCH_MAX; k++) {
 			jobs[k].c = c;
+			jobs[k].mark = -1;
+		}
 		pthread_mutex_lock(&c->db_lock);
 		r = hs_journal_next(c, 0, &jobs[0].e);
 		pthread_mutex_unlock(&c->db_lock);
@@ -1147,16 +1298,7 @@ static void *flusher_thread(void *arg)
 			continue;
 		}
 		n = jobs[0].e.op == HS_J_CREATE ? gather(c, jobs, force) : 1;
-		for (k = 1; k < n; k++)
-			started[k] = pthread_create(&thr[k], NULL, send_row_thread,
-						    &jobs[k]) == 0;
-		send_row(&jobs[0]);
-		for (k = 1; k < n; k++) {
-			if (started[k])
-				pthread_join(thr[k], NULL);
-			else
-				send_row(&jobs[k]);
-		}
+		run_batch(c, jobs, n);
 
 		pthread_mutex_lock(&c->flush_lock);
 		for (k = 0; k < n; k++) {
@@ -1197,6 +1339,8 @@ int hs_flusher_start(struct hs_cache *c)
 
 void hs_flusher_stop(struct hs_cache *c)
 {
+	int k;
+
 	if (!c->flusher_started)
 		return;
 	pthread_mutex_lock(&c->flush_lock);
@@ -1205,4 +1349,12 @@ void hs_flusher_stop(struct hs_cache *c)
 	pthread_mutex_unlock(&c->flush_lock);
 	pthread_join(c->flusher, NULL);
 	c->flusher_started = 0;
+	pthread_mutex_lock(&c->pool_lock);
+	c->pool_stop = 1;
+	pthread_cond_broadcast(&c->pool_cond);
+	pthread_mutex_unlock(&c->pool_lock);
+	for (k = 0; k < c->pool_nthr; k++)
+		pthread_join(c->pool_thr[k], NULL);
+	c->pool_nthr = 0;
+	c->pool_stop = 0;
 }

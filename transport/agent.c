@@ -1324,7 +1324,7 @@ int hs_agent_open(const struct hs_tr_config *cfg, hs_deadline_t dl,
 	if (r == 0) {
 		s->base.caps = HS_TR_CAP_POSIX_RENAME | HS_TR_CAP_HARDLINK |
 			       HS_TR_CAP_FSYNC | HS_TR_CAP_STATVFS |
-			       HS_TR_CAP_NS_TIMES;
+			       HS_TR_CAP_NS_TIMES | HS_TR_CAP_PIPELINE;
 		r = ag_lstat(&s->base, "/", &a, dl);
 		if (r == 0 && !S_ISDIR(a.mode))
 			r = -ENOTDIR;

@@ -68,6 +68,8 @@ enum hs_tr_caps {
 	HS_TR_CAP_FSYNC = 1 << 2,
 	HS_TR_CAP_STATVFS = 1 << 3,
 	HS_TR_CAP_NS_TIMES = 1 << 4, /* times carry sub-second precision */
+	HS_TR_CAP_PIPELINE = 1 << 5, /* calls of many threads at once are all
+				      * in flight together on the connection */
 };
 
 /* Flags of hs_tr_rename(). */

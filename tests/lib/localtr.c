@@ -535,7 +535,9 @@ int hs_localtr_open(const char *root, struct hs_transport **ret, char *err,
 	lt->base.ops = &localtr_ops;
 	lt->base.caps = HS_TR_CAP_POSIX_RENAME | HS_TR_CAP_HARDLINK |
 			HS_TR_CAP_FSYNC | HS_TR_CAP_STATVFS |
-			HS_TR_CAP_NS_TIMES;
+			HS_TR_CAP_NS_TIMES |
+			/* stateless: calls of many threads may overlap */
+			HS_TR_CAP_PIPELINE;
 	lt->base.remote_uid = (uint32_t)getuid();
 	lt->base.remote_gid = (uint32_t)getgid();
 	*ret = &lt->base;

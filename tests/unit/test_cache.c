@@ -460,6 +460,52 @@ static void test_lost_create_answer(void)
 	}
 }
 
+/* Forty new files go up in batches, all in flight at once on one
+ * connection (the local wire pipelines, like the agent's).  One name has
+ * become a folder on the host (refused), and the connection loses an
+ * answer in the middle of a batch: every other file arrives once and
+ * whole, no temporary name is left, and only the refused one stays. */
+static void test_batch_of_new_files(void)
+{
+	char name[32], data[32], buf[64], p[512];
+	int i, lose;
+
+	for (lose = 3; lose <= 23; lose += 10) {
+		struct hs_cache *c = open_cache(60000);
+
+		for (i = 0; i < 40; i++) {
+			snprintf(name, sizeof(name), "b%d-%02d", lose, i);
+			snprintf(data, sizeof(data), "file %d of %d", i, lose);
+			hs_cache_release(c, create(c, 1, name, data, NULL));
+		}
+		snprintf(p, sizeof(p), "%s/b%d-17", hostdir, lose);
+		CHECK_OK(mkdir(p, 0755) < 0 ? -errno : 0);
+		for (i = 0; i < nwraps; i++)
+			hs_faulty_lose_answer_after(wraps[i], lose, 0);
+		CHECK_EQ(hs_cache_sync(c, hs_deadline_in_ms(10000)), -EIO);
+		for (i = 0; i < 40; i++) {
+			struct stat st;
+
+			snprintf(name, sizeof(name), "b%d-%02d", lose, i);
+			snprintf(p, sizeof(p), "%s/%s", hostdir, name);
+			CHECK_OK(lstat(p, &st) < 0 ? -errno : 0);
+			if (i == 17) {
+				CHECK(S_ISDIR(st.st_mode));
+				continue;
+			}
+			snprintf(data, sizeof(data), "file %d of %d", i, lose);
+			CHECK_EQ(host_read(name, buf, sizeof(buf)), strlen(data));
+			CHECK(!memcmp(buf, data, strlen(data)));
+		}
+		CHECK_EQ(host_names_with(".hs-tmp."), 0);
+		hs_cache_close(c);
+		/* the refused row stays in the journal for the user: the
+		 * next tests start from an empty cache */
+		snprintf(p, sizeof(p), "rm -rf '%s'/*", cachedir);
+		CHECK_OK(system(p));
+	}
+}
+
 static void test_namespace_errors(void)
 {
 	struct hs_cache *c = open_cache(0);
@@ -657,6 +703,7 @@ int main(void)
 	test_replay_after_close();
 	test_cut_send_is_no_conflict();
 	test_lost_create_answer();
+	test_batch_of_new_files();
 	test_namespace_errors();
 	test_stall_never_blocks_cached();
 	test_host_notifications();
