@@ -1011,6 +1011,8 @@ class Proxy:
 
     # control (any thread) -------------------------------------------
     def _post(self, fn):
+        if not self._running:
+            return               # stopped: nothing left to act on
         done = threading.Event()
         with self._ctl_lock:
             self._ctl.append((fn, done))
