@@ -6,10 +6,14 @@
   --transport sftp|agent-tcp|agent-unix|agent-ssh
                               how hostshare reaches the host (default sftp):
                               agent-* start one hostshare-agent for the
-                              session and mount tcp:// or unix: sources,
-                              agent-ssh mounts the sshd with -o agent;
-                              tests that talk to sshd themselves (their
-                              own ssh options, the fault proxy) are skipped
+                              session and mount tcp://, unix: or vsock://
+                              sources, agent-ssh mounts the sshd with
+                              -o agent.  Tests marked sftp_only(reason)
+                              (SSH's own matters: host keys, identities,
+                              its messages) are skipped on the agent; the
+                              fault proxy sits in front of whatever the
+                              mount dials (sshd, the agent's TCP port or
+                              unix socket) and skips only on vsock
 
 Discipline (STYLE.md section 8):
  - each test gets its own host folder, mountpoint, cache folder and daemon
@@ -26,7 +30,6 @@ Discipline (STYLE.md section 8):
 """
 
 import faulthandler
-import inspect
 import os
 import re
 import shutil
@@ -70,6 +73,8 @@ def pytest_addoption(parser):
 def pytest_configure(config):
     config.addinivalue_line("markers", "timeout(seconds): wall-clock budget of the test")
     config.addinivalue_line("markers", "hostshare_only: needs hostshare (skipped with --mounter sshfs)")
+    config.addinivalue_line("markers", "sftp_only(reason): about SSH itself; skipped "
+                            "with an agent --transport")
     config.addinivalue_line("markers", "sshfs_deviation(reason): a documented sshfs "
                             "shortcoming; strict xfail with --mounter sshfs")
 
@@ -92,12 +97,11 @@ def pytest_collection_modifyitems(config, items):
         if no_vsock:
             item.add_marker(pytest.mark.skip(reason="vsock: " + no_vsock))
             continue
-        if transport != "sftp":
-            fn = getattr(item, "function", None)
-            args = inspect.signature(fn).parameters if fn else {}
-            if "sshd" in args or "proxy" in args:
-                item.add_marker(pytest.mark.skip(
-                    reason="talks to sshd itself (ssh options or the fault proxy)"))
+        sftp_only = item.get_closest_marker("sftp_only")
+        if transport != "sftp" and sftp_only:
+            item.add_marker(pytest.mark.skip(
+                reason="sftp only: " + (sftp_only.args[0] if sftp_only.args
+                                        else "about SSH itself")))
         if mounter != "hostshare" and item.get_closest_marker("hostshare_only"):
             item.add_marker(pytest.mark.skip(
                 reason="hostshare-only: checks hostshare's own messages/options"))
@@ -373,13 +377,34 @@ class MountFactory:
 
 
 @pytest.fixture
-def proxy(sshd):
-    """A fault-injecting TCP proxy in front of the session's sshd (see
-    harness.Proxy); harness.proxy_options() makes a mount go through it."""
-    p = harness.Proxy(0, sshd.port)
-    yield p
-    p.resume()
-    p.stop()
+def make_proxy(host_server):
+    """make_proxy(listen=None): a new fault-injecting proxy (harness.Proxy)
+    in front of what the mounts dial (harness.proxy_for): the sshd for
+    sftp and agent-ssh, the agent's TCP port or unix socket; @listen takes
+    over an earlier proxy's port or socket.  Stopped after the test.
+    harness.via_proxy() makes a mount go through one.  Skips the test
+    where the link cannot be proxied (vsock)."""
+    if harness.proxy_target(host_server) is None:
+        pytest.skip("no fault proxy for %s (the proxy forwards TCP and unix "
+                    "sockets)" % getattr(host_server, "listen", "this transport"))
+    made = []
+
+    def make(listen=None):
+        p = harness.proxy_for(host_server, listen)
+        made.append(p)
+        return p
+    yield make
+    for p in made:
+        p.resume()
+        p.stop()
+
+
+@pytest.fixture
+def proxy(make_proxy):
+    """A fault-injecting proxy in front of what the mounts dial (see
+    make_proxy); mount through it with
+    mount_factory(**harness.via_proxy(proxy, host_server, test_dir, options))."""
+    return make_proxy()
 
 
 @pytest.fixture

@@ -15,6 +15,12 @@ from harness import Sshd, free_port, hostshare_bin, is_mounted, pid_cmdline
 
 pytestmark = pytest.mark.hostshare_only
 
+# The failures of an SSH source (host keys, identities, an unreachable
+# sshd), with command lines built here: the session's --transport does not
+# apply to them.
+SSH_SOURCE = pytest.mark.sftp_only("the mount program's failures on an SSH "
+                                   "source, its own ssh options")
+
 
 def hs(args, timeout=30):
     """Runs the mount program as a user would (no -f); returns
@@ -86,6 +92,7 @@ def where(test_dir):
     return mnt, cache, host
 
 
+@SSH_SOURCE
 def test_unreachable_host(sshd, where):
     mnt, cache, host = where
     port = free_port()                       # nothing listens there
@@ -94,6 +101,7 @@ def test_unreachable_host(sshd, where):
     assert r[3] < 15, "took %.1fs to report an unreachable host" % r[3]
 
 
+@SSH_SOURCE
 def test_wrong_host_key(sshd, where, test_dir):
     mnt, cache, host = where
     other = os.path.join(test_dir, "other_host_key")
@@ -105,6 +113,7 @@ def test_wrong_host_key(sshd, where, test_dir):
     one_line_failure(r, mnt, "host key")
 
 
+@SSH_SOURCE
 def test_bad_identity(sshd, where, test_dir):
     mnt, cache, host = where
     key = os.path.join(test_dir, "stranger_key")
@@ -113,6 +122,7 @@ def test_bad_identity(sshd, where, test_dir):
     one_line_failure(r, mnt, "authentication")
 
 
+@SSH_SOURCE
 def test_missing_remote_dir(sshd, where):
     mnt, cache, host = where
     missing = os.path.join(host, "no", "such", "dir")
@@ -120,6 +130,7 @@ def test_missing_remote_dir(sshd, where):
     one_line_failure(r, mnt, "does not exist")
 
 
+@SSH_SOURCE
 def test_missing_mountpoint(sshd, where):
     mnt, cache, host = where
     missing = os.path.join(mnt, "not-there")
@@ -127,6 +138,7 @@ def test_missing_mountpoint(sshd, where):
     one_line_failure(r, missing, missing, "mountpoint", "mount point")
 
 
+@SSH_SOURCE
 def test_unknown_option(sshd, where):
     mnt, cache, host = where
     r = hs(opts(sshd, cache, extra=["no_such_option_xyz=1"]) + [sshd.source(host), mnt])
@@ -146,6 +158,7 @@ def test_help():
     assert "usage" in text and "mountpoint" in text.replace(" ", ""), text[:2000]
 
 
+@SSH_SOURCE
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "unreadable"])
 def test_corrupt_cache_database(sshd, where, damage):
     """A damaged cache database: one line naming the file and saying how

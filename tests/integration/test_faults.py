@@ -1,8 +1,10 @@
 # SPDX-License-Identifier: MIT
-"""Link faults through a TCP proxy of our own (no netem here): a link
-that stalls (sockets open, nothing moves) and a link that resets.  Each
-test prints how long the user's operations took and checks what reached
-the host once the link came back (DESIGN.md: never hang, nothing lost)."""
+"""Link faults through a proxy of our own (no netem here) in front of
+whatever the mount dials (sshd, or the agent's TCP port or unix socket):
+a link that stalls (sockets open, nothing moves), a link that resets, a
+host that goes away, the host server stopped and restarted.  Each test
+prints how long the user's operations took and checks what reached the
+host once the link came back (DESIGN.md: never hang, nothing lost)."""
 
 import errno
 import os
@@ -10,7 +12,7 @@ import time
 
 import pytest
 
-from harness import MountError, Proxy, proxy_options
+from harness import Agent, AgentOverSsh, MountError, Sshd, via_proxy
 
 MIB = 1 << 20
 
@@ -41,15 +43,15 @@ def write(path, data):
 
 
 @pytest.mark.timeout(240)
-def test_stall_cached_work_goes_on(hostshare_only, proxy, sshd, test_dir,
+def test_stall_cached_work_goes_on(hostshare_only, proxy, host_server, test_dir,
                                    mount_factory, timing):
     """While the link is stalled, everything the cache holds answers at
     once, new writes land, and what needs the host fails with EIO after
     op_timeout; when the link moves again, everything reaches the host."""
     cold = os.urandom(3 * MIB)
-    mnt = mount_factory(options=proxy_options(proxy, sshd, test_dir,
-                                        ["op_timeout=3", "attr_timeout=60",
-                                         "ConnectTimeout=2"]),
+    mnt = mount_factory(**via_proxy(proxy, host_server, test_dir,
+                                    ["op_timeout=3", "attr_timeout=60",
+                                     "ConnectTimeout=2"]),
                         mount=False)
     write(mnt.host("cold"), cold)           # on the host, never read
     mnt.mount()
@@ -100,13 +102,13 @@ def test_stall_cached_work_goes_on(hostshare_only, proxy, sshd, test_dir,
 
 
 @pytest.mark.timeout(240)
-def test_reset_mid_copy_loses_nothing(hostshare_only, proxy, sshd, test_dir,
+def test_reset_mid_copy_loses_nothing(hostshare_only, proxy, host_server, test_dir,
                                       mount_factory, timing):
     """Connections reset with RST in the middle of the flush: the flusher
     reconnects and every file arrives intact, nothing half-written under a
     final name."""
-    mnt = mount_factory(options=proxy_options(proxy, sshd, test_dir,
-                                        ["writeback_delay=0", "ConnectTimeout=3"]))
+    mnt = mount_factory(**via_proxy(proxy, host_server, test_dir,
+                                    ["writeback_delay=0", "ConnectTimeout=3"]))
     want = {}
     for i in range(30):
         data = os.urandom(256 * 1024 + i)
@@ -122,19 +124,20 @@ def test_reset_mid_copy_loses_nothing(hostshare_only, proxy, sshd, test_dir,
         assert read(mnt.host(name)) == data, name
     leftovers = [n for n in os.listdir(mnt.host()) if n.startswith(".hs-tmp.")]
     timing("reset x3: temporary files left on the host", str(len(leftovers)))
+    timing("reset x3: connections through the proxy", str(proxy.accepted))
     assert sorted(n for n in os.listdir(mnt.host()) if not n.startswith(".hs-")) == \
         sorted(want)
 
 
 @pytest.mark.timeout(240)
-def test_stall_stale_listing_answers_from_cache(hostshare_only, proxy, sshd, test_dir,
-                                                mount_factory, timing):
+def test_stall_stale_listing_answers_from_cache(hostshare_only, proxy, host_server,
+                                                test_dir, mount_factory, timing):
     """Listings older than attr_timeout are refreshed when the link allows;
     on a stalled link the first refresh gives up after a quarter of
     op_timeout and the cached listing answers, later ones answer at once."""
-    mnt = mount_factory(options=proxy_options(proxy, sshd, test_dir,
-                                        ["op_timeout=8", "attr_timeout=0.5",
-                                         "ConnectTimeout=2"]))
+    mnt = mount_factory(**via_proxy(proxy, host_server, test_dir,
+                                    ["op_timeout=8", "attr_timeout=0.5",
+                                     "ConnectTimeout=2"]))
     os.mkdir(mnt.guest("d"))
     for i in range(10):
         write(mnt.guest("d", "f%d" % i), b"x" * i)
@@ -156,14 +159,15 @@ def test_stall_stale_listing_answers_from_cache(hostshare_only, proxy, sshd, tes
 
 
 @pytest.mark.timeout(240)
-def test_offline_mount_and_catch_up(hostshare_only, sshd, test_dir, mount_factory, timing):
+def test_offline_mount_and_catch_up(hostshare_only, make_proxy, host_server, test_dir,
+                                    mount_factory, timing):
     """With the host unreachable, a mount of a folder this cache already
     holds comes up, serves it and takes writes; when the host is back the
     writes reach it.  Without a cache, the mount fails with one line."""
-    p1 = Proxy(0, sshd.port)
-    port = p1.port
-    opts = proxy_options(p1, sshd, test_dir, ["ConnectTimeout=2", "op_timeout=3"])
-    mnt = mount_factory(options=opts)
+    p1 = make_proxy()
+    where = p1.port or p1.path
+    via = via_proxy(p1, host_server, test_dir, ["ConnectTimeout=2", "op_timeout=3"])
+    mnt = mount_factory(**via)
     write(mnt.guest("kept"), b"cached content")
     mnt.flush()
     assert mnt.unmount() == 0
@@ -178,14 +182,14 @@ def test_offline_mount_and_catch_up(hostshare_only, sshd, test_dir, mount_factor
     timing("offline status: link", st.get("link"))
     assert st.get("link") != "connected"
 
-    other = mount_factory(options=opts, mount=False)   # a cache of its own
+    other = mount_factory(**via, mount=False)   # a cache of its own
     t0 = time.monotonic()
     with pytest.raises(MountError) as ei:
         other.mount()
     timing("no cache, host gone: mount failed after", "%.1f s" % (time.monotonic() - t0))
     assert "refused" in str(ei.value) or "connect" in str(ei.value)
 
-    p2 = Proxy(port, sshd.port)              # the host is back
+    p2 = make_proxy(where)                   # the host is back
     try:
         t0 = time.monotonic()
         mnt.flush()
@@ -226,14 +230,14 @@ def check_tree(root, want):
 
 
 @pytest.mark.timeout(300)
-def test_reset_repeatedly_during_a_copy(hostshare_only, proxy, sshd, test_dir,
+def test_reset_repeatedly_during_a_copy(hostshare_only, proxy, host_server, test_dir,
                                         mount_factory, timing):
     """The link is reset every half second while a tree is copied in and
     flushed: the copy never notices, and every byte arrives."""
     import threading
 
-    mnt = mount_factory(options=proxy_options(proxy, sshd, test_dir,
-                                        ["writeback_delay=0", "ConnectTimeout=3"]))
+    mnt = mount_factory(**via_proxy(proxy, host_server, test_dir,
+                                    ["writeback_delay=0", "ConnectTimeout=3"]))
     want = tree_of(150, 7)
     stop = threading.Event()
     resets = [0]
@@ -254,56 +258,97 @@ def test_reset_repeatedly_during_a_copy(hostshare_only, proxy, sshd, test_dir,
            (t_copy, resets[0]))
     timing("reset every 0.5 s: on the host after the resets stopped",
            "%.1f s" % (time.monotonic() - t0))
+    timing("reset every 0.5 s: connections through the proxy", str(proxy.accepted))
     check_tree(mnt.host(), want)
+    # the mount did go through the proxy, and redialed after resets
+    assert proxy.accepted >= 2, proxy.accepted
+
+
+class OwnServer:
+    """A host server of the test's own, of the session's kind: an sshd
+    (sftp, and agent-ssh with the agent run through it) or a
+    hostshare-agent on a listener like the session's.  stop() takes it
+    away as a host going down does: the listener and every session, by
+    PID; restart() brings it back on the same port or socket."""
+
+    def __init__(self, host_server, test_dir):
+        if isinstance(host_server, Agent):
+            # a short folder: a unix socket path holds 108 bytes
+            self.agent = Agent(os.path.join(test_dir, "ag"), test_dir,
+                               listen=host_server.listen).start()
+            self.sshd = None
+            self.view = self.agent
+        else:
+            self.agent = None
+            self.sshd = Sshd(os.path.join(test_dir, "own-sshd")).start()
+            self.view = AgentOverSsh(self.sshd) \
+                if isinstance(host_server, AgentOverSsh) else self.sshd
+        self.kind = "hostshare-agent" if self.agent else "sshd"
+
+    def stop(self):
+        if self.agent:
+            self.agent.stop()      # one process: its sessions are threads
+            return
+        # the listener and every session it forked (with -o agent, the
+        # agent --stdio under a session ends with its stdin)
+        kids = [int(p) for p in os.listdir("/proc") if p.isdigit() and
+                _ppid(int(p)) == self.sshd.pid]
+        self.sshd.stop()
+        for p in kids:
+            try:
+                os.kill(p, 9)
+            except OSError:
+                pass
+
+    def restart(self):
+        (self.agent or self.sshd).restart()
+
+    def cleanup(self):
+        from harness import pid_alive
+        if self.agent:
+            self.agent.stop()
+        elif self.sshd.pid is not None and pid_alive(self.sshd.pid):
+            self.sshd.stop()
 
 
 @pytest.mark.timeout(300)
-def test_sshd_stopped_and_restarted(hostshare_only, sshd, test_dir, mount_factory, timing):
-    """The host's sshd goes away (sessions killed, port closed) in the
-    middle of a copy and comes back on the same port 8 s later: the copy
-    goes on from the cache, the link reconnects by itself, and everything
-    arrives."""
-    from harness import Sshd, pid_alive
-
-    own = Sshd(os.path.join(test_dir, "own-sshd")).start()
+def test_host_server_stopped_and_restarted(hostshare_only, host_server, test_dir,
+                                           mount_factory, timing):
+    """The host server (sshd, or the hostshare-agent) goes away (sessions
+    killed, port closed) in the middle of a copy and comes back on the
+    same port 8 s later: the copy goes on from the cache, the link
+    reconnects by itself, and everything arrives."""
+    own = OwnServer(host_server, test_dir)
     try:
         mnt = mount_factory(options=["writeback_delay=0", "ConnectTimeout=2",
-                                     "ServerAliveInterval=1"], sshd=own)
+                                     "ServerAliveInterval=1"], sshd=own.view)
         want = tree_of(120, 11)
         state = {}
 
         def during(k):
             if k == 40:
-                # the listener and every session it forked
-                kids = [int(p) for p in os.listdir("/proc") if p.isdigit() and
-                        _ppid(int(p)) == own.pid]
                 own.stop()
-                for p in kids:
-                    try:
-                        os.kill(p, 9)
-                    except OSError:
-                        pass
                 state["down"] = time.monotonic()
         _, t_copy = timed(lambda: write_tree(mnt.guest(), want, during))
         end = time.monotonic() + 10         # keepalive: the link notices
         while mnt.status()["link"] == "connected" and time.monotonic() < end:
             time.sleep(0.2)
         st = mnt.status()
-        timing("sshd down: copy of 120 files took", "%.2f s" % t_copy)
-        timing("sshd down: link state during the outage", "%s after %.1f s" %
+        timing("%s down: copy of 120 files took" % own.kind, "%.2f s" % t_copy)
+        timing("%s down: link state during the outage" % own.kind, "%s after %.1f s" %
                (st["link"], time.monotonic() - state["down"]))
         assert st["link"] in ("reconnecting", "offline"), st
         time.sleep(max(0, 8 - (time.monotonic() - state["down"])))
         own.restart()
         t0 = time.monotonic()
         mnt.flush()
-        timing("sshd back: everything on the host after", "%.1f s" % (time.monotonic() - t0))
+        timing("%s back: everything on the host after" % own.kind,
+               "%.1f s" % (time.monotonic() - t0))
         assert mnt.status()["link"] == "connected"
         check_tree(mnt.host(), want)
         assert mnt.unmount() == 0
     finally:
-        if own.pid is not None and pid_alive(own.pid):
-            own.stop()
+        own.cleanup()
 
 
 def _ppid(pid):
@@ -315,10 +360,11 @@ def _ppid(pid):
 
 
 @pytest.mark.timeout(240)
-def test_slow_link_write_back(hostshare_only, proxy, sshd, test_dir, mount_factory, timing):
+def test_slow_link_write_back(hostshare_only, proxy, host_server, test_dir, mount_factory,
+                              timing):
     """A link capped at 2 MiB/s: copying 8 MiB in returns at disk speed
     (write-back), the flush takes the link's time, and the bytes arrive."""
-    mnt = mount_factory(options=proxy_options(proxy, sshd, test_dir, ["writeback_delay=0"]))
+    mnt = mount_factory(**via_proxy(proxy, host_server, test_dir, ["writeback_delay=0"]))
     proxy.rate_bps = 2 << 20
     data = os.urandom(8 * MIB)
     _, t_write = timed(lambda: write(mnt.guest("big"), data))

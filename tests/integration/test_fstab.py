@@ -17,13 +17,12 @@ file of the same name (the test is skipped then).
 import json
 import os
 import shutil
-import socket
 import time
 
 import pytest
 
 import harness
-from harness import Proxy, proxy_options, run
+from harness import run, via_proxy
 
 pytestmark = pytest.mark.hostshare_only
 
@@ -89,9 +88,9 @@ class SysMount:
     """A mount made by mount(8), tracked through a harness Mount object so
     the fixtures' teardown and the watchdog can clean it up."""
 
-    def __init__(self, mount_factory, options=(), name=None, cache_dir=None):
+    def __init__(self, mount_factory, options=(), name=None, cache_dir=None, sshd=None):
         self.m = mount_factory(options=list(options), foreground=False,
-                               mount=False, name=name, cache_dir=cache_dir)
+                               mount=False, name=name, cache_dir=cache_dir, sshd=sshd)
         cmd = self.m.command(foreground=False)
         assert cmd[1] == "-o"
         self.opts = cmd[2]
@@ -243,23 +242,16 @@ def test_mount_t_hostshare_helper(installed, mount_factory, test_dir):
     assert cp.returncode == 0 and not harness.is_mounted(sm.path)
 
 
-def _closed_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 @pytest.mark.timeout(150)
-def test_fstab_host_down_at_boot(installed, mount_factory, sshd, test_dir, timing):
+def test_fstab_host_down_at_boot(installed, mount_factory, make_proxy, host_server,
+                                 test_dir, timing):
     """With a cache, a host that is down does not hold the fstab mount up:
     it comes up offline at once.  Without a cache it fails fast with one
     clear line."""
-    proxy = Proxy(0, sshd.port)
+    proxy = make_proxy()
+    via = via_proxy(proxy, host_server, test_dir, ["ConnectTimeout=5"])
     try:
-        sm = SysMount(mount_factory, options=proxy_options(proxy, sshd, test_dir,
-                                                           ["ConnectTimeout=5"]))
+        sm = SysMount(mount_factory, **via)
         fstab = write_fstab(test_dir, [sm.fstab_line(extra=["_netdev", "nofail"])])
         cp = run(["mount", "-T", fstab, sm.path], check=False, timeout=60)
         assert cp.returncode == 0, cp.stderr
@@ -286,9 +278,9 @@ def test_fstab_host_down_at_boot(installed, mount_factory, sshd, test_dir, timin
         f.write("written offline\n")
     sm.umount()
 
-    # no cache for this source: fails fast, one line
-    fresh = SysMount(mount_factory, name="fresh",
-                     options=["port=%d" % _closed_port(), "ConnectTimeout=5"])
+    # no cache for this mount (a cache folder of its own): fails fast,
+    # one line
+    fresh = SysMount(mount_factory, name="fresh", **via)
     fstab2 = write_fstab(test_dir, [fresh.fstab_line(extra=["_netdev", "nofail"])],
                          name="fstab2")
     t0 = time.monotonic()
@@ -297,7 +289,8 @@ def test_fstab_host_down_at_boot(installed, mount_factory, sshd, test_dir, timin
     timing("fstab mount with host down, no cache: fails after", took, "s")
     assert cp.returncode != 0
     assert took < 10, "failing mount took %.1f s" % took
-    assert "hostshare: cannot connect to '127.0.0.1:" in cp.stderr, cp.stderr
+    # '127.0.0.1:PORT' over TCP, 'unix:PATH' to an agent's unix socket
+    assert "hostshare: cannot connect to '" in cp.stderr, cp.stderr
     assert not harness.is_mounted(fresh.path)
 
 

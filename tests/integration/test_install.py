@@ -23,7 +23,7 @@ import time
 import pytest
 
 import harness
-from harness import Mount, Proxy, Sshd, proxy_options
+from harness import Mount, Sshd, via_proxy
 
 REPO = harness.REPO_ROOT
 MAN_PAGES = ["hostshare.1", "hostsharectl.1", "hostshare-agent.8"]
@@ -58,6 +58,13 @@ def doctor_json(*args, timeout=120):
         if c["verdict"] in ("warn", "fail"):
             assert c["fix"], c
     return rep, checks
+
+
+# hostsharectl doctor opens an SFTP connection of its own (tools/doctor.c):
+# it has no agent transport yet, so its checks of a mount are about SSH
+DOCTOR_SFTP_ONLY = pytest.mark.sftp_only(
+    "hostsharectl doctor measures the link over SSH/SFTP only (no agent "
+    "transport in tools/doctor.c yet)")
 
 
 def meson_prefix(build):
@@ -171,6 +178,7 @@ def test_version_names_the_libraries(hostshare_only):
 
 # ------------------------------------------------------------------- doctor
 
+@DOCTOR_SFTP_ONLY
 @pytest.mark.timeout(180)
 def test_doctor_healthy_mount(hostshare_only, mount_factory, timing):
     """Against a working mount every link check is ok, nothing fails, the
@@ -225,16 +233,17 @@ def test_doctor_healthy_mount(hostshare_only, mount_factory, timing):
 
 
 
+@DOCTOR_SFTP_ONLY
 @pytest.mark.timeout(180)
-def test_doctor_stalled_link(hostshare_only, sshd, test_dir, mount_factory,
-                             timing):
+def test_doctor_stalled_link(hostshare_only, make_proxy, host_server, test_dir,
+                             mount_factory, timing):
     """A link that stalls (the proxy holds the sockets and moves nothing):
     the doctor names the failing check within its deadlines, and the
     mount itself keeps answering."""
-    proxy = Proxy(0, sshd.port)
+    proxy = make_proxy()
     try:
-        mnt = mount_factory(options=proxy_options(proxy, sshd, test_dir) +
-                            ["ConnectTimeout=2", "op_timeout=3"])
+        mnt = mount_factory(**via_proxy(proxy, host_server, test_dir,
+                                        ["ConnectTimeout=2", "op_timeout=3"]))
         with open(mnt.guest("f"), "w") as f:
             f.write("cached\n")
         mnt.flush()
@@ -264,16 +273,17 @@ def test_doctor_stalled_link(hostshare_only, sshd, test_dir, mount_factory,
         proxy.stop()
 
 
+@DOCTOR_SFTP_ONLY
 @pytest.mark.timeout(180)
-def test_doctor_host_gone(hostshare_only, sshd, test_dir, mount_factory):
+def test_doctor_host_gone(hostshare_only, make_proxy, host_server, test_dir, mount_factory):
     """The host's SSH port goes away under a mount (every connection
     closed, new ones refused): connect fails as refused, link fails once
     the mount noticed, and the journal shows the work waiting for it."""
-    proxy = Proxy(0, sshd.port)
+    proxy = make_proxy()
     try:
-        mnt = mount_factory(options=proxy_options(proxy, sshd, test_dir) +
-                            ["ServerAliveInterval=1", "ConnectTimeout=2",
-                             "op_timeout=2", "writeback_delay=50"])
+        mnt = mount_factory(**via_proxy(proxy, host_server, test_dir,
+                                        ["ServerAliveInterval=1", "ConnectTimeout=2",
+                                         "op_timeout=2", "writeback_delay=50"]))
         with open(mnt.guest("before"), "w") as f:
             f.write("x\n")
         mnt.flush()
@@ -298,6 +308,7 @@ def test_doctor_host_gone(hostshare_only, sshd, test_dir, mount_factory):
         proxy.stop()
 
 
+@pytest.mark.sftp_only("doctor of an SSH source, its own sshd stopped")
 @pytest.mark.timeout(120)
 def test_doctor_sshd_stopped_source(hostshare_only, test_dir):
     """Doctor of a SOURCE whose sshd was stopped: connect fails, refused."""
@@ -316,6 +327,7 @@ def test_doctor_sshd_stopped_source(hostshare_only, test_dir):
     assert "refused" in checks["connect"]["detail"]
 
 
+@pytest.mark.sftp_only("SSH host keys and identities")
 def test_doctor_source_host_key_and_auth(hostshare_only, sshd, test_dir):
     """Doctor of a SOURCE (no mount): a known_hosts with another key fails
     hostkey, a key the host does not accept fails auth, and the right
@@ -360,6 +372,7 @@ def test_doctor_source_host_key_and_auth(hostshare_only, sshd, test_dir):
     assert cp.returncode == 1 and "does not exist" in cp.stderr, cp.stderr
 
 
+@DOCTOR_SFTP_ONLY
 @pytest.mark.timeout(180)
 def test_doctor_nested_shared_folder(hostshare_only, sshd, test_dir,
                                      mount_factory):
@@ -402,6 +415,8 @@ def dpkg_installed(pkg):
     return cp.returncode == 0 and "install ok installed" in cp.stdout
 
 
+@pytest.mark.sftp_only("packaging: the installed program mounts the test sshd's "
+                       "folder once (ssh options on its command line)")
 @pytest.mark.timeout(600)
 def test_deb_builds_installs_and_mounts(hostshare_only, sshd, test_dir,
                                         timing):

@@ -273,7 +273,8 @@ def test_concurrent_writers(mnt):
 
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("seed", [21, 22])
-def test_random_operations_with_faults(mount_factory, mounter, sshd, test_dir, seed, timing):
+def test_random_operations_with_faults(mount_factory, mounter, make_proxy, host_server,
+                                       test_dir, seed, timing):
     """The random-operation run with the link reset every 0.15 s and
     stalled for 1 s every 1.2 s, for at least 6 s and 300 steps, while the
     flusher works: 0 mismatches in the guest, and on the host once the
@@ -281,11 +282,11 @@ def test_random_operations_with_faults(mount_factory, mounter, sshd, test_dir, s
     import threading
     import time
 
-    from harness import Proxy, proxy_options
+    from harness import via_proxy
 
     if mounter != "hostshare":
         pytest.skip("sshfs does not survive a reset link")
-    proxy = Proxy(0, sshd.port)
+    proxy = make_proxy()
     stop = threading.Event()
     faults = {"resets": 0, "stalls": 0}
 
@@ -302,7 +303,7 @@ def test_random_operations_with_faults(mount_factory, mounter, sshd, test_dir, s
                 proxy.reset()
                 faults["resets"] += 1
     try:
-        mnt = mount_factory(options=proxy_options(proxy, sshd, test_dir, [
+        mnt = mount_factory(**via_proxy(proxy, host_server, test_dir, [
             "writeback_delay=0", "op_timeout=3", "ConnectTimeout=2"]))
         os.mkdir(mnt.guest("d"))
         t = threading.Thread(target=saboteur, daemon=True)

@@ -229,3 +229,40 @@ def test_guest_inotify_sees_host_changes(mount_factory, agent, timing):
         assert read(m.host("w", "own2.txt")) == b"mine"
     finally:
         w.stop()
+
+
+@pytest.mark.timeout(120)
+def test_stalled_subscriber_holds_up_no_one(mount_factory, agent, test_dir, timing):
+    """One mount's link stalls (the proxy holds its sockets, nothing
+    moves) while the host keeps changing that mount's folder: the agent
+    cannot hand that mount its notifications, and must not let that hold
+    up the others.  Another mount of the same agent still sees a host
+    edit at once, and a new mount comes up."""
+    a_dir = os.path.join(test_dir, "a")
+    os.mkdir(a_dir)
+    proxy = harness.proxy_for(agent)
+    try:
+        va = harness.via_proxy(proxy, agent, test_dir, ["attr_timeout=3600",
+                                                       "op_timeout=3"])
+        mount_factory(remote_dir=a_dir, **va)
+        mb = mount_factory(sshd=agent, options=["attr_timeout=3600"])
+        write(mb.host("x"), b"one")
+        assert read(mb.guest("x")) == b"one"
+        proxy.stall()
+        # tens of MB of events for the stalled mount: more than the
+        # socket buffers between the agent and it hold
+        with open(os.path.join(a_dir, "n" * 200), "wb", buffering=0) as f:
+            for _ in range(100000):
+                f.write(b"x")
+        write(mb.host("x"), b"two, longer")
+        dt = until(lambda: read(mb.guest("x")) == b"two, longer", 10,
+                   "a host edit beside a stalled mount")
+        timing("host edit seen beside a stalled mount after", dt, "s")
+        t0 = time.monotonic()
+        mc = mount_factory(sshd=agent, remote_dir=mount_factory.host_dir)
+        timing("a new mount beside a stalled one came up after",
+               time.monotonic() - t0, "s")
+        assert read(mc.guest("x")) == b"two, longer"
+    finally:
+        proxy.resume()
+        proxy.stop()

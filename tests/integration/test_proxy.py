@@ -166,3 +166,58 @@ def test_stop_refuses_new_connections(echo_proxy):
             recv_exact(s, 1)
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", port), timeout=2)
+
+
+def test_unix_sockets_stall_reset_stop(tmp_path):
+    """The same proxy between unix sockets (the agent's unix listener):
+    bytes move, a stall holds them, a reset closes the connection, a
+    stopped proxy refuses (its socket file is gone)."""
+    target = str(tmp_path / "echo.sock")
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(target)
+    srv.listen(4)
+
+    def echo():
+        try:
+            c, _ = srv.accept()
+        except OSError:
+            return
+        with c:
+            while True:
+                d = c.recv(65536)
+                if not d:
+                    return
+                c.sendall(d)
+    threading.Thread(target=echo, daemon=True).start()
+    path = str(tmp_path / "proxy.sock")
+    proxy = Proxy(path, target)
+    try:
+        assert proxy.port is None and proxy.path == path
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(5)
+        s.connect(path)
+        s.sendall(b"ping")
+        assert recv_exact(s, 4) == b"ping"
+        proxy.stall()
+        s.sendall(b"held")
+        s.settimeout(0.7)
+        with pytest.raises(socket.timeout):
+            s.recv(10)
+        assert proxy.connections() == 1
+        proxy.resume()
+        s.settimeout(5)
+        assert recv_exact(s, 4) == b"held"
+        proxy.reset()
+        with pytest.raises((ConnectionResetError, EOFError, BrokenPipeError)):
+            s.sendall(b"y")
+            recv_exact(s, 1)
+        s.close()
+        assert proxy.connections() == 0
+    finally:
+        proxy.stop()
+        srv.close()
+    assert not os.path.exists(path)
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    with pytest.raises((FileNotFoundError, ConnectionRefusedError)):
+        s.connect(path)
+    s.close()

@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: MIT
 """The figures of "never hang": a 60 s stall of the link (sockets open,
-nothing moves) in the middle of copying a large tree in.  A prober keeps
+nothing moves; the fault proxy sits in front of sshd or the agent) in the middle of copying a large tree in.  A prober keeps
 doing what a user does to cached files - stat, ls of cached folders,
 reading cached files, writing new files - and the test prints the longest
 any of them took, how long an uncached read took to fail, whether the copy
@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from harness import manifest_diff, proxy_options, tree_manifest
+from harness import manifest_diff, tree_manifest, via_proxy
 
 STALL_S = float(os.environ.get("HS_STALL_S", "60"))
 
@@ -85,11 +85,12 @@ def run_copy(src, dst, out):
 
 
 @pytest.mark.timeout(600)
-def test_stall_during_tree_copy(mounter, proxy, sshd, test_dir, mount_factory, timing):
+def test_stall_during_tree_copy(mounter, proxy, host_server, test_dir, mount_factory,
+                                timing):
     src = make_source(test_dir)
     opts = ["op_timeout=5", "ConnectTimeout=3"] if mounter == "hostshare" else \
         ["ServerAliveInterval=15", "ServerAliveCountMax=3"]
-    mnt = mount_factory(options=proxy_options(proxy, sshd, test_dir, opts), mount=False)
+    mnt = mount_factory(**via_proxy(proxy, host_server, test_dir, opts), mount=False)
     with open(mnt.host("cold"), "wb") as f:
         f.write(os.urandom(1 << 20))           # on the host, never read
     mnt.mount()

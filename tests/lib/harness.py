@@ -27,6 +27,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 
@@ -514,6 +515,37 @@ class Agent:
         self.socket = os.path.join(self.workdir, "agent.sock")
         self.log = os.path.join(self.workdir, "agent.log")
 
+    def _spec(self):
+        if self.listen == "tcp":
+            return "tcp:%s:%d" % (self.host, self.port)
+        if self.listen == "vsock":
+            return "vsock:%d" % self.port
+        return "unix:" + self.socket
+
+    def _spawn(self, timeout):
+        """Starts the agent on the listener _spec() names; True once it
+        listens, False (stopped again) if it did not."""
+        spec = self._spec()
+        logf = open(self.log, "ab")
+        seen = logf.tell()          # look for the line of this start only
+        self.proc = subprocess.Popen(
+            [agent_bin(), "--root", self.root, "--listen", spec,
+             "--token-file", self.token_file] + self.extra,
+            stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
+            start_new_session=True)
+        logf.close()
+        self.pid = self.proc.pid
+        register_proc(self.proc)
+        end = time.monotonic() + timeout
+        while time.monotonic() < end and self.proc.poll() is None:
+            with open(self.log, "rb") as f:
+                f.seek(seen)
+                if b"listening on " + spec.encode() in f.read():
+                    return True
+            time.sleep(0.02)
+        self.stop()
+        return False
+
     def start(self, timeout=15):
         os.makedirs(self.workdir, exist_ok=True)
         with open(self.token_file, "w") as f:
@@ -525,31 +557,38 @@ class Agent:
         for _attempt in range(3):   # the port may be taken between probe and bind
             if self.listen == "tcp":
                 self.port = free_port()
-                spec = "tcp:%s:%d" % (self.host, self.port)
             elif self.listen == "vsock":
                 self.port = random.randrange(20000, 60000)
-                spec = "vsock:%d" % self.port
-            else:
-                spec = "unix:" + self.socket
-            logf = open(self.log, "ab")
-            self.proc = subprocess.Popen(
-                [agent_bin(), "--root", self.root, "--listen", spec,
-                 "--token-file", self.token_file] + self.extra,
-                stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
-                start_new_session=True)
-            logf.close()
-            self.pid = self.proc.pid
-            register_proc(self.proc)
-            end = time.monotonic() + timeout
-            while time.monotonic() < end and self.proc.poll() is None:
-                with open(self.log, errors="replace") as f:
-                    if "listening on " + spec in f.read():
-                        return self
-                time.sleep(0.02)
-            self.stop()
+            if self._spawn(timeout):
+                return self
             with open(self.log, errors="replace") as f:
                 last = f.read()[-2000:]
         raise HarnessError("hostshare-agent did not start; log:\n" + last)
+
+    def restart(self, timeout=15):
+        """Starts the agent again on the same port or socket with the same
+        token (after stop()), as a host's agent comes back after a
+        restart."""
+        assert self.proc is None and (self.port or self.listen == "unix"), \
+            "restart() needs a stopped agent"
+        if not self._spawn(timeout):
+            with open(self.log, errors="replace") as f:
+                raise HarnessError("hostshare-agent did not come back on %s; log:\n%s"
+                                   % (self._spec(), f.read()[-2000:]))
+        return self
+
+    def via(self, port=None, socket=None):
+        """A view of this agent for Mount that dials @port (tcp) or
+        @socket (unix) instead, e.g. a fault proxy's; same root and token.
+        The view owns no process: stop() on it does nothing."""
+        import copy
+        v = copy.copy(self)
+        v.proc = v.pid = None
+        if port is not None:
+            v.port = port
+        if socket is not None:
+            v.socket = socket
+        return v
 
     def source(self, remote_dir):
         rel = os.path.relpath(os.path.abspath(remote_dir), self.root)
@@ -914,7 +953,12 @@ class _Conn:
 
 class Proxy:
     """TCP forwarder 127.0.0.1:@listen_port -> @target_host:@target_port
-    (listen_port 0: any free port; read it back from .port).
+    (listen_port 0: any free port; read it back from .port).  Either end
+    may be a unix socket instead: a str @listen_port is the path to listen
+    on (.path; .port is None), a str @target_port the socket to forward to.
+    On a unix socket reset() cannot send a RST: the peer sees the
+    connection closed (end of stream) at once, which is what a reset does
+    to a reader.
 
     One event-loop thread owns every socket; control calls are queued to
     it, so stall()/resume()/reset() act between two loop iterations.
@@ -930,7 +974,8 @@ class Proxy:
     BUF_LIMIT = 4 << 20   # per direction, before reading pauses
 
     def __init__(self, listen_port, target_port, target_host="127.0.0.1"):
-        self.target = (target_host, target_port)
+        self.target = target_port if isinstance(target_port, str) else \
+            (target_host, target_port)
         self.latency_ms = 0
         self.rate_bps = 0
         self._free_at = {"up": 0.0, "down": 0.0}  # when each way is idle
@@ -939,23 +984,35 @@ class Proxy:
         self._ctl_lock = threading.Lock()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
-        self._lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._lsock.bind(("127.0.0.1", listen_port))
+        if isinstance(listen_port, str):
+            self.path = listen_port
+            if os.path.exists(self.path):      # left by an earlier proxy
+                os.unlink(self.path)
+            self._lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self._lsock.bind(self.path)
+            self.port = None
+        else:
+            self.path = None
+            self._lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self._lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self._lsock.bind(("127.0.0.1", listen_port))
+            self.port = self._lsock.getsockname()[1]
         self._lsock.listen(64)
         self._lsock.setblocking(False)
-        self.port = self._lsock.getsockname()[1]
         self._conns = []
         self.accepted = 0
         self.bytes_up = 0
         self.bytes_down = 0
         self._running = True
-        self._thread = threading.Thread(target=self._loop, name="proxy-%d" % self.port,
+        self._thread = threading.Thread(target=self._loop,
+                                        name="proxy-%s" % (self.port or self.path),
                                         daemon=True)
         self._thread.start()
 
     # control (any thread) -------------------------------------------
     def _post(self, fn):
+        if not self._running:
+            return               # stopped: nothing left to act on
         done = threading.Event()
         with self._ctl_lock:
             self._ctl.append((fn, done))
@@ -1009,6 +1066,8 @@ class Proxy:
     def _stop(self):
         self._reset_all()
         self._lsock.close()
+        if self.path and os.path.exists(self.path):
+            os.unlink(self.path)               # new connections: refused
         self._running = False
 
     def _drop(self, c):
@@ -1023,13 +1082,23 @@ class Proxy:
             except (BlockingIOError, InterruptedError):
                 return
             try:
-                b = socket.create_connection(self.target, timeout=5)
+                if isinstance(self.target, str):
+                    b = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                    b.settimeout(5)
+                    try:
+                        b.connect(self.target)
+                    except OSError:
+                        b.close()
+                        raise
+                else:
+                    b = socket.create_connection(self.target, timeout=5)
             except OSError:
                 self._rst_close(a)
                 continue
             for s in (a, b):
                 s.setblocking(False)
-                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                if s.family != socket.AF_UNIX:
+                    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._conns.append(_Conn(a, b))
             self.accepted += 1
 
@@ -1127,17 +1196,97 @@ class Proxy:
 
 
 __all__ = ["Sshd", "Mount", "MountError", "Proxy", "HarnessError", "run",
+           "proxy_for", "proxy_target", "via_proxy",
            "free_port", "is_mounted", "mountinfo_entry", "fusermount",
            "emergency_cleanup", "hostshare_bin", "hostsharectl_bin",
            "build_dir", "REPO_ROOT", "SANITIZER_MARKERS"]
 
 
-def proxy_options(proxy, sshd, workdir, extra=()):
-    """Mount options that reach @sshd through @proxy: its port, and a
-    known_hosts file (in @workdir) that names the host key under the
-    proxy's port."""
+def _proxy_known_hosts(proxy, sshd, workdir):
+    """A known_hosts file (in @workdir) naming @sshd's host key under the
+    proxy's port, as ssh looks it up."""
     kh = os.path.join(workdir, "known_hosts.proxy")
     with open(kh, "w") as f:
         f.write(sshd.known_hosts_line().replace("]:%d " % sshd.port,
                                                 "]:%d " % proxy.port) + "\n")
+    return kh
+
+
+def proxy_options(proxy, sshd, workdir, extra=()):
+    """Mount options that reach @sshd through @proxy: its port, and a
+    known_hosts file (in @workdir) that names the host key under the
+    proxy's port.  SFTP only; tests use via_proxy(), which knows every
+    transport."""
+    kh = _proxy_known_hosts(proxy, sshd, workdir)
     return ["port=%d" % proxy.port, "UserKnownHostsFile=" + kh] + list(extra)
+
+
+class SshdVia:
+    """A view of @sshd for Mount that dials @port (a fault proxy's) and
+    checks the host key against @known_hosts; it owns no process."""
+
+    def __init__(self, sshd, port, known_hosts):
+        self.real = sshd
+        self.user, self.host, self.key = sshd.user, sshd.host, sshd.key
+        self.pid = sshd.pid
+        self.port = port
+        self.known_hosts = known_hosts
+
+    def source(self, remote_dir):
+        return self.real.source(remote_dir)
+
+
+def proxy_target(server):
+    """Where a fault proxy in front of @server (what mounts connect to:
+    Sshd, AgentOverSsh or Agent) forwards to: a TCP port (sshd, also for
+    the agent over ssh; an agent's tcp listener) or the path of an agent's
+    unix socket.  None where the link cannot be proxied (vsock)."""
+    if isinstance(server, AgentOverSsh):
+        return server.sshd.port
+    if isinstance(server, Agent):
+        if server.listen == "tcp":
+            return server.port
+        if server.listen == "unix":
+            return server.socket
+        return None
+    return server.port
+
+
+_proxy_socks = [0]
+
+
+def proxy_for(server, listen=None):
+    """A Proxy in front of @server (see proxy_target()); @listen: the port
+    or socket path of an earlier proxy to take over (a host that comes
+    back on the same address), else a fresh one.  Raises HarnessError for
+    a server whose link cannot be proxied."""
+    target = proxy_target(server)
+    if target is None:
+        raise HarnessError("no fault proxy for %r" % (server,))
+    if listen is None:
+        if isinstance(target, str):
+            # short: sun_path holds 108 bytes, test folders are long
+            _proxy_socks[0] += 1
+            listen = os.path.join(tempfile.gettempdir(), "hs-proxy-%d-%d.sock"
+                                  % (os.getpid(), _proxy_socks[0]))
+        else:
+            listen = 0
+    return Proxy(listen, target)
+
+
+def via_proxy(proxy, server, workdir, extra=()):
+    """What a mount of @server through @proxy needs, as keyword arguments
+    of the tests' mount_factory: {"sshd": a view of the server that dials
+    the proxy, "options": @extra}.  SFTP and the agent over ssh get the
+    proxy's port and a known_hosts file for it (in @workdir); an agent
+    gets its source rewritten to the proxy's port or socket, token kept."""
+    if isinstance(server, Agent):
+        view = server.via(port=proxy.port) if proxy.port else \
+            server.via(socket=proxy.path)
+    elif isinstance(server, AgentOverSsh):
+        view = AgentOverSsh(SshdVia(server.sshd, proxy.port,
+                                    _proxy_known_hosts(proxy, server.sshd, workdir)))
+    else:
+        view = SshdVia(server, proxy.port,
+                       _proxy_known_hosts(proxy, server, workdir))
+    return {"sshd": view, "options": list(extra)}

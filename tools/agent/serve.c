@@ -17,6 +17,7 @@
 #include <pthread.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +35,10 @@
 #define WORKERS 4       /* requests of one connection answered at once */
 #define MAX_QUEUED 64   /* decoded requests waiting; the reader waits then */
 #define DIR_FRAME 65536 /* READDIR frames are cut near this size */
+/* A socket subscriber that takes no NOTIFY frame for this long (its link
+ * stalls, its socket buffers are full) is cut off, so that the watcher
+ * thread, which serves every subscriber, never waits on one for longer. */
+#define NOTIFY_STALL_MS 5000
 
 struct conn {
 	struct hs_agent_sink sink; /* NOTIFY frames (watch.c) */
@@ -57,6 +62,8 @@ struct conn {
 	int queued;             /* protected by qlock */
 	int stop;               /* protected by qlock: no more jobs come */
 	volatile int dead;      /* a reply could not be written */
+	int is_sock;            /* wfd is a socket (not stdio's pipes) */
+	volatile int cut;       /* notify_send() cut the connection off */
 };
 
 /* One decoded request waiting for (or being answered by) a worker. */
@@ -158,23 +165,85 @@ static int send_frame(struct conn *c, uint32_t id, uint8_t op, uint8_t flags,
 	return r;
 }
 
+/* Writes all of @iov to the socket @fd before @dl, never blocking past
+ * it.  0, -ETIMEDOUT, or -errno. */
+static int write_by(int fd, struct iovec *iov, int cnt, hs_deadline_t dl)
+{
+	struct pollfd pfd = { .fd = fd, .events = POLLOUT };
+	struct msghdr mh = { 0 };
+	ssize_t r;
+
+	while (cnt) {
+		mh.msg_iov = iov;
+		mh.msg_iovlen = (size_t)cnt;
+		r = sendmsg(fd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno != EAGAIN && errno != EWOULDBLOCK)
+				return -errno;
+			if (hs_deadline_passed(dl))
+				return -ETIMEDOUT;
+			/* short slices: any room for the frame will do, not
+			 * only the half-empty buffer POLLOUT waits for */
+			poll(&pfd, 1, HS_MIN(hs_deadline_ms_left(dl), 100));
+			continue;
+		}
+		while (cnt && (size_t)r >= iov->iov_len) {
+			r -= (ssize_t)iov->iov_len;
+			iov++;
+			cnt--;
+		}
+		if (cnt) {
+			iov->iov_base = (uint8_t *)iov->iov_base + r;
+			iov->iov_len -= (size_t)r;
+		}
+	}
+	return 0;
+}
+
 /* watch.c's thread: one NOTIFY frame (id 0, never compressed).  A write
- * error here is left to the connection's own thread to notice. */
+ * error here is left to the connection's own thread to notice.  The
+ * watcher serves every subscriber, so on a socket it waits at most
+ * NOTIFY_STALL_MS (for the write lock and the write); a subscriber that
+ * took nothing for that long is cut off: the socket is shut down (its
+ * threads end, the client reconnects and drops what it cached, as after
+ * an overflow) and gets no frame any more.  Stdio serves one client per
+ * process, whose stall holds up no one else: it blocks as before. */
 static void notify_send(struct hs_agent_sink *sink, const uint8_t *p,
 			size_t n)
 {
 	struct conn *c = container_of(sink, struct conn, sink);
 	struct hs_proto_hdr h = { .len = (uint32_t)n, .raw_len = (uint32_t)n,
 				  .op = HS_OP_NOTIFY, .flags = HS_PF_REPLY };
+	hs_deadline_t dl = hs_deadline_in_ms(NOTIFY_STALL_MS);
+	struct timespec ts = hs_deadline_ts(dl);
 	uint8_t hb[HS_PROTO_HDR_SIZE];
 	struct iovec iov[2];
+	int r;
 
+	if (c->cut || c->dead)
+		return;
 	hs_proto_hdr_encode(&h, hb);
 	iov[0] = (struct iovec){ hb, sizeof(hb) };
 	iov[1] = (struct iovec){ (void *)p, n };
-	pthread_mutex_lock(&c->wlock);
-	write_full(c->wfd, iov, 2);
-	pthread_mutex_unlock(&c->wlock);
+	if (!c->is_sock) {
+		pthread_mutex_lock(&c->wlock);
+		write_full(c->wfd, iov, 2);
+		pthread_mutex_unlock(&c->wlock);
+		return;
+	}
+	r = pthread_mutex_clocklock(&c->wlock, CLOCK_MONOTONIC, &ts);
+	if (r == 0) {
+		r = write_by(c->wfd, iov, 2, dl);
+		pthread_mutex_unlock(&c->wlock);
+		if (r != -ETIMEDOUT)
+			return; /* sent, or an error the connection sees too */
+	}
+	c->cut = 1;
+	hs_warn("%s: took no notification for %d s (a stalled link?): "
+		"closing the connection", c->label, NOTIFY_STALL_MS / 1000);
+	shutdown(c->wfd, SHUT_RDWR);
 }
 
 static int reply(struct conn *c, const struct hs_proto_hdr *q, int status)
@@ -912,6 +981,13 @@ void hs_agent_serve(const struct hs_agent *a, int rfd, int wfd,
 	pthread_cond_init(&c->qcond, NULL);
 	pthread_cond_init(&c->qspace, NULL);
 	c->sink.send = notify_send;
+	{
+		int type;
+		socklen_t len = sizeof(type);
+
+		c->is_sock = getsockopt(wfd, SOL_SOCKET, SO_TYPE, &type,
+					&len) == 0;
+	}
 	hs_info("%s: connected", label);
 	for (;;) {
 		r = read_full(rfd, hb, sizeof(hb));
@@ -995,7 +1071,9 @@ void hs_agent_serve(const struct hs_agent *a, int rfd, int wfd,
 		pthread_join(workers[i], NULL);
 	if (c->subscribed)
 		hs_agent_unsubscribe(&c->sink);
-	if (c->why)
+	if (c->cut)
+		; /* notify_send() said why */
+	else if (c->why)
 		hs_warn("%s: closing connection: %s", label, c->why);
 	else if (c->dead)
 		hs_warn("%s: closing connection: write failed", label);
