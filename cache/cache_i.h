@@ -108,9 +108,9 @@ enum hs_slot {
 	HS_NSLOTS = 1 + HS_FLUSH_CONNECTIONS_MAX,
 };
 
-/* Rows the flusher sends at once: consecutive new files, one per flush
- * connection, or all on one connection where the wire pipelines
- * (HS_TR_CAP_PIPELINE). */
+/* Consecutive new files the flusher takes as one batch (flusher.c): sent
+ * all at once where the wire pipelines (HS_TR_CAP_PIPELINE), else one per
+ * flush connection at a time. */
 #define HS_FLUSH_BATCH_MAX 16
 struct flush_job;
 
@@ -275,6 +275,7 @@ struct hs_cache {
 	int pool_nthr;
 	struct flush_job *pool_jobs; /* the batch being sent */
 	int pool_n, pool_next, pool_left, pool_stop;
+	int pool_par, pool_busy;    /* jobs sent at once: at most, now */
 
 	/* flusher; protected by flush_lock */
 	pthread_mutex_t flush_lock;

@@ -31,10 +31,11 @@
  * (EACCES, ENOSPC, ...) marks the row FAILED with the reason, logs it once
  * and goes on; the guest keeps its data.
  *
- * Batches: consecutive new files go up together (gather()), one per flush
- * connection, or up to HS_FLUSH_BATCH_MAX on one connection where the
- * wire pipelines (the agent); their claims and their outcomes are each
- * committed once for the batch (run_batch()).
+ * Batches: up to HS_FLUSH_BATCH_MAX consecutive new files go up as one
+ * batch (gather()): all at once on one connection where the wire
+ * pipelines (the agent), else one per flush connection at a time; their
+ * claims and their outcomes are each committed once for the batch
+ * (run_batch()).
  *
  * Thread model: one flusher thread per cache, plus helpers kept for
  * batches (pool_main()); none holds a lock while talking to the host.
@@ -684,8 +685,24 @@ static int send_simple(struct hs_cache *c, struct hs_transport *t,
 		r = hs_tr_rename(t, e->path, e->path2,
 				 (e->flags & HS_JF_NOREPLACE) ? HS_RENAME_NOREPLACE : 0,
 				 call_dl(c));
-		if (r == -ENOENT && hs_tr_lstat(t, e->path2, &a, call_dl(c)) == 0)
+		if (r == -ENOENT && guest_gone(c, e->ino)) {
+			/* the file never reached the host (its upload was
+			 * skipped: the guest deleted it meanwhile) or went
+			 * there and then away (a crash after the rename):
+			 * either way only what the rename replaced must go,
+			 * and later rows set what the guest has there now */
+			r = 0;
+			if (e->flags & HS_JF_REPLACED) {
+				r = hs_tr_unlink(t, e->path2, call_dl(c));
+				if (r == -EISDIR || r == -EPERM)
+					r = hs_tr_rmdir(t, e->path2, call_dl(c));
+				if (r == -ENOENT)
+					r = 0;
+			}
+		} else if (r == -ENOENT &&
+			   hs_tr_lstat(t, e->path2, &a, call_dl(c)) == 0) {
 			r = 0; /* done before a crash */
+		}
 		return r;
 	case HS_J_LINK:
 		r = hs_tr_link(t, e->path, e->path2, call_dl(c));
@@ -1087,6 +1104,8 @@ static void lower_priority(void)
 /* Takes the next job of the batch to send, or NULL; pool_lock held. */
 static struct flush_job *pool_take(struct hs_cache *c)
 {
+	if (c->pool_busy >= c->pool_par)
+		return NULL;
 	while (c->pool_next < c->pool_n) {
 		struct flush_job *j = &c->pool_jobs[c->pool_next++];
 
@@ -1096,13 +1115,18 @@ static struct flush_job *pool_take(struct hs_cache *c)
 	return NULL;
 }
 
+/* Sends @j; pool_lock held, dropped meanwhile. */
 static void pool_run(struct hs_cache *c, struct flush_job *j)
 {
+	c->pool_busy++;
 	pthread_mutex_unlock(&c->pool_lock);
 	send_job(j);
 	pthread_mutex_lock(&c->pool_lock);
-	if (--c->pool_left == 0)
-		pthread_cond_broadcast(&c->pool_done);
+	c->pool_busy--;
+	c->pool_left--;
+	pthread_cond_broadcast(&c->pool_done);
+	if (c->pool_next < c->pool_n)
+		pthread_cond_broadcast(&c->pool_cond);
 }
 
 /* A helper of the flusher: sends jobs of the current batch. */
@@ -1124,46 +1148,54 @@ static void *pool_main(void *arg)
 	return NULL;
 }
 
-/* Sends the @sent claimed jobs of @jobs[0..n) at once: this thread and
- * up to @sent-1 helpers (started when first needed, kept for later batches) each take
- * the next one. */
+/* Sends the @sent claimed jobs of @jobs[0..n), @par at a time: this
+ * thread and up to @par-1 helpers (started when first needed, kept for
+ * later batches) each take the next one. */
 static void send_batch(struct hs_cache *c, struct flush_job *jobs, int n,
-		       int sent)
+		       int sent, int par)
 {
 	struct flush_job *j;
 
 	pthread_mutex_lock(&c->pool_lock);
-	while (c->pool_nthr < sent - 1 &&
+	par = HS_MAX(1, HS_MIN(par, sent));
+	while (c->pool_nthr < par - 1 &&
 	       pthread_create(&c->pool_thr[c->pool_nthr], NULL, pool_main, c) == 0)
 		c->pool_nthr++;
 	c->pool_jobs = jobs;
 	c->pool_n = n;
 	c->pool_next = 0;
 	c->pool_left = sent;
-	if (sent > 1)
+	c->pool_par = par;
+	if (par > 1)
 		pthread_cond_broadcast(&c->pool_cond);
-	while ((j = pool_take(c)))
-		pool_run(c, j);
-	while (c->pool_left > 0)
-		pthread_cond_wait(&c->pool_done, &c->pool_lock);
+	while (c->pool_left > 0) {
+		if ((j = pool_take(c)))
+			pool_run(c, j);
+		else
+			pthread_cond_wait(&c->pool_done, &c->pool_lock);
+	}
 	c->pool_jobs = NULL;
-	c->pool_n = 0;
+	c->pool_n = c->pool_next = 0;
 	pthread_mutex_unlock(&c->pool_lock);
 }
 
 /* Extends @jobs[0] (a CREATE) with the CREATE rows right after it, while
  * they are ready and name distinct paths: consecutive new files are
  * independent of each other (their folders exist: every older row is
- * done), so they go up at once - all on @jobs[0]'s connection where the
- * wire pipelines, else one per flush connection.  Returns the number of
- * jobs. */
-static int gather(struct hs_cache *c, struct flush_job *jobs, int force)
+ * done), so they go up as one batch.  Where the wire pipelines they are
+ * all in flight at once on @jobs[0]'s connection; else one per flush
+ * connection at a time, in turn.  Returns the number of jobs; *@par: how
+ * many to send at once. */
+static int gather(struct hs_cache *c, struct flush_job *jobs, int force,
+		  int *par)
 {
 	int pipe = (jobs[0].t->caps & HS_TR_CAP_PIPELINE) != 0;
+	int conns = HS_MAX(1, HS_MIN(c->cfg.flush_connections,
+				     HS_FLUSH_CONNECTIONS_MAX));
 	int64_t after = jobs[0].e.seq;
 	int n = 1, k, dup;
 
-	while (n < (pipe ? HS_FLUSH_BATCH_MAX : HS_FLUSH_CONNECTIONS_MAX)) {
+	while (n < HS_FLUSH_BATCH_MAX) {
 		struct hs_jentry e;
 		int r;
 
@@ -1177,7 +1209,8 @@ static int gather(struct hs_cache *c, struct flush_job *jobs, int force)
 				dup = 1;
 		if (e.op != HS_J_CREATE || dup || e.state != HS_JS_PENDING ||
 		    (!force && ready_at(c, &e) > hs_now_ns()) ||
-		    hs_link_get(c->link, pipe ? HS_SLOT_FLUSH : HS_SLOT_FLUSH + n,
+		    hs_link_get(c->link, pipe ? HS_SLOT_FLUSH :
+				HS_SLOT_FLUSH + n % conns,
 				0, HS_DEADLINE_NEVER, &jobs[n].t) < 0) {
 			hs_jentry_release(&e);
 			break;
@@ -1186,6 +1219,7 @@ static int gather(struct hs_cache *c, struct flush_job *jobs, int force)
 		after = e.seq;
 		n++;
 	}
+	*par = pipe ? n : HS_MIN(n, conns);
 	return n;
 }
 
@@ -1198,7 +1232,8 @@ static int gather(struct hs_cache *c, struct flush_job *jobs, int force)
  * sends those rows again, which is idempotent).  Two commits a batch,
  * not two a row.
  */
-static void run_batch(struct hs_cache *c, struct flush_job *jobs, int n)
+static void run_batch(struct hs_cache *c, struct flush_job *jobs, int n,
+		      int par)
 {
 	int k, r, sent = 0;
 
@@ -1228,7 +1263,7 @@ static void run_batch(struct hs_cache *c, struct flush_job *jobs, int n)
 		sent += !jobs[k].skipped;
 	}
 	if (sent)
-		send_batch(c, jobs, n, sent);
+		send_batch(c, jobs, n, sent, par);
 
 	pthread_mutex_lock(&c->db_lock);
 	for (k = 0; k < n; k++)
@@ -1260,7 +1295,7 @@ static void *flusher_thread(void *arg)
 	while (!stopping(c)) {
 		struct flush_job jobs[HS_FLUSH_BATCH_MAX];
 		int64_t at;
-		int r, force, n, k, link_failed = 0;
+		int r, force, n, k, par = 1, link_failed = 0;
 
 		memset(jobs, 0, sizeof(jobs));
 		for (k = 0; k < HS_FLUSH_BATCH_MAX; k++) {
@@ -1297,8 +1332,8 @@ static void *flusher_thread(void *arg)
 			wait_until(c, hs_now_ns() + HS_NSEC_PER_SEC);
 			continue;
 		}
-		n = jobs[0].e.op == HS_J_CREATE ? gather(c, jobs, force) : 1;
-		run_batch(c, jobs, n);
+		n = jobs[0].e.op == HS_J_CREATE ? gather(c, jobs, force, &par) : 1;
+		run_batch(c, jobs, n, par);
 
 		pthread_mutex_lock(&c->flush_lock);
 		for (k = 0; k < n; k++) {

@@ -26,7 +26,7 @@
 static char root[256], hostdir[300], cachedir[300];
 static struct hs_transport *wraps[64];
 static int nwraps;
-static int stall_new, refuse_new;
+static int stall_new, refuse_new, serial_new;
 
 static int dial(void *arg, hs_deadline_t dl, struct hs_transport **ret, char *err,
 		size_t errlen)
@@ -44,6 +44,8 @@ static int dial(void *arg, hs_deadline_t dl, struct hs_transport **ret, char *er
 	CHECK_OK(hs_faulty_wrap(in, &w));
 	if (stall_new)
 		hs_faulty_stall(w, 1);
+	if (serial_new) /* a wire like SFTP's: one call at a time */
+		w->caps &= ~(unsigned)HS_TR_CAP_PIPELINE;
 	CHECK(nwraps < 64);
 	wraps[nwraps++] = w;
 	*ret = w;
@@ -461,18 +463,21 @@ static void test_lost_create_answer(void)
 }
 
 /* Forty new files go up in batches, all in flight at once on one
- * connection (the local wire pipelines, like the agent's).  One name has
- * become a folder on the host (refused), and the connection loses an
- * answer in the middle of a batch: every other file arrives once and
- * whole, no temporary name is left, and only the refused one stays. */
-static void test_batch_of_new_files(void)
+ * connection (the local wire pipelines, like the agent's) or, with
+ * @serial, one after another (as on SFTP).  One name has become a folder
+ * on the host (refused), and the connection loses an answer in the middle
+ * of a batch: every other file arrives once and whole, no temporary name
+ * is left, and only the refused one stays. */
+static void batch_of_new_files(int serial)
 {
-	char name[32], data[32], buf[64], p[512];
+	char name[32], data[32], buf[64], p[1024];
 	int i, lose;
 
 	for (lose = 3; lose <= 23; lose += 10) {
-		struct hs_cache *c = open_cache(60000);
+		struct hs_cache *c;
 
+		serial_new = serial;
+		c = open_cache(60000);
 		for (i = 0; i < 40; i++) {
 			snprintf(name, sizeof(name), "b%d-%02d", lose, i);
 			snprintf(data, sizeof(data), "file %d of %d", i, lose);
@@ -501,9 +506,67 @@ static void test_batch_of_new_files(void)
 		hs_cache_close(c);
 		/* the refused row stays in the journal for the user: the
 		 * next tests start from an empty cache */
-		snprintf(p, sizeof(p), "rm -rf '%s'/*", cachedir);
+		snprintf(p, sizeof(p), "rm -rf '%s'/* '%s'/b*", cachedir, hostdir);
 		CHECK_OK(system(p));
 	}
+}
+
+static void test_batch_of_new_files(void)
+{
+	batch_of_new_files(0);
+	batch_of_new_files(1);
+	serial_new = 0;
+}
+
+/* A new file is renamed while its upload hangs (the row is being sent,
+ * so nothing coalesces), then it goes from the guest: renamed on and
+ * deleted (@chain), or deleted where it is.  With @old_b the name it
+ * replaced holds an older file on the host.  After a restart the upload is
+ * skipped (the file is gone) and the renames find no source: they must
+ * neither fail nor leave the replaced name behind. */
+static void rename_of_unsent(int chain, int old_b)
+{
+	struct hs_cache *c = open_cache_trusting(60000, 3600000);
+	struct stat st;
+	char a[32], b[32], y[32];
+	int i;
+
+	snprintf(a, sizeof(a), "ru%d%d-a", chain, old_b);
+	snprintf(b, sizeof(b), "ru%d%d-b", chain, old_b);
+	snprintf(y, sizeof(y), "ru%d%d-y", chain, old_b);
+	if (old_b) {
+		host_write(b, "older b", 7);
+		CHECK_OK(hs_cache_lookup(c, 1, b, &st, dl()));
+	}
+	hs_cache_release(c, create(c, 1, a, "new a", NULL));
+	for (i = 0; i < nwraps; i++)
+		hs_faulty_stall(wraps[i], 1);
+	stall_new = 1;
+	CHECK(hs_cache_sync(c, hs_deadline_in_ms(300)) < 0);
+	CHECK_OK(hs_cache_rename(c, 1, a, 1, b, 0, dl()));
+	if (chain) {
+		CHECK_OK(hs_cache_rename(c, 1, b, 1, y, 0, dl()));
+		CHECK_OK(hs_cache_unlink(c, 1, y, dl()));
+	} else {
+		CHECK_OK(hs_cache_unlink(c, 1, b, dl()));
+	}
+	hs_cache_close(c); /* the hung upload times out: it stays unsent */
+	stall_new = 0;
+	c = open_cache(60000);
+	CHECK_OK(hs_cache_sync(c, hs_deadline_in_ms(10000)));
+	CHECK(!host_exists(a));
+	CHECK(!host_exists(b));
+	CHECK(!host_exists(y));
+	CHECK_EQ(host_names_with(".hs-tmp."), 0);
+	hs_cache_close(c);
+}
+
+static void test_rename_of_unsent_file(void)
+{
+	rename_of_unsent(0, 0);
+	rename_of_unsent(1, 0);
+	rename_of_unsent(0, 1);
+	rename_of_unsent(1, 1);
 }
 
 static void test_namespace_errors(void)
@@ -704,6 +767,7 @@ int main(void)
 	test_cut_send_is_no_conflict();
 	test_lost_create_answer();
 	test_batch_of_new_files();
+	test_rename_of_unsent_file();
 	test_namespace_errors();
 	test_stall_never_blocks_cached();
 	test_host_notifications();
