@@ -631,7 +631,8 @@ static void dial_fix(const struct doctor *d, int r, char *fix, size_t size)
 			 "check the socket path and that this user may connect to it (permissions of the socket and its folder)");
 	else if (d->kind == HS_TR_AGENT_VSOCK)
 		snprintf(fix, size,
-			 "check the CID and port, and that the VM has a vsock device (vhost-vsock on the host)");
+			 "is hostshare-agent --listen %.200s running on the host (with this guest's CID in its --allow-cid)? check the CID (the host is 2) and port, and that the VM has a vsock device",
+			 spec);
 	else
 		snprintf(fix, size,
 			 "check that the host is up and reachable from the guest (address, firewall, the VM's network)");
