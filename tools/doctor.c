@@ -676,6 +676,50 @@ static void token_fail(struct doctor *d, const char *err)
 	    "%s", err);
 }
 
+/* The transport configuration the mount would use (transport/open.c),
+ * except that the doctor never adds a host key. */
+static void fill_cfg(const struct doctor *d, struct hs_tr_config *cfg)
+{
+	memset(cfg, 0, sizeof(*cfg));
+	cfg->kind = d->kind;
+	cfg->host = d->host;
+	cfg->port = d->port;
+	cfg->user = d->user[0] ? d->user : NULL;
+	cfg->root = d->dir;
+	cfg->identity_files = d->n_identity ? (const char *const *)d->identity :
+					     NULL;
+	cfg->known_hosts = d->known_hosts[0] ? d->known_hosts : NULL;
+	/* never add a key: accept-new is checked as strict */
+	cfg->hostkey_policy = d->policy == HS_HOSTKEY_NO ? HS_HOSTKEY_NO :
+							  HS_HOSTKEY_STRICT;
+	cfg->connect_timeout_ms = d->connect_timeout_ms;
+	cfg->keepalive_s = 0;
+	cfg->use_agent = 1;
+	cfg->token_file = d->token_file[0] ? d->token_file : NULL;
+	cfg->agent_command = d->agent_command[0] ? d->agent_command : NULL;
+	cfg->no_compression = d->no_compression;
+}
+
+/* -o agent failed after the SSH login: is the remote folder there?  Asks
+ * over SFTP on a connection of its own.  1 it is, 0 it is not (@err
+ * says why), -1 cannot tell (no SFTP on the host, a dropped link). */
+static int folder_over_sftp(const struct doctor *d, char *err, size_t errlen)
+{
+	struct hs_tr_config cfg;
+	struct hs_transport *t = NULL;
+	int r;
+
+	fill_cfg(d, &cfg);
+	cfg.kind = HS_TR_SFTP;
+	r = hs_tr_open(&cfg, hs_deadline_in_ms(d->connect_timeout_ms), &t, err,
+		       errlen);
+	if (r == 0) {
+		hs_tr_close(t);
+		return 1;
+	}
+	return strstr(err, "remote folder") ? 0 : -1;
+}
+
 /* Turns the one-line error of hs_tr_open() into the check that failed
  * (the checks before it passed).  0 when it names none of them: then the
  * SSH layer or the agent's handshake itself failed (a timeout, a dropped
@@ -736,7 +780,22 @@ static int classify_open_error(struct doctor *d, const char *err)
 	}
 	add(d, "auth", V_OK, NULL, "logged in as %s", d->user);
 	if (d->kind == HS_TR_AGENT_SSH && !folder) {
+		char ferr[1024];
+		int there = folder_over_sftp(d, ferr, sizeof(ferr));
+
+		if (there == 0) {
+			/* the agent stops at once on a missing --root */
+			add(d, "agent", V_SKIP, NULL,
+			    "not measurable: the remote folder is missing (%s)",
+			    err);
+			add(d, "folder", V_FAIL,
+			    "create the folder on the host, or fix the dir part of the source",
+			    "%s", ferr);
+			return 3;
+		}
 		add(d, "agent", V_FAIL,
+		    there == 1 ?
+		    "install hostshare-agent on the host in the login user's PATH, or name it with -o agent_command= (the remote folder exists: SFTP sees it)" :
 		    "install hostshare-agent on the host in the login user's PATH, or name it with -o agent_command=; it also stops at once when the remote folder does not exist",
 		    "%s", err);
 		return 4;
@@ -974,24 +1033,7 @@ static void link_checks(struct doctor *d)
 	set_value(conn, t_ms);
 	hostkey_na(d);
 
-	memset(&cfg, 0, sizeof(cfg));
-	cfg.kind = d->kind;
-	cfg.host = d->host;
-	cfg.port = d->port;
-	cfg.user = d->user[0] ? d->user : NULL;
-	cfg.root = d->dir;
-	cfg.identity_files = d->n_identity ? (const char *const *)d->identity :
-					     NULL;
-	cfg.known_hosts = d->known_hosts[0] ? d->known_hosts : NULL;
-	/* never add a key: accept-new is checked as strict */
-	cfg.hostkey_policy = d->policy == HS_HOSTKEY_NO ? HS_HOSTKEY_NO :
-							  HS_HOSTKEY_STRICT;
-	cfg.connect_timeout_ms = d->connect_timeout_ms;
-	cfg.keepalive_s = 0;
-	cfg.use_agent = 1;
-	cfg.token_file = d->token_file[0] ? d->token_file : NULL;
-	cfg.agent_command = d->agent_command[0] ? d->agent_command : NULL;
-	cfg.no_compression = d->no_compression;
+	fill_cfg(d, &cfg);
 
 	dl = hs_deadline_in_ms(d->connect_timeout_ms);
 	err[0] = '\0';

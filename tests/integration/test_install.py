@@ -451,6 +451,15 @@ def test_doctor_agent_over_ssh_source(hostshare_only, sshd, test_dir):
     assert "agent_command=" in checks["agent"]["fix"], checks["agent"]
     assert checks["folder"]["verdict"] == "skip"
 
+    # the agent stops at once on a missing folder: that is the folder's
+    # failure (asked over SFTP), not the agent's
+    rep, checks = doctor_json("-p", str(sshd.port), "-o",
+                              base + ",agent_command=" + harness.agent_bin(),
+                              src + "/nonexistent")
+    assert rep["failed"] == ["folder"], rep
+    assert "does not exist" in checks["folder"]["detail"], checks["folder"]
+    assert checks["agent"]["verdict"] == "skip", checks["agent"]
+
 
 @pytest.mark.sftp_only("SSH host keys and identities")
 def test_doctor_source_host_key_and_auth(hostshare_only, sshd, test_dir):
