@@ -1655,8 +1655,8 @@ int hs_doctor_main(int argc, char **argv)
 			snprintf(d.mountpoint, sizeof(d.mountpoint), "%s",
 				 target);
 	} else if (strchr(target, ':')) {
-		/* unix:PATH:DIR with DIR a folder is still a source: stat()
-		 * above sees the whole string, never a bare folder */
+		/* [user@]host:[dir], or an agent source (tcp://, unix:,
+		 * vsock://) */
 		parse_source(&d, target);
 		if (!d.user[0]) {
 			struct passwd *pw = getpwuid(geteuid());
