@@ -9,9 +9,13 @@
  *    "identity_file_1":..., ..., "known_hosts":..., "hostkey_policy":
  *    "yes"|"accept-new"|"no", "connect_timeout_ms":N, "op_timeout_ms":N,
  *    "ro":bool, "uid":N, "oldest_pending_age_ms":N (-1: none),
- *    "earlier_mount_ops":N, "refused":"'path': error; ..."}
+ *    "earlier_mount_ops":N, "refused":"'path': error; ...",
+ *    "kind":"sftp"|"agent-tcp"|"agent-unix"|"agent-vsock"|"agent-ssh",
+ *    "token_file":..., "agent_command":..., "compression":bool}
  * (known_hosts "" = the default ~/.ssh/known_hosts; no identity files =
- * the agent and ~/.ssh defaults).  No secrets are sent: paths only.
+ * the agent and ~/.ssh defaults; for agent-unix "host" is the socket
+ * path, for agent-vsock the CID; token_file "" = none).  No secrets are
+ * sent: paths only, never the token itself.
  *
  * Thread model: a control client thread; reads the options (read-only
  * after start) and the journal facts of hs_cache_journal_info().  Never
@@ -90,6 +94,17 @@ static const char *policy_name(enum hs_tr_hostkey_policy p)
 	}
 }
 
+static const char *kind_name(enum hs_tr_kind k)
+{
+	switch (k) {
+	case HS_TR_AGENT_TCP: return "agent-tcp";
+	case HS_TR_AGENT_UNIX: return "agent-unix";
+	case HS_TR_AGENT_VSOCK: return "agent-vsock";
+	case HS_TR_AGENT_SSH: return "agent-ssh";
+	default: return "sftp";
+	}
+}
+
 void hs_ctl_doctor(struct hs_fs *fs, int fd)
 {
 	const struct hs_opts *o = fs->opts;
@@ -116,6 +131,11 @@ void hs_ctl_doctor(struct hs_fs *fs, int fd)
 	key(&b, "ro");
 	put(&b, o->ro ? "true" : "false", o->ro ? 4 : 5);
 	num(&b, "uid", (int64_t)geteuid());
+	str(&b, "kind", kind_name(o->kind));
+	str(&b, "token_file", o->token_file ? o->token_file : "");
+	str(&b, "agent_command", o->agent_command ? o->agent_command : "");
+	key(&b, "compression");
+	put(&b, o->compression ? "true" : "false", o->compression ? 4 : 5);
 	if (hs_cache_journal_info(fs->cache, &ji) == 0) {
 		num(&b, "oldest_pending_age_ms", ji.oldest_age_ms);
 		num(&b, "earlier_mount_ops", (int64_t)ji.earlier_mount_ops);

@@ -4,24 +4,34 @@
  *
  *   hostsharectl doctor [--json] [--timeout S] [--no-write] MOUNTPOINT
  *   hostsharectl doctor [--json] [--timeout S] [--no-write]
- *                       [-p PORT] [-o OPT,...] [user@]host:[dir]
+ *                       [-p PORT] [-o OPT,...] SOURCE
+ *
+ * SOURCE is any source the mount program takes: [user@]host:[dir] (SSH,
+ * or the agent over ssh with -o agent), tcp://HOST:PORT/dir,
+ * unix:/path.sock:/dir or vsock://CID:PORT/dir (hostshare-agent).
  *
  * For a MOUNTPOINT the daemon's control socket gives the status (link,
  * pending work, last error, cache folder) and, through the "doctor"
  * request (fs/ctl_doctor.c), how the mount reaches its host.  For a SOURCE
  * the settings come from the command line, parsed like the mount
  * program's (-p, -o port=, IdentityFile=, UserKnownHostsFile=,
- * StrictHostKeyChecking=, ConnectTimeout=, cache_dir=; other mount
- * options are accepted and ignored so an fstab line can be pasted).
+ * StrictHostKeyChecking=, ConnectTimeout=, cache_dir=, token_file=,
+ * agent, agent_command=, compression=; other mount options are accepted
+ * and ignored so an fstab line can be pasted).
  *
- * Then the doctor opens a connection of its own (libhs's transport API),
- * so what it measures is the link itself, not the mount's queue:
- *   connect   TCP connect time to host:port
+ * Then the doctor opens a connection of its own (libhs's transport API,
+ * hs_tr_open() with the wire the mount uses), so what it measures is the
+ * link itself, not the mount's queue:
+ *   connect   connect time to what the mount dials: host:port (sshd, or
+ *             the agent's TCP port), the agent's unix socket, or vsock
  *   hostkey   the host key against known_hosts (always checked strictly:
- *             the doctor never adds a key, even with accept-new)
- *   auth      public-key login
+ *             the doctor never adds a key, even with accept-new); not
+ *             applicable (skip) for tcp://, unix: and vsock:// agents
+ *   auth      public-key login (SSH), the agent's token (tcp, unix); not
+ *             applicable for vsock (the agent checks the peer's CID)
+ *   agent     -o agent only: hostshare-agent --stdio runs through ssh
  *   folder    the remote folder exists
- *   rtt       median of 10 SFTP round trips
+ *   rtt       median of 10 round trips
  *   upload / download
  *             throughput of an 8 MiB probe file, written and read back
  *   clock     skew between guest and host clocks, from the mtime the host
@@ -97,7 +107,7 @@ struct check {
 	const char *name;
 	enum verdict v;
 	char detail[512];
-	char fix[256];
+	char fix[512];
 	int has_value;
 	double value; /* the measured number, unit given by the check */
 };
@@ -116,6 +126,11 @@ struct doctor {
 	size_t n_identity;
 	char known_hosts[PATH_MAX];
 	enum hs_tr_hostkey_policy policy;
+	enum hs_tr_kind kind;   /* the wire, as the mount picks it */
+	int agent_flag;         /* -o agent on an ssh source */
+	char token_file[PATH_MAX];
+	char agent_command[PATH_MAX];
+	int no_compression;
 	int connect_timeout_ms;
 	int timeout_ms;
 	int no_write;
@@ -321,6 +336,18 @@ static void from_mount(struct doctor *d)
 	jget(line, "refused", d->refused, sizeof(d->refused));
 	jget(line, "ro", v, sizeof(v));
 	d->ro = !strcmp(v, "true");
+	d->kind = HS_TR_SFTP;
+	if (jget(line, "kind", v, sizeof(v)))
+		d->kind = !strcmp(v, "agent-tcp") ? HS_TR_AGENT_TCP :
+			  !strcmp(v, "agent-unix") ? HS_TR_AGENT_UNIX :
+			  !strcmp(v, "agent-vsock") ? HS_TR_AGENT_VSOCK :
+			  !strcmp(v, "agent-ssh") ? HS_TR_AGENT_SSH :
+						    HS_TR_SFTP;
+	jget(line, "token_file", d->token_file, sizeof(d->token_file));
+	jget(line, "agent_command", d->agent_command,
+	     sizeof(d->agent_command));
+	if (jget(line, "compression", v, sizeof(v)))
+		d->no_compression = !strcmp(v, "false");
 	nid = jget_u64(line, "identity_files");
 	for (i = 1; i <= nid && d->n_identity + 1 < HS_ARRAY_SIZE(d->identity);
 	     i++) {
@@ -331,6 +358,8 @@ static void from_mount(struct doctor *d)
 }
 
 /* ---- SOURCE on the command line ---- */
+
+static const char *home_dir(void);
 
 static void set_opt(struct doctor *d, const char *name, const char *val)
 {
@@ -366,6 +395,16 @@ static void set_opt(struct doctor *d, const char *name, const char *val)
 				    name);
 	} else if (!strcmp(name, "ro")) {
 		d->ro = 1;
+	} else if (!strcmp(name, "token_file") && val) {
+		snprintf(d->token_file, sizeof(d->token_file), "%s%s",
+			 val[0] == '~' && (val[1] == '/' || !val[1]) ?
+			 home_dir() : "", val[0] == '~' ? val + 1 : val);
+	} else if (!strcmp(name, "agent")) {
+		d->agent_flag = 1;
+	} else if (!strcmp(name, "agent_command") && val) {
+		snprintf(d->agent_command, sizeof(d->agent_command), "%s", val);
+	} else if (!strcmp(name, "compression") && val) {
+		d->no_compression = !strcmp(val, "no");
 	}
 	/* every other mount option: accepted and ignored */
 }
@@ -396,9 +435,68 @@ static void parse_o(struct doctor *d, const char *list)
 	}
 }
 
+/* tcp://HOST:PORT/dir, vsock://CID:PORT/dir, unix:/path.sock:/dir (as
+ * fs/opts.c parses them).  0 if @s is none of these. */
+static int parse_agent_source(struct doctor *d, const char *s)
+{
+	const char *host, *end, *port, *dir;
+	char *pend;
+	long n;
+
+	if (!strncmp(s, "unix:", 5)) {
+		host = s + 5;
+		end = strrchr(host, ':');
+		dir = end ? end + 1 : "";
+		if (!end)
+			end = host + strlen(host);
+		if (end == host)
+			usage_error("source '%s' names no socket (expected unix:/path/to.sock:/dir)",
+				    s);
+		d->kind = HS_TR_AGENT_UNIX;
+		d->port = 0;
+	} else if (!strncmp(s, "tcp://", 6) || !strncmp(s, "vsock://", 8)) {
+		d->kind = s[0] == 't' ? HS_TR_AGENT_TCP : HS_TR_AGENT_VSOCK;
+		host = s + (s[0] == 't' ? 6 : 8);
+		if (*host == '[') {
+			end = strchr(host, ']');
+			if (!end || end[1] != ':')
+				goto bad;
+			host++;
+			port = end + 2;
+		} else {
+			end = strchr(host, ':');
+			if (!end)
+				goto bad;
+			port = end + 1;
+		}
+		dir = strchrnul(port, '/');
+		errno = 0;
+		n = strtol(port, &pend, 10);
+		if (end == host || pend != dir || pend == port || errno ||
+		    n < (d->kind == HS_TR_AGENT_VSOCK ? 0 : 1) ||
+		    n > (d->kind == HS_TR_AGENT_VSOCK ? INT32_MAX : 65535))
+			goto bad;
+		d->port = (int)n;
+	} else {
+		return 0;
+	}
+	snprintf(d->source, sizeof(d->source), "%s", s);
+	snprintf(d->host, sizeof(d->host), "%.*s", (int)(end - host), host);
+	snprintf(d->dir, sizeof(d->dir), "%s", dir);
+	return 1;
+bad:
+	usage_error("source '%s' is malformed (expected %s)", s,
+		    s[0] == 't' ? "tcp://HOST:PORT/dir" : "vsock://CID:PORT/dir");
+	return 0;
+}
+
 static void parse_source(struct doctor *d, const char *s)
 {
 	const char *at = NULL, *host, *end, *dir, *p;
+
+	if (parse_agent_source(d, s))
+		return;
+	d->kind = HS_TR_SFTP;
 
 	for (p = s; *p && *p != ':' && *p != '['; p++)
 		if (*p == '@')
@@ -477,9 +575,155 @@ static void source_cache_dir(struct doctor *d)
 
 /* ---- link checks (own connection) ---- */
 
+/* A tcp://, unix: or vsock:// agent: no SSH in between. */
+static int agent_net(const struct doctor *d)
+{
+	return d->kind == HS_TR_AGENT_TCP || d->kind == HS_TR_AGENT_UNIX ||
+	       d->kind == HS_TR_AGENT_VSOCK;
+}
+
+/* Where the doctor dials, for messages: "host:port", the socket path,
+ * "vsock CID:PORT". */
+static void dial_where(const struct doctor *d, char *buf, size_t size)
+{
+	if (d->kind == HS_TR_AGENT_UNIX)
+		snprintf(buf, size, "%s", d->host);
+	else if (d->kind == HS_TR_AGENT_VSOCK)
+		snprintf(buf, size, "vsock %s:%d", d->host, d->port);
+	else
+		hs_dial_hostport(buf, size, d->host, d->port);
+}
+
+/* The --listen argument of an agent that would answer this source. */
+static void listen_spec(const struct doctor *d, char *buf, size_t size)
+{
+	char hp[300];
+
+	hs_dial_hostport(hp, sizeof(hp), d->host, d->port);
+	if (d->kind == HS_TR_AGENT_UNIX)
+		snprintf(buf, size, "unix:%s", d->host);
+	else if (d->kind == HS_TR_AGENT_VSOCK)
+		snprintf(buf, size, "vsock:%d", d->port);
+	else
+		snprintf(buf, size, "tcp:%s", hp);
+}
+
+/* The fix when nothing accepts the connection at all. */
+static void dial_fix(const struct doctor *d, int r, char *fix, size_t size)
+{
+	char spec[PATH_MAX + 16], where[PATH_MAX + 32];
+
+	if (!agent_net(d)) {
+		snprintf(fix, size, "%s", r == -ECONNREFUSED ?
+			 "start sshd on the host, or fix the host and port (-p / -o port=)" :
+			 "check that the host is up and reachable from the guest (address, firewall, the VM's network)");
+		return;
+	}
+	listen_spec(d, spec, sizeof(spec));
+	dial_where(d, where, sizeof(where));
+	if (r == -ECONNREFUSED || r == -ENOENT || r == -ECONNRESET)
+		snprintf(fix, size,
+			 "no hostshare-agent is listening at %.200s: start it on the host (hostshare-agent --root DIR --listen %.200s%s), or fix the address in the source",
+			 where, spec,
+			 d->kind == HS_TR_AGENT_VSOCK ? " --allow-cid <this guest's CID>" : "");
+	else if (d->kind == HS_TR_AGENT_UNIX)
+		snprintf(fix, size,
+			 "check the socket path and that this user may connect to it (permissions of the socket and its folder)");
+	else if (d->kind == HS_TR_AGENT_VSOCK)
+		snprintf(fix, size,
+			 "is hostshare-agent --listen %.200s running on the host (with this guest's CID in its --allow-cid)? check the CID (the host is 2) and port, and that the VM has a vsock device",
+			 spec);
+	else
+		snprintf(fix, size,
+			 "check that the host is up and reachable from the guest (address, firewall, the VM's network)");
+}
+
+/* The fix when the connection is made but the agent does not answer. */
+static void agent_fix(const struct doctor *d, char *fix, size_t size)
+{
+	char spec[PATH_MAX + 16], where[PATH_MAX + 32], buf[1024];
+	size_t n;
+
+	listen_spec(d, spec, sizeof(spec));
+	dial_where(d, where, sizeof(where));
+	snprintf(buf, sizeof(buf),
+		 "hostshare-agent does not answer at %.150s: is it running there (hostshare-agent --listen %.150s)%s? or the link stalls",
+		 where, spec,
+		 d->kind == HS_TR_AGENT_VSOCK ? ", with this guest's CID in its --allow-cid (it drops other peers)" : "");
+	n = strlen(buf);
+	if (n >= size)
+		n = size - 1; /* cut: the fix is one line */
+	memcpy(fix, buf, n);
+	fix[n] = '\0';
+}
+
+/* tcp://, unix:, vsock:// agents have no host key: not applicable. */
+static void hostkey_na(struct doctor *d)
+{
+	if (agent_net(d))
+		add(d, "hostkey", V_SKIP, NULL,
+		    "not applicable: the agent protocol (%s) has no host key",
+		    d->kind == HS_TR_AGENT_TCP ? "tcp://" :
+		    d->kind == HS_TR_AGENT_UNIX ? "unix:" : "vsock://");
+}
+
+static void token_fail(struct doctor *d, const char *err)
+{
+	add(d, "auth", V_FAIL,
+	    d->token_file[0] ?
+	    "the token file must hold the token the agent was started with (the file of hostshare-agent --token-file): copy it, or fix -o token_file=" :
+	    "the agent wants a token: copy its token file (hostshare-agent --token-file) to the guest and name it with -o token_file=",
+	    "%s", err);
+}
+
+/* The transport configuration the mount would use (transport/open.c),
+ * except that the doctor never adds a host key. */
+static void fill_cfg(const struct doctor *d, struct hs_tr_config *cfg)
+{
+	memset(cfg, 0, sizeof(*cfg));
+	cfg->kind = d->kind;
+	cfg->host = d->host;
+	cfg->port = d->port;
+	cfg->user = d->user[0] ? d->user : NULL;
+	cfg->root = d->dir;
+	cfg->identity_files = d->n_identity ? (const char *const *)d->identity :
+					     NULL;
+	cfg->known_hosts = d->known_hosts[0] ? d->known_hosts : NULL;
+	/* never add a key: accept-new is checked as strict */
+	cfg->hostkey_policy = d->policy == HS_HOSTKEY_NO ? HS_HOSTKEY_NO :
+							  HS_HOSTKEY_STRICT;
+	cfg->connect_timeout_ms = d->connect_timeout_ms;
+	cfg->keepalive_s = 0;
+	cfg->use_agent = 1;
+	cfg->token_file = d->token_file[0] ? d->token_file : NULL;
+	cfg->agent_command = d->agent_command[0] ? d->agent_command : NULL;
+	cfg->no_compression = d->no_compression;
+}
+
+/* -o agent failed after the SSH login: is the remote folder there?  Asks
+ * over SFTP on a connection of its own.  1 it is, 0 it is not (@err
+ * says why), -1 cannot tell (no SFTP on the host, a dropped link). */
+static int folder_over_sftp(const struct doctor *d, char *err, size_t errlen)
+{
+	struct hs_tr_config cfg;
+	struct hs_transport *t = NULL;
+	int r;
+
+	fill_cfg(d, &cfg);
+	cfg.kind = HS_TR_SFTP;
+	r = hs_tr_open(&cfg, hs_deadline_in_ms(d->connect_timeout_ms), &t, err,
+		       errlen);
+	if (r == 0) {
+		hs_tr_close(t);
+		return 1;
+	}
+	return strstr(err, "remote folder") ? 0 : -1;
+}
+
 /* Turns the one-line error of hs_tr_open() into the check that failed
  * (the checks before it passed).  0 when it names none of them: then the
- * SSH layer itself failed (handshake timeout, a dropped connection). */
+ * SSH layer or the agent's handshake itself failed (a timeout, a dropped
+ * connection). */
 static int classify_open_error(struct doctor *d, const char *err)
 {
 	int hostkey = strstr(err, "host key") || strstr(err, "known_hosts");
@@ -487,7 +731,29 @@ static int classify_open_error(struct doctor *d, const char *err)
 	int folder = strstr(err, "remote folder") != NULL;
 	const char *kh = d->known_hosts[0] ? d->known_hosts :
 					     "~/.ssh/known_hosts";
+	int agent_stage = d->kind == HS_TR_AGENT_SSH &&
+			  (strstr(err, "agent") || strstr(err, "cannot start '"));
 
+	if (agent_net(d)) {
+		/* hostkey was added as not applicable */
+		if (strstr(err, "token")) {
+			token_fail(d, err);
+			return 2;
+		}
+		if (!folder)
+			return 0;
+		if (d->kind == HS_TR_AGENT_VSOCK)
+			add(d, "auth", V_SKIP, NULL,
+			    "not applicable: a vsock agent checks the peer's CID (--allow-cid), not a token");
+		else
+			add(d, "auth", V_OK, NULL, "%s",
+			    d->token_file[0] ? "the agent accepted the token" :
+					       "the agent asked for no token");
+		add(d, "folder", V_FAIL,
+		    "create the folder below the agent's --root on the host, or fix the dir part of the source",
+		    "%s", err);
+		return 3;
+	}
 	if (hostkey) {
 		int unknown = strstr(err, "is not in known_hosts") != NULL;
 
@@ -503,7 +769,7 @@ static int classify_open_error(struct doctor *d, const char *err)
 		    "%s", err);
 		return 1;
 	}
-	if (!auth && !folder)
+	if (!auth && !folder && !agent_stage)
 		return 0;
 	add(d, "hostkey", V_OK, NULL, "matches %s", kh);
 	if (auth) {
@@ -513,6 +779,30 @@ static int classify_open_error(struct doctor *d, const char *err)
 		return 2;
 	}
 	add(d, "auth", V_OK, NULL, "logged in as %s", d->user);
+	if (d->kind == HS_TR_AGENT_SSH && !folder) {
+		char ferr[1024];
+		int there = folder_over_sftp(d, ferr, sizeof(ferr));
+
+		if (there == 0) {
+			/* the agent stops at once on a missing --root */
+			add(d, "agent", V_SKIP, NULL,
+			    "not measurable: the remote folder is missing (%s)",
+			    err);
+			add(d, "folder", V_FAIL,
+			    "create the folder on the host, or fix the dir part of the source",
+			    "%s", ferr);
+			return 3;
+		}
+		add(d, "agent", V_FAIL,
+		    there == 1 ?
+		    "install hostshare-agent on the host in the login user's PATH, or name it with -o agent_command= (the remote folder exists: SFTP sees it)" :
+		    "install hostshare-agent on the host in the login user's PATH, or name it with -o agent_command=; it also stops at once when the remote folder does not exist",
+		    "%s", err);
+		return 4;
+	}
+	if (d->kind == HS_TR_AGENT_SSH)
+		add(d, "agent", V_OK, NULL, "'%s --stdio' runs on the host",
+		    d->agent_command[0] ? d->agent_command : "hostshare-agent");
 	add(d, "folder", V_FAIL,
 	    "create the folder on the host, or fix the dir part of the source",
 	    "%s", err);
@@ -700,46 +990,50 @@ static void link_checks(struct doctor *d)
 	struct hs_transport *t = NULL;
 	struct hs_statvfs vfs;
 	struct check *conn = NULL;
-	char err[1024], where[300];
+	char err[1024], where[PATH_MAX + 32], fix[600];
 	double rtt[RTT_SAMPLES], t_ms;
 	hs_deadline_t dl;
 	int64_t t0;
 	int fd, r, i, n = 0;
 	const char *skip_why = "no connection";
 
-	hs_dial_hostport(where, sizeof(where), d->host, d->port);
+	/* dial what the mount dials (transport/agent.c, sftp.c) */
+	dial_where(d, where, sizeof(where));
 	dl = hs_deadline_in_ms(d->connect_timeout_ms);
 	t0 = hs_now_ns();
-	fd = hs_dial_tcp(d->host, d->port, dl, err, sizeof(err));
+	if (d->kind == HS_TR_AGENT_UNIX) {
+		fd = hs_dial_unix(d->host, dl, err, sizeof(err));
+	} else if (d->kind == HS_TR_AGENT_VSOCK) {
+		char *end;
+		unsigned long cid = strtoul(d->host, &end, 10);
+
+		if (!d->host[0] || *end || cid > UINT32_MAX) {
+			snprintf(err, sizeof(err), "invalid vsock cid '%s'",
+				 d->host);
+			fd = -EINVAL;
+		} else {
+			fd = hs_dial_vsock((unsigned)cid, (unsigned)d->port, dl,
+					   err, sizeof(err));
+		}
+	} else {
+		fd = hs_dial_tcp(d->host, d->port, dl, err, sizeof(err));
+	}
 	if (fd < 0) {
-		add(d, "connect", V_FAIL,
-		    fd == -ECONNREFUSED ? "start sshd on the host, or fix the host and port (-p / -o port=)" :
-					  "check that the host is up and reachable from the guest (address, firewall, the VM's network)",
-		    "%s", err);
+		dial_fix(d, fd, fix, sizeof(fix));
+		conn = add(d, "connect", V_FAIL, fix, "%s", err);
+		hostkey_na(d);
 		goto skip_all;
 	}
 	t_ms = ms_since(t0);
 	close(fd);
-	/* TCP answered; turned into a failure below if SSH does not */
+	/* the socket answered; turned into a failure below if SSH or the
+	 * agent does not */
 	conn = add(d, "connect", V_OK, NULL, "%s answered in %.1f ms", where,
 		   t_ms);
 	set_value(conn, t_ms);
+	hostkey_na(d);
 
-	memset(&cfg, 0, sizeof(cfg));
-	cfg.kind = HS_TR_SFTP;
-	cfg.host = d->host;
-	cfg.port = d->port;
-	cfg.user = d->user[0] ? d->user : NULL;
-	cfg.root = d->dir;
-	cfg.identity_files = d->n_identity ? (const char *const *)d->identity :
-					     NULL;
-	cfg.known_hosts = d->known_hosts[0] ? d->known_hosts : NULL;
-	/* never add a key: accept-new is checked as strict */
-	cfg.hostkey_policy = d->policy == HS_HOSTKEY_NO ? HS_HOSTKEY_NO :
-							  HS_HOSTKEY_STRICT;
-	cfg.connect_timeout_ms = d->connect_timeout_ms;
-	cfg.keepalive_s = 0;
-	cfg.use_agent = 1;
+	fill_cfg(d, &cfg);
 
 	dl = hs_deadline_in_ms(d->connect_timeout_ms);
 	err[0] = '\0';
@@ -751,12 +1045,31 @@ static void link_checks(struct doctor *d)
 		if (stage == 0 && conn) {
 			conn->v = V_FAIL;
 			snprintf(conn->detail, sizeof(conn->detail),
-				 "TCP answered in %.1f ms, but: %s", t_ms, err);
-			snprintf(conn->fix, sizeof(conn->fix),
-				 "the host accepts TCP but SSH does not answer in time: check sshd on the host, or a stalled link");
-			skip_why = "no SSH session";
+				 "%s answered in %.1f ms, but: %s",
+				 d->kind == HS_TR_AGENT_UNIX ? "the socket" :
+				 d->kind == HS_TR_AGENT_VSOCK ? "vsock" : "TCP",
+				 t_ms, err);
+			if (agent_net(d)) {
+				agent_fix(d, conn->fix, sizeof(conn->fix));
+				skip_why = "no agent session";
+			} else {
+				snprintf(conn->fix, sizeof(conn->fix),
+					 "the host accepts TCP but SSH does not answer in time: check sshd on the host, or a stalled link");
+				skip_why = "no SSH session";
+			}
 		}
 		goto skip_all;
+	}
+	if (agent_net(d)) {
+		if (d->kind == HS_TR_AGENT_VSOCK)
+			add(d, "auth", V_SKIP, NULL,
+			    "not applicable: a vsock agent checks the peer's CID (--allow-cid), not a token");
+		else if (d->token_file[0])
+			add(d, "auth", V_OK, NULL,
+			    "the agent accepted the token in %s", d->token_file);
+		else
+			add(d, "auth", V_OK, NULL, "the agent asked for no token");
+		goto folder_ok;
 	}
 	if (d->policy == HS_HOSTKEY_NO)
 		add(d, "hostkey", V_WARN,
@@ -767,6 +1080,10 @@ static void link_checks(struct doctor *d)
 		    d->known_hosts[0] ? d->known_hosts : "~/.ssh/known_hosts");
 	add(d, "auth", V_OK, NULL, "logged in as %s",
 	    d->user[0] ? d->user : "the local user");
+	if (d->kind == HS_TR_AGENT_SSH)
+		add(d, "agent", V_OK, NULL, "'%s --stdio' runs on the host",
+		    d->agent_command[0] ? d->agent_command : "hostshare-agent");
+folder_ok:
 	add(d, "folder", V_OK, NULL, "'%s' exists",
 	    d->dir[0] ? d->dir : "(login folder)");
 
@@ -806,7 +1123,7 @@ static void link_checks(struct doctor *d)
 	r = hs_tr_statvfs(t, "/", &vfs, dl);
 	if (r == -ENOTSUP || r == -EOPNOTSUPP)
 		add(d, "host_space", V_SKIP, NULL,
-		    "the host's SFTP server does not report free space");
+		    "the host's server does not report free space");
 	else if (r < 0)
 		add(d, "host_space", V_WARN, "check the link", "cannot ask: %s",
 		    strerror(-r));
@@ -818,8 +1135,8 @@ static void link_checks(struct doctor *d)
 	return;
 
 skip_all:
-	for (i = 0; i < 4; i++) {
-		static const char *const names[] = { "hostkey", "auth",
+	for (i = 0; i < 5; i++) {
+		static const char *const names[] = { "hostkey", "auth", "agent",
 						     "folder", "rtt" };
 		size_t k;
 		int seen = 0;
@@ -827,6 +1144,8 @@ skip_all:
 		for (k = 0; k < d->n; k++)
 			if (!strcmp(d->checks[k].name, names[i]))
 				seen = 1;
+		if (!strcmp(names[i], "agent") && d->kind != HS_TR_AGENT_SSH)
+			seen = 1; /* only -o agent has this check */
 		if (!seen)
 			add(d, names[i], V_SKIP, NULL, "%s", skip_why);
 	}
@@ -1230,9 +1549,14 @@ static int report(const struct doctor *d)
 		return failed;
 	}
 	if (d->is_mount)
-		printf("%s: %s (port %d)\n", d->mountpoint, d->source, d->port);
+		printf("%s: %s", d->mountpoint, d->source);
 	else
-		printf("%s (port %d)\n", d->source, d->port);
+		printf("%s", d->source);
+	if (d->kind == HS_TR_SFTP || d->kind == HS_TR_AGENT_SSH)
+		printf(" (port %d%s)\n", d->port,
+		       d->kind == HS_TR_AGENT_SSH ? ", hostshare-agent over ssh" : "");
+	else
+		printf(" (hostshare-agent)\n");
 	for (i = 0; i < d->n; i++) {
 		const struct check *c = &d->checks[i];
 
@@ -1251,9 +1575,12 @@ void hs_doctor_usage(FILE *f)
 {
 	fputs(" hostsharectl doctor [--json] [--timeout SECONDS] [--no-write] MOUNTPOINT\n"
 	      "       hostsharectl doctor [--json] [--timeout SECONDS] [--no-write]\n"
-	      "                           [-p PORT] [-o OPTIONS] [user@]host:[dir]\n"
+	      "                           [-p PORT] [-o OPTIONS] SOURCE\n"
+	      "  SOURCE: [user@]host:[dir] (-o agent: hostshare-agent over ssh),\n"
+	      "          tcp://HOST:PORT/dir, unix:/path.sock:/dir, vsock://CID:PORT/dir\n"
 	      "\n"
-	      "Checks the link to the host, the host key and login, round-trip time,\n"
+	      "Checks the link to the host the way the mount dials it, the host key\n"
+	      "and login (SSH) or the token (agent), round-trip time,\n"
 	      "throughput both ways, clock skew, free space on host and guest, memory,\n"
 	      "hypervisor shared folders on the same path, pending work and errors;\n"
 	      "a verdict and a fix each.  Writes one probe file (.hs-doctor.*) in the\n"
@@ -1273,6 +1600,7 @@ int hs_doctor_main(int argc, char **argv)
 	size_t k;
 
 	d.port = 22;
+	d.kind = HS_TR_SFTP;
 	d.connect_timeout_ms = 10000;
 	d.timeout_ms = 10000;
 	for (i = 1; i < argc; i++) {
@@ -1327,6 +1655,8 @@ int hs_doctor_main(int argc, char **argv)
 			snprintf(d.mountpoint, sizeof(d.mountpoint), "%s",
 				 target);
 	} else if (strchr(target, ':')) {
+		/* [user@]host:[dir], or an agent source (tcp://, unix:,
+		 * vsock://) */
 		parse_source(&d, target);
 		if (!d.user[0]) {
 			struct passwd *pw = getpwuid(geteuid());
@@ -1340,7 +1670,15 @@ int hs_doctor_main(int argc, char **argv)
 	}
 	if (d.connect_timeout_ms <= 0)
 		d.connect_timeout_ms = 10000;
-	if (d.port <= 0)
+	if (!d.is_mount && d.agent_flag) {
+		if (d.kind != HS_TR_SFTP)
+			usage_error("option 'agent' applies to ssh sources only");
+		d.kind = HS_TR_AGENT_SSH;
+	}
+	if (!d.is_mount && d.token_file[0] &&
+	    d.kind != HS_TR_AGENT_TCP && d.kind != HS_TR_AGENT_UNIX)
+		usage_error("option 'token_file' applies to tcp:// and unix: sources only");
+	if (d.port <= 0 && (d.kind == HS_TR_SFTP || d.kind == HS_TR_AGENT_SSH))
 		d.port = 22;
 
 	r = hs_tr_global_init();

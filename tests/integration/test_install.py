@@ -23,7 +23,7 @@ import time
 import pytest
 
 import harness
-from harness import Mount, Sshd, via_proxy
+from harness import Agent, Mount, Sshd, via_proxy
 
 REPO = harness.REPO_ROOT
 MAN_PAGES = ["hostshare.1", "hostsharectl.1", "hostshare-agent.8"]
@@ -60,11 +60,34 @@ def doctor_json(*args, timeout=120):
     return rep, checks
 
 
-# hostsharectl doctor opens an SFTP connection of its own (tools/doctor.c):
-# it has no agent transport yet, so its checks of a mount are about SSH
-DOCTOR_SFTP_ONLY = pytest.mark.sftp_only(
-    "hostsharectl doctor measures the link over SSH/SFTP only (no agent "
-    "transport in tools/doctor.c yet)")
+@pytest.fixture
+def transport(pytestconfig):
+    return pytestconfig.getoption("--transport")
+
+
+def agent_net(transport):
+    """tcp://, unix:, vsock:// agents: no SSH between guest and host."""
+    return transport in ("agent-tcp", "agent-unix", "agent-vsock")
+
+
+def expected_link_checks(transport):
+    """{check: verdict} of a healthy link as the doctor sees it over
+    @transport (tools/doctor.c dials the way the mount does): the agent
+    has no host key (not applicable: skip), its auth is the token; -o
+    agent adds the 'agent' check to the SSH ones."""
+    want = {name: "ok" for name in LINK_CHECKS}
+    if agent_net(transport):
+        want["hostkey"] = "skip"
+        if transport == "agent-vsock":
+            want["auth"] = "skip"
+    if transport == "agent-ssh":
+        want["agent"] = "ok"
+    return want
+
+
+def server_fix_word(transport):
+    """What the fix of a failed connect names: the host's server."""
+    return "hostshare-agent" if agent_net(transport) else "sshd"
 
 
 def meson_prefix(build):
@@ -178,12 +201,11 @@ def test_version_names_the_libraries(hostshare_only):
 
 # ------------------------------------------------------------------- doctor
 
-@DOCTOR_SFTP_ONLY
 @pytest.mark.timeout(180)
-def test_doctor_healthy_mount(hostshare_only, mount_factory, timing):
-    """Against a working mount every link check is ok, nothing fails, the
-    probe file is gone afterwards, and the text output has one line per
-    check."""
+def test_doctor_healthy_mount(hostshare_only, mount_factory, timing, transport):
+    """Against a working mount every link check is ok (the host key is not
+    applicable to a tcp/unix agent), nothing fails, the probe file is gone
+    afterwards, and the text output has one line per check."""
     mnt = mount_factory(options=["attr_timeout=1"])
     with open(mnt.guest("f"), "w") as f:
         f.write("hello\n")
@@ -200,9 +222,17 @@ def test_doctor_healthy_mount(hostshare_only, mount_factory, timing):
     rep, checks = doctor_json(mnt.path)
     took = time.monotonic() - t0
     assert rep["ok"], rep
-    for name in ["link"] + LINK_CHECKS + ["journal", "errors",
-                                          "shared_folders"]:
-        assert checks[name]["verdict"] == "ok", checks[name]
+    want = expected_link_checks(transport)
+    for name in ["link", "journal", "errors", "shared_folders"]:
+        want[name] = "ok"
+    for name, verdict in want.items():
+        assert checks[name]["verdict"] == verdict, checks[name]
+    if agent_net(transport):
+        assert checks["hostkey"]["detail"].startswith("not applicable"), \
+            checks["hostkey"]
+        assert "token" in checks["auth"]["detail"], checks["auth"]
+    if transport == "sftp":
+        assert "agent" not in checks, checks["agent"]
     # the machine's own state may warn, never fail
     for name in ("cache_space", "memory", "swap"):
         assert checks[name]["verdict"] in ("ok", "warn"), checks[name]
@@ -233,10 +263,9 @@ def test_doctor_healthy_mount(hostshare_only, mount_factory, timing):
 
 
 
-@DOCTOR_SFTP_ONLY
 @pytest.mark.timeout(180)
 def test_doctor_stalled_link(hostshare_only, make_proxy, host_server, test_dir,
-                             mount_factory, timing):
+                             mount_factory, timing, transport):
     """A link that stalls (the proxy holds the sockets and moves nothing):
     the doctor names the failing check within its deadlines, and the
     mount itself keeps answering."""
@@ -254,8 +283,16 @@ def test_doctor_stalled_link(hostshare_only, make_proxy, host_server, test_dir,
         timing("doctor on a stalled link", took, "s")
         assert not rep["ok"]
         assert "connect" in rep["failed"], rep
-        assert "SSH" in checks["connect"]["fix"] or "stall" in checks["connect"]["fix"]
-        for name in ("hostkey", "auth", "rtt", "upload", "host_space"):
+        fix = checks["connect"]["fix"]
+        if agent_net(transport):
+            assert "hostshare-agent" in fix and "stall" in fix, fix
+            assert "sshd" not in fix and "SSH" not in fix, fix
+        else:
+            assert "SSH" in fix or "stall" in fix, fix
+        names = ["hostkey", "auth", "rtt", "upload", "host_space"]
+        if transport == "agent-ssh":
+            names.append("agent")
+        for name in names:
             assert checks[name]["verdict"] == "skip", checks[name]
         # local checks still ran
         assert checks["memory"]["verdict"] in ("ok", "warn")
@@ -273,12 +310,14 @@ def test_doctor_stalled_link(hostshare_only, make_proxy, host_server, test_dir,
         proxy.stop()
 
 
-@DOCTOR_SFTP_ONLY
 @pytest.mark.timeout(180)
-def test_doctor_host_gone(hostshare_only, make_proxy, host_server, test_dir, mount_factory):
-    """The host's SSH port goes away under a mount (every connection
-    closed, new ones refused): connect fails as refused, link fails once
-    the mount noticed, and the journal shows the work waiting for it."""
+def test_doctor_host_gone(hostshare_only, make_proxy, host_server, test_dir,
+                          mount_factory, transport):
+    """What the mount dials (the host's SSH port, the agent's port or
+    socket) goes away under a mount (every connection closed, new ones
+    refused): connect fails as refused (a unix socket: gone), its fix
+    names the server to start, link fails once the mount noticed, and the
+    journal shows the work waiting for it."""
     proxy = make_proxy()
     try:
         mnt = mount_factory(**via_proxy(proxy, host_server, test_dir,
@@ -295,8 +334,10 @@ def test_doctor_host_gone(hostshare_only, make_proxy, host_server, test_dir, mou
             time.sleep(0.3)
         rep, checks = doctor_json(mnt.path, timeout=60)
         assert "connect" in rep["failed"], rep
-        assert "refused" in checks["connect"]["detail"], checks["connect"]
-        assert "sshd" in checks["connect"]["fix"]
+        gone = "no such file" if transport == "agent-unix" else "refused"
+        assert gone in checks["connect"]["detail"], checks["connect"]
+        assert server_fix_word(transport) in checks["connect"]["fix"], \
+            checks["connect"]
         assert "link" in rep["failed"], checks["link"]
         pending = mnt.status()["pending_ops"]
         assert pending >= 1
@@ -325,6 +366,99 @@ def test_doctor_sshd_stopped_source(hostshare_only, test_dir):
     rep, checks = doctor_json("-p", str(port), "-o", opts, src)
     assert rep["failed"] == ["connect"], rep
     assert "refused" in checks["connect"]["detail"]
+
+
+@pytest.mark.parametrize("listen", ["tcp", "unix"])
+@pytest.mark.timeout(120)
+def test_doctor_agent_source(hostshare_only, test_dir, listen):
+    """Doctor of an agent SOURCE (not mounted, an agent of its own; the
+    same on every --transport): the right token passes with the host key
+    not applicable; a wrong token fails auth, one line, with a fix about
+    the token file; with no agent listening, connect fails with a fix that
+    names hostshare-agent and where it should listen, never sshd."""
+    root = os.path.join(test_dir, "root")
+    os.makedirs(os.path.join(root, "share"))
+    agent = Agent(os.path.join(test_dir, "agent"), root, listen=listen).start()
+    src = agent.source(os.path.join(root, "share"))
+    cache = "cache_dir=" + os.path.join(test_dir, "cache")
+    wrong = os.path.join(test_dir, "wrong.token")
+    with open(wrong, "w") as f:
+        f.write("not-the-token\n")
+    try:
+        rep, checks = doctor_json("-o", cache + ",token_file=" + agent.token_file,
+                                  src)
+        assert rep["ok"], rep
+        assert checks["hostkey"]["verdict"] == "skip"
+        assert checks["hostkey"]["detail"].startswith("not applicable"), checks
+        assert checks["auth"]["verdict"] == "ok", checks["auth"]
+        assert not glob.glob(os.path.join(root, "share", ".hs-doctor.*"))
+
+        rep, checks = doctor_json("-o", cache + ",token_file=" + wrong, src)
+        assert rep["failed"] == ["auth"], rep
+        assert checks["auth"]["detail"] == "the agent refused the token", checks
+        assert "token" in checks["auth"]["fix"], checks["auth"]
+        assert checks["connect"]["verdict"] == "ok"
+        cp = ctl("doctor", "-o", cache + ",token_file=" + wrong, src)
+        assert cp.returncode == 1
+        assert re.search(r"^FAIL  auth +the agent refused the token\n +fix: .*token",
+                         cp.stdout, re.M), cp.stdout
+    finally:
+        agent.stop()
+
+    rep, checks = doctor_json("-o", cache + ",token_file=" + agent.token_file,
+                              src)
+    assert rep["failed"] == ["connect"], rep
+    c = checks["connect"]
+    # a stopped agent may leave its socket file: refused, else gone
+    assert "refused" in c["detail"] or (
+        listen == "unix" and "no such file" in c["detail"]), c
+    assert "no hostshare-agent is listening at" in c["fix"], c
+    assert "--listen " + agent._spec() in c["fix"], c
+    assert "sshd" not in c["fix"] and "ssh" not in c["detail"], c
+    for name in ("hostkey", "auth", "folder", "rtt", "upload"):
+        assert checks[name]["verdict"] == "skip", checks[name]
+    cp = ctl("doctor", "-o", cache + ",token_file=" + agent.token_file, src)
+    assert cp.returncode == 1
+    assert re.search(r"^FAIL  connect +cannot connect to .*\n +fix: no hostshare-agent",
+                     cp.stdout, re.M), cp.stdout
+
+
+@pytest.mark.timeout(120)
+def test_doctor_agent_over_ssh_source(hostshare_only, sshd, test_dir):
+    """Doctor of an ssh SOURCE with -o agent (the same on every
+    --transport): the SSH checks stay and 'agent' says whether
+    hostshare-agent --stdio runs on the host; a missing agent program
+    fails 'agent' (host key and login ok), with a fix naming
+    agent_command=."""
+    host = sshd.host_dir(os.path.basename(test_dir))
+    src = sshd.source(host)
+    base = "cache_dir=%s,IdentityFile=%s,UserKnownHostsFile=%s,agent" % (
+        os.path.join(test_dir, "cache"), sshd.key, sshd.known_hosts)
+    rep, checks = doctor_json("-p", str(sshd.port), "-o",
+                              base + ",agent_command=" + harness.agent_bin(), src)
+    assert rep["ok"], rep
+    for name in ("connect", "hostkey", "auth", "agent", "folder", "rtt",
+                 "upload"):
+        assert checks[name]["verdict"] == "ok", checks[name]
+    assert not glob.glob(os.path.join(host, ".hs-doctor.*"))
+
+    rep, checks = doctor_json("-p", str(sshd.port), "-o",
+                              base + ",agent_command=/nonexistent/hostshare-agent",
+                              src)
+    assert rep["failed"] == ["agent"], rep
+    assert checks["hostkey"]["verdict"] == "ok"
+    assert checks["auth"]["verdict"] == "ok"
+    assert "agent_command=" in checks["agent"]["fix"], checks["agent"]
+    assert checks["folder"]["verdict"] == "skip"
+
+    # the agent stops at once on a missing folder: that is the folder's
+    # failure (asked over SFTP), not the agent's
+    rep, checks = doctor_json("-p", str(sshd.port), "-o",
+                              base + ",agent_command=" + harness.agent_bin(),
+                              src + "/nonexistent")
+    assert rep["failed"] == ["folder"], rep
+    assert "does not exist" in checks["folder"]["detail"], checks["folder"]
+    assert checks["agent"]["verdict"] == "skip", checks["agent"]
 
 
 @pytest.mark.sftp_only("SSH host keys and identities")
@@ -372,7 +506,6 @@ def test_doctor_source_host_key_and_auth(hostshare_only, sshd, test_dir):
     assert cp.returncode == 1 and "does not exist" in cp.stderr, cp.stderr
 
 
-@DOCTOR_SFTP_ONLY
 @pytest.mark.timeout(180)
 def test_doctor_nested_shared_folder(hostshare_only, sshd, test_dir,
                                      mount_factory):
