@@ -47,7 +47,8 @@ static int dial(void *arg, hs_deadline_t dl, struct hs_transport **ret, char *er
 	if (serial_new) /* a wire like SFTP's: one call at a time */
 		w->caps &= ~(unsigned)HS_TR_CAP_PIPELINE;
 	CHECK(nwraps < 64);
-	wraps[nwraps++] = w;
+	wraps[nwraps] = w;
+	__atomic_store_n(&nwraps, nwraps + 1, __ATOMIC_RELEASE);
 	*ret = w;
 	return 0;
 }
@@ -60,6 +61,18 @@ static long count(const char *slot)
 	for (i = 0; i < nwraps; i++)
 		n += hs_faulty_count(wraps[i], slot);
 	return n;
+}
+
+/* Waits until the cache has dialed @n connections (the fetch one at open,
+ * the flush ones right after, from the link thread), so faults set on
+ * every wrapper reach them all. */
+static void wait_connections(int n)
+{
+	int i;
+
+	for (i = 0; i < 500 && __atomic_load_n(&nwraps, __ATOMIC_ACQUIRE) < n; i++)
+		usleep(10000);
+	CHECK(__atomic_load_n(&nwraps, __ATOMIC_ACQUIRE) >= n);
 }
 
 /* What the cache reported through on_host_change: "C:parent/name;"
@@ -430,6 +443,7 @@ static void lost_create(int lose, int rename)
 	snprintf(name, sizeof(name), "lost%d-%d", lose, rename);
 	snprintf(to, sizeof(to), "%s-moved", name);
 	hs_cache_release(c, create(c, 1, name, "new file", NULL));
+	wait_connections(2);
 	for (i = 0; i < nwraps; i++) /* (the broken one goes: not used after) */
 		hs_faulty_lose_answer_after(wraps[i], lose, 0);
 	refuse_new = 1; /* nothing is sent again until the guest's change */
@@ -485,6 +499,7 @@ static void batch_of_new_files(int serial)
 		}
 		snprintf(p, sizeof(p), "%s/b%d-17", hostdir, lose);
 		CHECK_OK(mkdir(p, 0755) < 0 ? -errno : 0);
+		wait_connections(2);
 		for (i = 0; i < nwraps; i++)
 			hs_faulty_lose_answer_after(wraps[i], lose, 0);
 		CHECK_EQ(hs_cache_sync(c, hs_deadline_in_ms(10000)), -EIO);
