@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: MIT
 """Smoke test of tools/bench: one tiny round over every system; every
 workload x system row of medians.csv must hold positive times (no failed
-cell), and the chart must be well-formed SVG."""
+cell; fuse-null, FUSE's own floor, runs the write workloads' return times
+only), and the chart must be well-formed SVG."""
 
 import csv
 import os
@@ -39,6 +40,13 @@ def test_bench_quick(test_dir):
         rows = list(csv.DictReader(f))
     got = {(r["workload"], r["system"]): r for r in rows}
     for w in WORKLOADS:
+        r = got.get((w, "fuse-null"))
+        assert r is not None, "no row for %s on fuse-null:\n%s" % (w, log[-3000:])
+        if w in ("copy-1g", "tree"):
+            assert not r["error"] and float(r["returns_s"]) > 0, r
+            assert not r["on_host_s"], r   # nothing reaches a host
+        else:
+            assert r["error"] == "n/a", r
         for s in SYSTEMS:
             r = got.get((w, s))
             assert r is not None, "no row for %s on %s:\n%s" % (w, s, log[-3000:])
@@ -52,7 +60,7 @@ def test_bench_quick(test_dir):
                 # namespace: at least the data written
                 assert float(r["wire_mb"]) > 0, r
     with open(os.path.join(out, "results.csv")) as f:
-        assert len(list(csv.DictReader(f))) == len(WORKLOADS) * len(SYSTEMS)
+        assert len(list(csv.DictReader(f))) == len(WORKLOADS) * (len(SYSTEMS) + 1)
 
     root = ET.parse(os.path.join(out, "bench.svg")).getroot()
     assert root.tag == "{http://www.w3.org/2000/svg}svg"
