@@ -239,14 +239,18 @@ int hs_journal_renamed(struct hs_cache *c, uint64_t ino, const char *to,
 {
 	/* a CREATE that had replaced a name, or was sent before (its answer
 	 * may have been lost after the host made the name), leaves the
-	 * removal of that name in its place */
+	 * removal of that name in its place; so does a RENAME of it left
+	 * from a rename made while the CREATE was being sent (the CREATE
+	 * could not move then; now it moves past the RENAME, which would
+	 * find no source) */
 	static const char conv[] =
-		"UPDATE journal SET op=5, ino=0, path2=NULL, flags=0"
-		" WHERE ino=? AND state=0 AND op IN (2,8) AND (flags & 9)";
+		"UPDATE journal SET op=5, ino=0, path=CASE op WHEN 7 THEN path2"
+		" ELSE path END, path2=NULL, flags=0"
+		" WHERE ino=? AND state=0 AND op IN (2,7,8) AND (flags & 9)";
 	static const char get[] = "SELECT op, path2, mode FROM journal WHERE ino=?"
 				  " AND state=0 AND op IN (2,8) ORDER BY seq LIMIT 1";
 	static const char del[] = "DELETE FROM journal WHERE ino=? AND state=0"
-				  " AND op IN (2,3,4,8)";
+				  " AND op IN (2,3,4,7,8)";
 	struct hs_jentry e;
 	sqlite3_stmt *st;
 	int r, rc, n;

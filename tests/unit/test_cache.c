@@ -584,6 +584,52 @@ static void test_rename_of_unsent_file(void)
 	rename_of_unsent(1, 1);
 }
 
+/* A new file is renamed (over an older file, with @old_b) while its
+ * upload is being sent, the upload then fails with the link, and the
+ * file is renamed again: the upload now moves to the last name and the
+ * first rename must go with it (it would find no source on the host), the
+ * name it replaced still removed. */
+static void rename_during_upload(int old_b)
+{
+	struct hs_cache *c = open_cache_trusting(60000, 3600000);
+	struct stat st;
+	char a[32], b[32], z[32], buf[32];
+	int i;
+
+	snprintf(a, sizeof(a), "rd%d-a", old_b);
+	snprintf(b, sizeof(b), "rd%d-b", old_b);
+	snprintf(z, sizeof(z), "rd%d-z", old_b);
+	if (old_b) {
+		host_write(b, "older b", 7);
+		CHECK_OK(hs_cache_lookup(c, 1, b, &st, dl()));
+	}
+	hs_cache_release(c, create(c, 1, a, "new a", NULL));
+	wait_connections(2);
+	for (i = 0; i < nwraps; i++)
+		hs_faulty_stall(wraps[i], 1);
+	refuse_new = 1;
+	CHECK(hs_cache_sync(c, hs_deadline_in_ms(300)) < 0);
+	CHECK_OK(hs_cache_rename(c, 1, a, 1, b, 0, dl()));
+	/* the hung upload times out (op_timeout 2 s): back to waiting, and
+	 * no new connection comes */
+	usleep(2600000);
+	CHECK_OK(hs_cache_rename(c, 1, b, 1, z, 0, dl()));
+	refuse_new = 0;
+	CHECK_OK(hs_cache_sync(c, hs_deadline_in_ms(10000)));
+	CHECK(!host_exists(a));
+	CHECK(!host_exists(b));
+	CHECK_EQ(host_read(z, buf, sizeof(buf)), 5);
+	CHECK(!memcmp(buf, "new a", 5));
+	CHECK_EQ(host_names_with(".hs-tmp."), 0);
+	hs_cache_close(c);
+}
+
+static void test_rename_during_upload(void)
+{
+	rename_during_upload(0);
+	rename_during_upload(1);
+}
+
 static void test_namespace_errors(void)
 {
 	struct hs_cache *c = open_cache(0);
@@ -783,6 +829,7 @@ int main(void)
 	test_lost_create_answer();
 	test_batch_of_new_files();
 	test_rename_of_unsent_file();
+	test_rename_during_upload();
 	test_namespace_errors();
 	test_stall_never_blocks_cached();
 	test_host_notifications();
