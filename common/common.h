@@ -98,6 +98,21 @@ static inline void hs_cond_init_monotonic(pthread_cond_t *cv)
 	pthread_condattr_destroy(&ca);
 }
 
+/* Moves *@iov / *@cnt past @n bytes a writev() took. */
+#include <sys/uio.h>
+static inline void hs_iov_advance(struct iovec **iov, int *cnt, size_t n)
+{
+	while (*cnt && n >= (*iov)->iov_len) {
+		n -= (*iov)->iov_len;
+		(*iov)++;
+		(*cnt)--;
+	}
+	if (*cnt) {
+		(*iov)->iov_base = (uint8_t *)(*iov)->iov_base + n;
+		(*iov)->iov_len -= n;
+	}
+}
+
 enum hs_log_level {
 	HS_LOG_ERR = 3,
 	HS_LOG_WARNING = 4,

@@ -101,18 +101,23 @@ static void stamp(struct stat *st, int m, int c)
 		st->st_ctim = now;
 }
 
-/* Replies with an entry for @n (lock held); counts the lookup. */
+/* The entry of @n (lock held); counts the lookup the reply gives. */
+static void fill_entry(struct node *n, struct fuse_entry_param *e)
+{
+	memset(e, 0, sizeof(*e));
+	n->lookups++;
+	e->ino = ino_of(n);
+	e->attr = n->st;
+	e->attr.st_ino = e->ino;
+	e->attr_timeout = TTL;
+	e->entry_timeout = TTL;
+}
+
 static void reply_entry(fuse_req_t req, struct node *n)
 {
 	struct fuse_entry_param e;
 
-	memset(&e, 0, sizeof(e));
-	n->lookups++;
-	e.ino = ino_of(n);
-	e.attr = n->st;
-	e.attr.st_ino = e.ino;
-	e.attr_timeout = TTL;
-	e.entry_timeout = TTL;
+	fill_entry(n, &e);
 	fuse_reply_entry(req, &e);
 }
 
@@ -257,12 +262,7 @@ static void make(fuse_req_t req, fuse_ino_t parent, const char *name,
 	if (fi) {
 		struct fuse_entry_param e;
 
-		memset(&e, 0, sizeof(e));
-		n->lookups++;
-		e.ino = ino_of(n);
-		e.attr = n->st;
-		e.attr.st_ino = e.ino;
-		e.attr_timeout = e.entry_timeout = TTL;
+		fill_entry(n, &e);
 		fi->fh = 0;
 		fuse_reply_create(req, &e, fi);
 	} else {
@@ -468,16 +468,13 @@ static void nf_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size,
 
 		if (i < off)
 			continue;
-		memset(&e, 0, sizeof(e));
-		e.ino = ino_of(n);
-		e.attr = n->st;
-		e.attr.st_ino = e.ino;
-		e.attr_timeout = e.entry_timeout = TTL;
+		fill_entry(n, &e);
 		k = fuse_add_direntry_plus(req, buf + used, size - used, n->name,
 					   &e, i + 1);
-		if (k > size - used)
+		if (k > size - used) {
+			n->lookups--; /* not given: no room */
 			break;
-		n->lookups++;
+		}
 		used += k;
 	}
 	pthread_mutex_unlock(&lock);

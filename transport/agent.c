@@ -165,15 +165,7 @@ static int write_full(struct agent_tr *s, struct iovec *iov, int cnt,
 			continue;
 		}
 		*ret_started = 1;
-		while (cnt && (size_t)r >= iov->iov_len) {
-			r -= (ssize_t)iov->iov_len;
-			iov++;
-			cnt--;
-		}
-		if (cnt) {
-			iov->iov_base = (uint8_t *)iov->iov_base + r;
-			iov->iov_len -= (size_t)r;
-		}
+		hs_iov_advance(&iov, &cnt, (size_t)r);
 	}
 	return 0;
 }

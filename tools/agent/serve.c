@@ -110,15 +110,7 @@ static int write_full(int fd, struct iovec *iov, int cnt)
 			continue;
 		if (r < 0)
 			return -errno;
-		while (cnt && (size_t)r >= iov->iov_len) {
-			r -= (ssize_t)iov->iov_len;
-			iov++;
-			cnt--;
-		}
-		if (cnt) {
-			iov->iov_base = (uint8_t *)iov->iov_base + r;
-			iov->iov_len -= (size_t)r;
-		}
+		hs_iov_advance(&iov, &cnt, (size_t)r);
 	}
 	return 0;
 }
@@ -189,15 +181,7 @@ static int write_by(int fd, struct iovec *iov, int cnt, hs_deadline_t dl)
 			poll(&pfd, 1, HS_MIN(hs_deadline_ms_left(dl), 100));
 			continue;
 		}
-		while (cnt && (size_t)r >= iov->iov_len) {
-			r -= (ssize_t)iov->iov_len;
-			iov++;
-			cnt--;
-		}
-		if (cnt) {
-			iov->iov_base = (uint8_t *)iov->iov_base + r;
-			iov->iov_len -= (size_t)r;
-		}
+		hs_iov_advance(&iov, &cnt, (size_t)r);
 	}
 	return 0;
 }
