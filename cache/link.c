@@ -215,6 +215,11 @@ static void *link_thread(void *arg)
 			int r;
 
 			now = hs_now_ns();
+			/* a wire that pipelines sends every batch on the first
+			 * flush connection: the others would stay idle */
+			if (i > HS_SLOT_FLUSH && l->s[HS_SLOT_FETCH].t &&
+			    (l->s[HS_SLOT_FETCH].t->caps & HS_TR_CAP_PIPELINE))
+				continue;
 			if (!s->t && now >= s->next_try) {
 				pthread_mutex_unlock(&l->lock);
 				err[0] = 0;

@@ -587,7 +587,7 @@ static void init_defaults(struct hs_opts *o)
 	o->attr_timeout_ms = 20000;
 	o->attr_timeout_s = 20.0;
 	o->writeback_delay_ms = 500;
-	o->flush_connections = 1;
+	o->flush_connections = 4;
 	o->fsync_mode = HS_FSYNC_LOCAL;
 	o->allow_offline = 1;
 	o->idmap_user = 1;
@@ -859,7 +859,7 @@ void hs_opts_print_help(FILE *f)
 "  cache_size=SIZE          most the cached data may take, e.g. 20G; clean\n"
 "                           data is dropped to stay below (0: no limit)\n"
 "  flush_connections=N      SSH connections that send new files in\n"
-"                           parallel; more helps on a link with latency (1)\n"
+"                           parallel; more helps on a link with latency (4)\n"
 "  fsync=local|host         fsync waits for the guest disk or the host (local)\n"
 "  idmap=user|none          show the login user's files as yours (user)\n"
 "  uid=N, gid=N             idmap=user: the local owner to show;\n"
