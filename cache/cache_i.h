@@ -108,9 +108,10 @@ enum hs_slot {
 	HS_NSLOTS = 1 + HS_FLUSH_CONNECTIONS_MAX,
 };
 
-/* Consecutive new files the flusher takes as one batch (flusher.c): sent
- * all at once where the wire pipelines (HS_TR_CAP_PIPELINE), else one per
- * flush connection at a time. */
+/* Consecutive independent rows (new files and folders, or attribute
+ * changes) the flusher takes as one batch (flusher.c): sent all at once
+ * where the wire pipelines (HS_TR_CAP_PIPELINE), else one per flush
+ * connection at a time. */
 #define HS_FLUSH_BATCH_MAX 16
 struct flush_job;
 

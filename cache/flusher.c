@@ -31,8 +31,9 @@
  * (EACCES, ENOSPC, ...) marks the row FAILED with the reason, logs it once
  * and goes on; the guest keeps its data.
  *
- * Batches: up to HS_FLUSH_BATCH_MAX consecutive new files go up as one
- * batch (gather()): all at once on one connection where the wire
+ * Batches: up to HS_FLUSH_BATCH_MAX consecutive rows that do not depend
+ * on each other (new files and folders, or attribute changes; joins())
+ * go up as one batch: all at once on one connection where the wire
  * pipelines (the agent), else one per flush connection at a time; their
  * claims and their outcomes are each committed once for the batch
  * (run_batch()).
@@ -1179,13 +1180,45 @@ static void send_batch(struct hs_cache *c, struct flush_job *jobs, int n,
 	pthread_mutex_unlock(&c->pool_lock);
 }
 
-/* Extends @jobs[0] (a CREATE) with the CREATE rows right after it, while
- * they are ready and name distinct paths: consecutive new files are
- * independent of each other (their folders exist: every older row is
- * done), so they go up as one batch.  Where the wire pipelines they are
- * all in flight at once on @jobs[0]'s connection; else one per flush
- * connection at a time, in turn.  Returns the number of jobs; *@par: how
- * many to send at once. */
+/* May row @e join the batch @jobs[0..n)?  The rows of a batch are sent
+ * at once, so none may depend on another: new files and folders (none
+ * below a folder the batch makes), or attribute changes (a tree copy sets
+ * its folders' times after filling them), each of its own path.  All
+ * older rows are done, so a batch never overtakes what it depends on. */
+static int joins(const struct flush_job *jobs, int n, const struct hs_jentry *e)
+{
+	int k;
+
+	if (!e->path || e->state != HS_JS_PENDING)
+		return 0;
+	if (jobs[0].e.op == HS_J_SETATTR ? e->op != HS_J_SETATTR :
+	    e->op != HS_J_CREATE && e->op != HS_J_MKDIR)
+		return 0;
+	for (k = 0; k < n; k++) {
+		const char *o = jobs[k].e.path;
+		size_t len = strlen(o);
+
+		if (!strcmp(o, e->path))
+			return 0;
+		if (jobs[k].e.op == HS_J_MKDIR && !strncmp(o, e->path, len) &&
+		    e->path[len] == '/')
+			return 0;
+	}
+	return 1;
+}
+
+/* Whether a batch may start with @e. */
+static int starts_batch(const struct hs_jentry *e)
+{
+	return e->path && (e->op == HS_J_CREATE || e->op == HS_J_MKDIR ||
+			   e->op == HS_J_SETATTR);
+}
+
+/* Extends @jobs[0] with the rows right after it that may join it (see
+ * joins()) while they are ready: where the wire pipelines they are all in
+ * flight at once on @jobs[0]'s connection; else one per flush connection
+ * at a time, in turn.  Returns the number of jobs; *@par: how many to
+ * send at once. */
 static int gather(struct hs_cache *c, struct flush_job *jobs, int force,
 		  int *par)
 {
@@ -1193,7 +1226,7 @@ static int gather(struct hs_cache *c, struct flush_job *jobs, int force,
 	int conns = HS_MAX(1, HS_MIN(c->cfg.flush_connections,
 				     HS_FLUSH_CONNECTIONS_MAX));
 	int64_t after = jobs[0].e.seq;
-	int n = 1, k, dup;
+	int n = 1;
 
 	while (n < HS_FLUSH_BATCH_MAX) {
 		struct hs_jentry e;
@@ -1204,10 +1237,7 @@ static int gather(struct hs_cache *c, struct flush_job *jobs, int force,
 		pthread_mutex_unlock(&c->db_lock);
 		if (r < 0)
 			break;
-		for (dup = 0, k = 0; k < n && e.op == HS_J_CREATE; k++)
-			if (!strcmp(jobs[k].e.path, e.path))
-				dup = 1;
-		if (e.op != HS_J_CREATE || dup || e.state != HS_JS_PENDING ||
+		if (!joins(jobs, n, &e) ||
 		    (!force && ready_at(c, &e) > hs_now_ns()) ||
 		    hs_link_get(c->link, pipe ? HS_SLOT_FLUSH :
 				HS_SLOT_FLUSH + n % conns,
@@ -1332,7 +1362,7 @@ static void *flusher_thread(void *arg)
 			wait_until(c, hs_now_ns() + HS_NSEC_PER_SEC);
 			continue;
 		}
-		n = jobs[0].e.op == HS_J_CREATE ? gather(c, jobs, force, &par) : 1;
+		n = starts_batch(&jobs[0].e) ? gather(c, jobs, force, &par) : 1;
 		run_batch(c, jobs, n, par);
 
 		pthread_mutex_lock(&c->flush_lock);

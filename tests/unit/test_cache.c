@@ -497,6 +497,25 @@ static void batch_of_new_files(int serial)
 			snprintf(data, sizeof(data), "file %d of %d", i, lose);
 			hs_cache_release(c, create(c, 1, name, data, NULL));
 		}
+		/* folders, each with a file and a folder in it, then their
+		 * modes (a tree copy): in batches, never below a folder
+		 * the same batch makes */
+		for (i = 0; i < 6; i++) {
+			struct stat st;
+			uint64_t d, sub;
+
+			snprintf(name, sizeof(name), "bd%d-%d", lose, i);
+			CHECK_OK(hs_cache_mkdir(c, 1, name, 0755, &st, dl()));
+			d = st.st_ino;
+			hs_cache_release(c, create(c, d, "f", name, NULL));
+			CHECK_OK(hs_cache_mkdir(c, d, "sub", 0755, &st, dl()));
+			sub = st.st_ino;
+			hs_cache_release(c, create(c, sub, "g", name, NULL));
+			st.st_mode = 0700;
+			CHECK_OK(hs_cache_setattr(c, sub, &st, HS_SET_MODE, NULL, &st, dl()));
+			st.st_mode = 0750;
+			CHECK_OK(hs_cache_setattr(c, d, &st, HS_SET_MODE, NULL, &st, dl()));
+		}
 		snprintf(p, sizeof(p), "%s/b%d-17", hostdir, lose);
 		CHECK_OK(mkdir(p, 0755) < 0 ? -errno : 0);
 		wait_connections(2);
@@ -516,6 +535,22 @@ static void batch_of_new_files(int serial)
 			snprintf(data, sizeof(data), "file %d of %d", i, lose);
 			CHECK_EQ(host_read(name, buf, sizeof(buf)), strlen(data));
 			CHECK(!memcmp(buf, data, strlen(data)));
+		}
+		for (i = 0; i < 6; i++) {
+			struct stat st;
+
+			snprintf(name, sizeof(name), "bd%d-%d", lose, i);
+			snprintf(p, sizeof(p), "%s/%s", hostdir, name);
+			CHECK_OK(lstat(p, &st) < 0 ? -errno : 0);
+			CHECK_EQ(st.st_mode & 07777, 0750);
+			snprintf(p, sizeof(p), "%s/%s/sub", hostdir, name);
+			CHECK_OK(lstat(p, &st) < 0 ? -errno : 0);
+			CHECK_EQ(st.st_mode & 07777, 0700);
+			snprintf(p, sizeof(p), "%s/sub/g", name);
+			CHECK_EQ(host_read(p, buf, sizeof(buf)), strlen(name));
+			CHECK(!memcmp(buf, name, strlen(name)));
+			snprintf(p, sizeof(p), "%s/f", name);
+			CHECK_EQ(host_read(p, buf, sizeof(buf)), strlen(name));
 		}
 		CHECK_EQ(host_names_with(".hs-tmp."), 0);
 		hs_cache_close(c);
