@@ -110,13 +110,37 @@ size_t hs_proto_compress_bound(size_t n)
 	return n > HS_PROTO_MAX_PAYLOAD ? 0 : (size_t)LZ4_compressBound((int)n);
 }
 
+/* Payloads from PROBE_MIN bytes on are first judged by two PROBE-byte
+ * samples (the middle and the end, where a PWRITE's or PUT's data is):
+ * when neither shrinks by a sixteenth, the payload goes as it is.
+ * Incompressible data (media, archives, encrypted files) then costs 2x
+ * PROBE bytes of LZ4 per payload instead of all of it. */
+#define PROBE (8u << 10)
+#define PROBE_MIN (128u << 10)
+
+static int sample_shrinks(const uint8_t *in)
+{
+	char z[LZ4_COMPRESSBOUND(PROBE)];
+	int r = LZ4_compress_default((const char *)in, z, (int)PROBE,
+				     (int)sizeof(z));
+
+	return r > 0 && (unsigned)r < PROBE - PROBE / 16;
+}
+
+int hs_proto_compressible(const uint8_t *in, size_t n)
+{
+	if (n < HS_PROTO_MIN_COMPRESS || n > HS_PROTO_MAX_PAYLOAD)
+		return 0;
+	return n < PROBE_MIN || sample_shrinks(in + n / 2) ||
+	       sample_shrinks(in + n - PROBE);
+}
+
 size_t hs_proto_compress(const uint8_t *in, size_t n, uint8_t *out,
 			 size_t cap)
 {
 	int r;
 
-	if (n < HS_PROTO_MIN_COMPRESS || n > HS_PROTO_MAX_PAYLOAD ||
-	    cap > INT32_MAX)
+	if (cap > INT32_MAX || !hs_proto_compressible(in, n))
 		return 0;
 	r = LZ4_compress_default((const char *)in, (char *)out, (int)n,
 				 (int)cap);

@@ -112,9 +112,14 @@ int hs_proto_payload_decode(const struct hs_proto_hdr *h, const uint8_t *wire,
 
 /* Compresses @n bytes of @in into @out (@cap bytes, at least
  * hs_proto_compress_bound(n)).  Returns the compressed size when it is
- * worth sending (n >= HS_PROTO_MIN_COMPRESS and strictly shorter), else 0. */
+ * worth sending (n >= HS_PROTO_MIN_COMPRESS and strictly shorter), else 0;
+ * a payload of 128 KiB or more is not compressed at all when two 8 KiB
+ * samples of it do not shrink. */
 size_t hs_proto_compress(const uint8_t *in, size_t n, uint8_t *out,
 			 size_t cap);
+/* Whether hs_proto_compress() would try @n bytes of @in (cheap: at most two
+ * 8 KiB samples): a sender asks before it allocates the output. */
+int hs_proto_compressible(const uint8_t *in, size_t n);
 size_t hs_proto_compress_bound(size_t n);
 
 /* ---- payload writer: a growing buffer; errors stick (err) ---- */

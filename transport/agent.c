@@ -229,7 +229,7 @@ static int send_req(struct agent_tr *s, struct pending *p, uint8_t op,
 
 	if (b->err)
 		return b->err == -E2BIG ? -ENAMETOOLONG : b->err;
-	if (s->compress && b->len >= HS_PROTO_MIN_COMPRESS) {
+	if (s->compress && hs_proto_compressible(b->p, b->len)) {
 		size_t cap = hs_proto_compress_bound(b->len), n;
 
 		z = malloc(cap);
