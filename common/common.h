@@ -113,6 +113,12 @@ static inline void hs_iov_advance(struct iovec **iov, int *cnt, size_t n)
 	}
 }
 
+/* Writes all of @iov to the stream socket @fd, never waiting past @dl
+ * (the socket may be blocking or not).  0, -ETIMEDOUT, or -errno;
+ * *@ret_started (if given): whether any byte went out. */
+int hs_send_by(int fd, struct iovec *iov, int cnt, hs_deadline_t dl,
+	       int *ret_started);
+
 enum hs_log_level {
 	HS_LOG_ERR = 3,
 	HS_LOG_WARNING = 4,

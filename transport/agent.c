@@ -138,38 +138,6 @@ static int read_full(struct agent_tr *s, void *buf, size_t n)
 	return 0;
 }
 
-/* Writes all of @iov before @dl.  0, -ETIMEDOUT (*ret_started says
- * whether any byte went out), or -errno. */
-static int write_full(struct agent_tr *s, struct iovec *iov, int cnt,
-		      hs_deadline_t dl, int *ret_started)
-{
-	struct pollfd pfd = { .fd = s->fd, .events = POLLOUT };
-	struct msghdr mh = { 0 };
-	ssize_t r;
-
-	*ret_started = 0;
-	while (cnt) {
-		mh.msg_iov = iov;
-		mh.msg_iovlen = (size_t)cnt;
-		r = sendmsg(s->fd, &mh, MSG_NOSIGNAL);
-		if (r < 0) {
-			if (errno == EINTR)
-				continue;
-			if (errno != EAGAIN)
-				return -errno;
-			if (hs_deadline_passed(dl))
-				return -ETIMEDOUT;
-			if (poll(&pfd, 1, hs_deadline_ms_left(dl)) < 0 &&
-			    errno != EINTR)
-				return -errno;
-			continue;
-		}
-		*ret_started = 1;
-		hs_iov_advance(&iov, &cnt, (size_t)r);
-	}
-	return 0;
-}
-
 /* ---- requests ---- */
 
 static struct pending *pending_new(struct agent_tr *s)
@@ -252,7 +220,7 @@ static int send_req(struct agent_tr *s, struct pending *p, uint8_t op,
 		free(z);
 		return -ENOTCONN;
 	}
-	r = write_full(s, iov, h.len ? 2 : 1, dl, &started);
+	r = hs_send_by(s->fd, iov, h.len ? 2 : 1, dl, &started);
 	pthread_mutex_unlock(&s->wlock);
 	free(z);
 	if (r == 0) {

@@ -17,7 +17,6 @@
 #include <pthread.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -157,35 +156,6 @@ static int send_frame(struct conn *c, uint32_t id, uint8_t op, uint8_t flags,
 	return r;
 }
 
-/* Writes all of @iov to the socket @fd before @dl, never blocking past
- * it.  0, -ETIMEDOUT, or -errno. */
-static int write_by(int fd, struct iovec *iov, int cnt, hs_deadline_t dl)
-{
-	struct pollfd pfd = { .fd = fd, .events = POLLOUT };
-	struct msghdr mh = { 0 };
-	ssize_t r;
-
-	while (cnt) {
-		mh.msg_iov = iov;
-		mh.msg_iovlen = (size_t)cnt;
-		r = sendmsg(fd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
-		if (r < 0) {
-			if (errno == EINTR)
-				continue;
-			if (errno != EAGAIN && errno != EWOULDBLOCK)
-				return -errno;
-			if (hs_deadline_passed(dl))
-				return -ETIMEDOUT;
-			/* short slices: any room for the frame will do, not
-			 * only the half-empty buffer POLLOUT waits for */
-			poll(&pfd, 1, HS_MIN(hs_deadline_ms_left(dl), 100));
-			continue;
-		}
-		hs_iov_advance(&iov, &cnt, (size_t)r);
-	}
-	return 0;
-}
-
 /* watch.c's thread: one NOTIFY frame (id 0, never compressed).  A write
  * error here is left to the connection's own thread to notice.  The
  * watcher serves every subscriber, so on a socket it waits at most
@@ -219,7 +189,7 @@ static void notify_send(struct hs_agent_sink *sink, const uint8_t *p,
 	}
 	r = pthread_mutex_clocklock(&c->wlock, CLOCK_MONOTONIC, &ts);
 	if (r == 0) {
-		r = write_by(c->wfd, iov, 2, dl);
+		r = hs_send_by(c->wfd, iov, 2, dl, NULL);
 		pthread_mutex_unlock(&c->wlock);
 		if (r != -ETIMEDOUT)
 			return; /* sent, or an error the connection sees too */
