@@ -111,8 +111,11 @@ enum hs_slot {
 /* Consecutive independent rows (new files and folders, or attribute
  * changes) the flusher takes as one batch (flusher.c): sent all at once
  * where the wire pipelines (HS_TR_CAP_PIPELINE), else one per flush
- * connection at a time. */
-#define HS_FLUSH_BATCH_MAX 16
+ * connection at a time: at most HS_FLUSH_POOL_MAX.  Where the wire makes
+ * changes in order in one exchange (HS_TR_CAP_SEQ), up to
+ * HS_FLUSH_BATCH_MAX new files and folders. */
+#define HS_FLUSH_POOL_MAX 16
+#define HS_FLUSH_BATCH_MAX 64
 struct flush_job;
 
 struct hs_link;
@@ -272,7 +275,7 @@ struct hs_cache {
 	pthread_mutex_t pool_lock;
 	pthread_cond_t pool_cond;   /* jobs handed out, or stop */
 	pthread_cond_t pool_done;   /* a job of the batch finished */
-	pthread_t pool_thr[HS_FLUSH_BATCH_MAX];
+	pthread_t pool_thr[HS_FLUSH_POOL_MAX];
 	int pool_nthr;
 	struct flush_job *pool_jobs; /* the batch being sent */
 	int pool_n, pool_next, pool_left, pool_stop;

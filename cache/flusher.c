@@ -31,12 +31,15 @@
  * (EACCES, ENOSPC, ...) marks the row FAILED with the reason, logs it once
  * and goes on; the guest keeps its data.
  *
- * Batches: up to HS_FLUSH_BATCH_MAX consecutive rows that do not depend
+ * Batches: up to HS_FLUSH_POOL_MAX consecutive rows that do not depend
  * on each other (new files and folders, or attribute changes; joins())
  * go up as one batch: all at once on one connection where the wire
- * pipelines (the agent), else one per flush connection at a time; their
- * claims and their outcomes are each committed once for the batch
- * (run_batch()).
+ * pipelines, else one per flush connection at a time; their claims and
+ * their outcomes are each committed once for the batch (run_batch()).
+ * Where the wire makes many changes in order in one exchange (the agent:
+ * HS_TR_CAP_SEQ), a batch is up to HS_FLUSH_BATCH_MAX new files and
+ * folders, those inside its own new folders too, sent as one exchange by
+ * the flusher thread itself (send_seq()).
  *
  * Thread model: one flusher thread per cache, plus helpers kept for
  * batches (pool_main()); none holds a lock while talking to the host.
@@ -71,6 +74,14 @@ static int exec_tn(struct hs_cache *c, const char *sql, const char *a, int64_t n
 		sqlite3_bind_text(st, 1, a, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 2, n);
 	return hs_meta_step(c, st);
+}
+
+/* @len bytes of a row went to the host (progress and rate in status). */
+static void note_sent(struct hs_cache *c, uint64_t len, uint64_t *ret_bytes)
+{
+	*ret_bytes += len;
+	atomic_fetch_add(&c->sent_bytes, len);
+	atomic_fetch_add(&c->inflight_sent, len);
 }
 
 /* Sends the runs of blocks set in @runs (cut at @size) from the cache file
@@ -111,9 +122,7 @@ static int send_blocks(struct hs_cache *c, struct hs_transport *t,
 				r = (int)n;
 				goto out;
 			}
-			*ret_bytes += len;
-			atomic_fetch_add(&c->sent_bytes, len);
-			atomic_fetch_add(&c->inflight_sent, len);
+			note_sent(c, len, ret_bytes);
 			b += (len + HS_BLOCK - 1) / HS_BLOCK;
 		}
 	}
@@ -290,15 +299,14 @@ out:
  * put_file (the agent): create, data, mode, times and rename at once. */
 #define PUT_MAX (1u << 20)
 
-/* The whole snapshot as one buffer (blocks the guest never wrote are
- * zeros) through hs_tr_put_file().  -ENOTSUP: the wire cannot. */
-static int put_whole(struct hs_cache *c, struct hs_transport *t,
-		     const char *path, struct snap *s, uint64_t *bytes)
+/* The whole snapshot as one buffer in *@ret (blocks the guest never wrote
+ * are zeros; free() it).  0 or -errno. */
+static int read_whole(const struct snap *s, char **ret)
 {
 	uint64_t nblocks = (s->size + HS_BLOCK - 1) / HS_BLOCK, b = 0, e;
 	char *buf = calloc(1, s->size ? s->size : 1);
-	int r = 0;
 
+	*ret = NULL;
 	if (!buf)
 		return -ENOMEM;
 	while (b < nblocks) {
@@ -315,18 +323,33 @@ static int put_whole(struct hs_cache *c, struct hs_transport *t,
 		len = HS_MIN(e * HS_BLOCK, s->size) - off;
 		n = pread(s->f->fd, buf + off, len, (off_t)off);
 		if (n < 0) {
-			r = -errno;
-			goto out;
+			int r = -errno;
+
+			free(buf);
+			return r;
 		}
 		b = e;
 	}
+	*ret = buf;
+	return 0;
+}
+
+/* The whole snapshot through hs_tr_put_file().  -ENOTSUP: the wire
+ * cannot. */
+static int put_whole(struct hs_cache *c, struct hs_transport *t,
+		     const char *path, struct snap *s, uint64_t *bytes)
+{
+	char *buf;
+	int r = read_whole(s, &buf);
+
+	if (r < 0)
+		return r;
 	r = hs_tr_put_file(t, path, s->mode & 07777, s->atime, s->mtime, 0, buf,
 			   s->size, NULL, call_dl(c));
 	if (r == 0) {
-		*bytes += s->size;
+		note_sent(c, s->size, bytes);
 		r = send_owner(c, t, path, s);
 	}
-out:
 	free(buf);
 	return r;
 }
@@ -621,6 +644,19 @@ static int guest_gone(struct hs_cache *c, uint64_t ino)
 	return gone;
 }
 
+/* The outcome of a mkdir of @path that answered @r: a folder that is
+ * there already is one made before (a replay). */
+static int mkdir_done(struct hs_cache *c, struct hs_transport *t,
+		      const char *path, int r)
+{
+	struct hs_attr a;
+
+	if (r == -EEXIST && hs_tr_lstat(t, path, &a, call_dl(c)) == 0 &&
+	    S_ISDIR(a.mode))
+		r = 0;
+	return r;
+}
+
 static int send_simple(struct hs_cache *c, struct hs_transport *t,
 		       const struct hs_jentry *e, struct snap *s)
 {
@@ -631,10 +667,7 @@ static int send_simple(struct hs_cache *c, struct hs_transport *t,
 	switch (e->op) {
 	case HS_J_MKDIR:
 		r = hs_tr_mkdir(t, e->path, e->attr.mode & 07777, call_dl(c));
-		if (r == -EEXIST && hs_tr_lstat(t, e->path, &a, call_dl(c)) == 0 &&
-		    S_ISDIR(a.mode))
-			r = 0;
-		return r;
+		return mkdir_done(c, t, e->path, r);
 	case HS_J_SYMLINK:
 		if (e->flags & HS_JF_REPLACED) {
 			/* replaces a name: make it aside, rename it over */
@@ -981,8 +1014,15 @@ static void claim_job(struct flush_job *j)
 				    e->op == HS_J_SYMLINK ? NULL : e->path2);
 }
 
-/* Sends @j's claimed row on its connection; no lock held. */
-static void send_job(struct flush_job *j)
+static void set_current(struct hs_cache *c, const char *path)
+{
+	pthread_mutex_lock(&c->flush_lock);
+	snprintf(c->current, sizeof(c->current), "%s", path ? path : "");
+	pthread_mutex_unlock(&c->flush_lock);
+}
+
+/* Sends @j's claimed row on its connection, sets j->r; no lock held. */
+static void send_row(struct flush_job *j)
 {
 	struct hs_cache *c = j->c;
 	struct hs_transport *t = j->t;
@@ -990,17 +1030,12 @@ static void send_job(struct flush_job *j)
 	struct snap *s = &j->s;
 	int r;
 
-	pthread_mutex_lock(&c->flush_lock);
-	snprintf(c->current, sizeof(c->current), "%s", e->path ? e->path : "");
-	pthread_mutex_unlock(&c->flush_lock);
+	set_current(c, e->path);
 	if (e->op == HS_J_CREATE || e->op == HS_J_DATA) {
 		r = take_snapshot(c, e->ino, s);
 		s->seq = e->seq;
-		if (r == 0 && s->hpath && !e->path) {
-			pthread_mutex_lock(&c->flush_lock);
-			snprintf(c->current, sizeof(c->current), "%s", s->hpath);
-			pthread_mutex_unlock(&c->flush_lock);
-		}
+		if (r == 0 && s->hpath && !e->path)
+			set_current(c, s->hpath);
 		if (r == 0 && s->hpath && e->op == HS_J_DATA) {
 			pthread_mutex_lock(&c->db_lock);
 			hs_dir_host_end(c, j->mark);
@@ -1015,11 +1050,22 @@ static void send_job(struct flush_job *j)
 	} else {
 		r = send_simple(c, t, e, s);
 	}
-	/* read before the connection goes back: it may be closed then */
-	j->broken = t->broken;
 	j->r = r;
-	hs_link_put(c->link, t, r);
+}
+
+/* Gives @j's connection back after its send. */
+static void put_conn(struct flush_job *j)
+{
+	/* read before the connection goes back: it may be closed then */
+	j->broken = j->t->broken;
+	hs_link_put(j->c->link, j->t, j->r);
 	j->t = NULL;
+}
+
+static void send_job(struct flush_job *j)
+{
+	send_row(j);
+	put_conn(j);
 }
 
 /* Records the outcome of @j's send; db_lock held.  What the host now holds
@@ -1185,7 +1231,8 @@ static void send_batch(struct hs_cache *c, struct flush_job *jobs, int n,
  * below a folder the batch makes), or attribute changes (a tree copy sets
  * its folders' times after filling them), each of its own path.  All
  * older rows are done, so a batch never overtakes what it depends on. */
-static int joins(const struct flush_job *jobs, int n, const struct hs_jentry *e)
+static int joins(const struct flush_job *jobs, int n, const struct hs_jentry *e,
+		 int seq)
 {
 	int k;
 
@@ -1200,8 +1247,9 @@ static int joins(const struct flush_job *jobs, int n, const struct hs_jentry *e)
 
 		if (!strcmp(o, e->path))
 			return 0;
-		if (jobs[k].e.op == HS_J_MKDIR && !strncmp(o, e->path, len) &&
-		    e->path[len] == '/')
+		/* in order on the host, a folder comes before its contents */
+		if (!seq && jobs[k].e.op == HS_J_MKDIR &&
+		    !strncmp(o, e->path, len) && e->path[len] == '/')
 			return 0;
 	}
 	return 1;
@@ -1223,12 +1271,13 @@ static int gather(struct hs_cache *c, struct flush_job *jobs, int force,
 		  int *par)
 {
 	int pipe = (jobs[0].t->caps & HS_TR_CAP_PIPELINE) != 0;
+	int seq = (jobs[0].t->caps & HS_TR_CAP_SEQ) && jobs[0].e.op != HS_J_SETATTR;
 	int conns = HS_MAX(1, HS_MIN(c->cfg.flush_connections,
 				     HS_FLUSH_CONNECTIONS_MAX));
 	int64_t after = jobs[0].e.seq;
 	int n = 1;
 
-	while (n < HS_FLUSH_BATCH_MAX) {
+	while (n < (seq ? HS_FLUSH_BATCH_MAX : HS_FLUSH_POOL_MAX)) {
 		struct hs_jentry e;
 		int r;
 
@@ -1237,7 +1286,7 @@ static int gather(struct hs_cache *c, struct flush_job *jobs, int force,
 		pthread_mutex_unlock(&c->db_lock);
 		if (r < 0)
 			break;
-		if (!joins(jobs, n, &e) ||
+		if (!joins(jobs, n, &e, seq) ||
 		    (!force && ready_at(c, &e) > hs_now_ns()) ||
 		    hs_link_get(c->link, pipe ? HS_SLOT_FLUSH :
 				HS_SLOT_FLUSH + n % conns,
@@ -1249,8 +1298,148 @@ static int gather(struct hs_cache *c, struct flush_job *jobs, int force,
 		after = e.seq;
 		n++;
 	}
-	*par = pipe ? n : HS_MIN(n, conns);
+	*par = seq ? 0 : pipe ? n : HS_MIN(n, conns);
 	return n;
+}
+
+/* File data in one ordered exchange at most, and the biggest file that
+ * goes in one. */
+#define SEQ_BYTES (1u << 20)
+#define SEQ_FILE_MAX (256u << 10)
+
+/* Makes @j's row one change of an ordered exchange in @o (the data read
+ * into *@buf, which the caller frees): 1; 0 when it is done without one
+ * (j->r set: a file deleted meanwhile); -1 when it must go on its own (a
+ * bigger file, an owner to set, a snapshot that failed: j->r set then). */
+static int seq_op(struct flush_job *j, struct hs_tr_op *o, char **buf)
+{
+	struct hs_cache *c = j->c;
+	struct hs_jentry *e = &j->e;
+	struct snap *s = &j->s;
+	int r;
+
+	*buf = NULL;
+	memset(o, 0, sizeof(*o));
+	o->path = e->path;
+	if (e->op == HS_J_MKDIR) {
+		o->kind = HS_TROP_MKDIR;
+		o->mode = e->attr.mode & 07777;
+		return 1;
+	}
+	r = take_snapshot(c, e->ino, s);
+	s->seq = e->seq;
+	if (r < 0) {
+		j->r = r;
+		return -1;
+	}
+	if (s->nlink == 0) {
+		j->r = 0; /* see send_create() */
+		return 0;
+	}
+	if (s->size > SEQ_FILE_MAX ||
+	    hs_cache_id_out(c, s->uid, 0) != c->remote_uid ||
+	    hs_cache_id_out(c, s->gid, 1) != c->remote_gid)
+		return -1;
+	r = read_whole(s, buf);
+	if (r < 0) {
+		j->r = r;
+		return -1;
+	}
+	o->kind = HS_TROP_PUT;
+	o->mode = s->mode & 07777;
+	o->atime_ns = s->atime;
+	o->mtime_ns = s->mtime;
+	o->data = *buf;
+	o->len = s->size;
+	return 1;
+}
+
+/* The rows @idx[0..@m) of @jobs as one ordered exchange on @t. */
+static void seq_send(struct hs_cache *c, struct hs_transport *t,
+		     struct flush_job *jobs, const int *idx,
+		     struct hs_tr_op *ops, int m)
+{
+	int i, r;
+
+	set_current(c, ops[0].path);
+	r = hs_tr_batch(t, ops, m, call_dl(c));
+	for (i = 0; i < m; i++) {
+		struct flush_job *j = &jobs[idx[i]];
+
+		if (r < 0 && !hs_tr_err_is_link(r) && !t->broken) {
+			/* the wire took no batch after all: one by one */
+			ops[i].r = ops[i].kind == HS_TROP_MKDIR ?
+				hs_tr_mkdir(t, ops[i].path, ops[i].mode, call_dl(c)) :
+				hs_tr_put_file(t, ops[i].path, ops[i].mode,
+					       ops[i].atime_ns, ops[i].mtime_ns, 0,
+					       ops[i].data, ops[i].len, NULL,
+					       call_dl(c));
+		} else if (r < 0) {
+			ops[i].r = r;
+		}
+		if (ops[i].kind == HS_TROP_MKDIR)
+			ops[i].r = mkdir_done(c, t, ops[i].path, ops[i].r);
+		else if (ops[i].r == 0)
+			note_sent(c, ops[i].len, &j->bytes);
+		j->r = ops[i].r;
+	}
+}
+
+/*
+ * A batch where the wire makes changes in order (HS_TR_CAP_SEQ): its rows
+ * in their journal order, as few exchanges as SEQ_BYTES allows; a row that
+ * cannot be one change of such an exchange goes on its own in its turn,
+ * so the host sees every folder before its contents.  No helper thread:
+ * the flusher thread waits for one answer per exchange.
+ */
+static void send_seq(struct hs_cache *c, struct flush_job *jobs, int n)
+{
+	struct hs_tr_op ops[HS_FLUSH_BATCH_MAX];
+	char *bufs[HS_FLUSH_BATCH_MAX];
+	int idx[HS_FLUSH_BATCH_MAX];
+	struct hs_transport *t = NULL;
+	int k = 0, i, m;
+
+	for (i = 0; i < n && !t; i++)
+		if (!jobs[i].skipped)
+			t = jobs[i].t;
+	while (k < n) {
+		size_t bytes = 0;
+		int alone = -1;
+
+		for (m = 0; k < n && bytes < SEQ_BYTES; k++) {
+			struct flush_job *j = &jobs[k];
+			int r;
+
+			if (j->skipped)
+				continue;
+			r = j->t == t ? seq_op(j, &ops[m], &bufs[m]) : -1;
+			if (r < 0) {
+				alone = k++;
+				break;
+			}
+			if (r > 0) {
+				bytes += ops[m].len;
+				idx[m++] = k;
+			}
+		}
+		if (m)
+			seq_send(c, t, jobs, idx, ops, m);
+		for (i = 0; i < m; i++)
+			free(bufs[i]);
+		if (alone >= 0) {
+			struct flush_job *j = &jobs[alone];
+
+			if (j->r == 0 && j->e.op == HS_J_CREATE && j->s.f)
+				j->r = send_create(c, j->t, &j->e, &j->s,
+						   &j->bytes);
+			else if (j->r == 0)
+				send_row(j);
+		}
+	}
+	for (k = 0; k < n; k++)
+		if (!jobs[k].skipped)
+			put_conn(&jobs[k]);
 }
 
 /*
@@ -1292,7 +1481,9 @@ static void run_batch(struct hs_cache *c, struct flush_job *jobs, int n,
 		}
 		sent += !jobs[k].skipped;
 	}
-	if (sent)
+	if (sent && par == 0)
+		send_seq(c, jobs, n);
+	else if (sent)
 		send_batch(c, jobs, n, sent, par);
 
 	pthread_mutex_lock(&c->db_lock);

@@ -219,6 +219,12 @@ void hs_pbuf_u32(struct hs_pbuf *b, uint32_t v)
 		put32(p, v);
 }
 
+void hs_pbuf_u32_at(struct hs_pbuf *b, size_t at, uint32_t v)
+{
+	if (!b->err && at + 4 <= b->len)
+		put32(b->p + at, v);
+}
+
 void hs_pbuf_u64(struct hs_pbuf *b, uint64_t v)
 {
 	uint8_t *p = hs_pbuf_grow(b, 8);
@@ -387,6 +393,81 @@ static int is_path_op(uint8_t op)
 	return 0;
 }
 
+int hs_proto_batch_op(uint8_t op)
+{
+	switch (op) {
+	case HS_OP_LSTAT: case HS_OP_SETATTR: case HS_OP_MKDIR:
+	case HS_OP_RMDIR: case HS_OP_UNLINK: case HS_OP_RENAME:
+	case HS_OP_SYMLINK: case HS_OP_LINK: case HS_OP_PUT_FILE:
+		return 1;
+	}
+	return 0;
+}
+
+void hs_proto_batch_begin(struct hs_proto_batch_it *it, const uint8_t *p,
+			  size_t n)
+{
+	hs_prd_init(&it->r, p, n);
+	it->left = hs_prd_u32(&it->r);
+}
+
+int hs_proto_batch_next(struct hs_proto_batch_it *it, uint8_t *op,
+			const uint8_t **sub, size_t *len, const char **why)
+{
+	struct hs_prd *r = &it->r;
+	uint32_t n;
+
+	*why = NULL;
+	if (!r->err && it->left > HS_PROTO_MAX_BATCH)
+		r->err = -EPROTO, r->why = "batch longer than the limit";
+	if (!r->err && it->left == 0)
+		return hs_prd_end(r) < 0 ? (*why = r->why, -EPROTO) : 0;
+	*op = hs_prd_u8(r);
+	n = hs_prd_u32(r);
+	if (!r->err && !hs_proto_batch_op(*op))
+		r->err = -EPROTO, r->why = "op not allowed in a batch";
+	if (!r->err && n > r->len - r->pos)
+		r->err = -EPROTO, r->why = "sub-request beyond the batch";
+	if (r->err) {
+		*why = r->why ? r->why : "truncated batch";
+		return -EPROTO;
+	}
+	*sub = r->p + r->pos;
+	*len = n;
+	r->pos += n;
+	it->left--;
+	return 1;
+}
+
+/* Every sub-request of a BATCH must parse: a malformed one closes the
+ * connection before any of them runs. */
+static int batch_check(const uint8_t *p, size_t n, uint32_t *count,
+		       const char **why)
+{
+	struct hs_proto_batch_it it;
+	struct hs_proto_req *q = malloc(sizeof(*q));
+	const uint8_t *sub;
+	size_t len;
+	uint8_t op;
+	int r;
+
+	if (!q) {
+		*why = "out of memory";
+		return -EPROTO;
+	}
+	*count = 0;
+	hs_proto_batch_begin(&it, p, n);
+	while ((r = hs_proto_batch_next(&it, &op, &sub, &len, why)) > 0) {
+		(*count)++;
+		if (hs_proto_req_decode(op, sub, len, q, why) < 0) {
+			r = -EPROTO;
+			break;
+		}
+	}
+	free(q);
+	return r;
+}
+
 int hs_proto_req_decode(uint8_t op, const uint8_t *p, size_t n,
 			struct hs_proto_req *q, const char **why)
 {
@@ -479,6 +560,13 @@ int hs_proto_req_decode(uint8_t op, const uint8_t *p, size_t n,
 			return -EPROTO;
 		}
 		break;
+	case HS_OP_BATCH:
+		/* checked whole here; the agent walks it again to answer */
+		if (batch_check(p, n, &q->len, why) < 0)
+			return -EPROTO;
+		q->data = p;
+		q->data_len = n;
+		return 0;
 	default:
 		*why = "not a request";
 		return -EPROTO;
@@ -552,6 +640,9 @@ int hs_proto_req_encode(const struct hs_proto_req *q, struct hs_pbuf *b)
 		hs_pbuf_u32(b, q->flags);
 		hs_pbuf_bytes(b, q->data, q->data_len);
 		break;
+	case HS_OP_BATCH: /* the payload as it is (hs_proto_batch_*) */
+		hs_pbuf_bytes(b, q->data, q->data_len);
+		break;
 	default:
 		return -EINVAL;
 	}
@@ -564,7 +655,7 @@ const char *hs_proto_op_name(unsigned op)
 		"?", "hello", "ping", "lstat", "readdir", "open", "pread",
 		"pwrite", "fsync", "close", "setattr", "mkdir", "rmdir",
 		"unlink", "rename", "symlink", "readlink", "link", "statvfs",
-		"lookup_list", "put_file", "subscribe", "notify",
+		"lookup_list", "put_file", "subscribe", "notify", "batch",
 	};
 
 	return op < HS_ARRAY_SIZE(names) ? names[op] : "?";

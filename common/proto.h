@@ -51,7 +51,8 @@ enum hs_proto_op {
 	HS_OP_PUT_FILE = 20,
 	HS_OP_SUBSCRIBE = 21,
 	HS_OP_NOTIFY = 22,
-	HS_OP_MAX_ = 22,
+	HS_OP_BATCH = 23,
+	HS_OP_MAX_ = 23,
 };
 
 enum hs_proto_flags {
@@ -66,7 +67,11 @@ enum hs_proto_features {
 	HS_FEAT_NOTIFY = 1 << 1,
 	HS_FEAT_BATCH = 1 << 2,
 	HS_FEAT_READONLY = 1 << 3,
+	HS_FEAT_SEQ = 1 << 4,   /* BATCH */
 };
+
+/* Sub-requests of one BATCH at most. */
+#define HS_PROTO_MAX_BATCH 256
 
 /* OPEN flags on the wire (not open(2) values). */
 enum hs_proto_open_flags {
@@ -140,6 +145,8 @@ uint8_t *hs_pbuf_grow(struct hs_pbuf *b, size_t n);
 void hs_pbuf_u8(struct hs_pbuf *b, uint8_t v);
 void hs_pbuf_u16(struct hs_pbuf *b, uint16_t v);
 void hs_pbuf_u32(struct hs_pbuf *b, uint32_t v);
+/* Overwrites the u32 written at offset @at (a length known only later). */
+void hs_pbuf_u32_at(struct hs_pbuf *b, size_t at, uint32_t v);
 void hs_pbuf_u64(struct hs_pbuf *b, uint64_t v);
 void hs_pbuf_str(struct hs_pbuf *b, const char *s);
 void hs_pbuf_bytes(struct hs_pbuf *b, const void *p, size_t n);
@@ -187,6 +194,24 @@ struct hs_proto_req {
  * *why set (unknown op, wrong layout, bad flag bits, oversized I/O). */
 int hs_proto_req_decode(uint8_t op, const uint8_t *p, size_t n,
 			struct hs_proto_req *ret, const char **why);
+
+/* A BATCH payload: u32 n, then n sub-requests, each u8 op, u32 len and
+ * that op's own request payload.  Its reply: for each, u16 status, u32
+ * len and that op's reply payload. */
+struct hs_proto_batch_it {
+	struct hs_prd r;
+	uint32_t left;
+};
+
+/* Whether @op may be a sub-request of a BATCH: the ops whose reply is one
+ * frame and that hold no handle. */
+int hs_proto_batch_op(uint8_t op);
+void hs_proto_batch_begin(struct hs_proto_batch_it *it, const uint8_t *p,
+			  size_t n);
+/* The next sub-request: 1 (*op, *sub, *len set), 0 at the end, or -EPROTO
+ * (with *why) for a payload hs_proto_req_decode() would refuse. */
+int hs_proto_batch_next(struct hs_proto_batch_it *it, uint8_t *op,
+			const uint8_t **sub, size_t *len, const char **why);
 
 /* Encodes a request (the client side); the fields used are those
  * hs_proto_req_decode() fills for @req->op.  0 or the pbuf error. */

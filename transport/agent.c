@@ -971,6 +971,79 @@ static int ag_put_file(struct hs_transport *t, const char *path,
 	return r;
 }
 
+/* The sub-requests of @ops as one BATCH payload in @b. */
+static int batch_encode(struct agent_tr *s, const struct hs_tr_op *ops,
+			int n, struct hs_pbuf *b)
+{
+	char full[HS_PROTO_MAX_STR + 1];
+	int k, r;
+
+	hs_pbuf_u32(b, (uint32_t)n);
+	for (k = 0; k < n; k++) {
+		const struct hs_tr_op *o = &ops[k];
+		size_t at;
+
+		r = full_path(s, o->path, full, sizeof(full));
+		if (r < 0)
+			return r;
+		hs_pbuf_u8(b, o->kind == HS_TROP_PUT ? HS_OP_PUT_FILE :
+						       HS_OP_MKDIR);
+		hs_pbuf_u32(b, 0); /* its length, once known */
+		at = b->len;
+		hs_pbuf_str(b, full);
+		hs_pbuf_u32(b, o->mode & 07777);
+		if (o->kind == HS_TROP_PUT) {
+			hs_pbuf_u64(b, (uint64_t)o->atime_ns);
+			hs_pbuf_u64(b, (uint64_t)o->mtime_ns);
+			hs_pbuf_u32(b, 0);
+			hs_pbuf_bytes(b, o->data, o->len);
+		}
+		if (b->err)
+			return b->err;
+		hs_pbuf_u32_at(b, at - 4, (uint32_t)(b->len - at));
+	}
+	return b->err;
+}
+
+static int ag_batch(struct hs_transport *t, struct hs_tr_op *ops, int n,
+		    hs_deadline_t dl)
+{
+	struct agent_tr *s = to_ag(t);
+	struct pending *p = NULL;
+	struct hs_pbuf b;
+	struct hs_prd rd;
+	int k, r;
+
+	if (!(s->features & HS_FEAT_SEQ))
+		return -ENOTSUP;
+	if (n < 1 || n > HS_PROTO_MAX_BATCH)
+		return -EINVAL;
+	hs_pbuf_init(&b);
+	r = batch_encode(s, ops, n, &b);
+	if (r == 0)
+		r = call(s, HS_OP_BATCH, &b, dl, &p);
+	hs_pbuf_release(&b);
+	if (r < 0) {
+		pending_free(s, p);
+		return r;
+	}
+	hs_prd_init(&rd, p->reply.p, p->reply.len);
+	for (k = 0; k < n; k++) {
+		uint16_t st = hs_prd_u16(&rd);
+		uint32_t len = hs_prd_u32(&rd);
+
+		/* a reply payload (the attributes of a put) is not needed */
+		if (!rd.err && len > rd.len - rd.pos)
+			break;
+		rd.pos += len;
+		ops[k].r = st ? status_errno(st) : 0;
+	}
+	if (k < n || hs_prd_end(&rd) < 0)
+		r = broke(s, -EPROTO, "malformed batch reply");
+	pending_free(s, p);
+	return r;
+}
+
 static void ag_close(struct hs_transport *t)
 {
 	struct agent_tr *s = to_ag(t);
@@ -1048,6 +1121,7 @@ static const struct hs_transport_ops agent_ops = {
 	.statvfs = ag_statvfs,
 	.ping = ag_ping,
 	.put_file = ag_put_file,
+	.batch = ag_batch,
 	.subscribe = ag_subscribe,
 };
 
@@ -1113,7 +1187,7 @@ static int hello(struct agent_tr *s, const struct hs_tr_config *cfg,
 	hs_pbuf_u16(&b, HS_PROTO_VERSION);
 	hs_pbuf_u16(&b, HS_PROTO_VERSION);
 	hs_pbuf_u32(&b, (cfg->no_compression ? 0 : HS_FEAT_LZ4) |
-				HS_FEAT_BATCH | HS_FEAT_NOTIFY);
+				HS_FEAT_BATCH | HS_FEAT_NOTIFY | HS_FEAT_SEQ);
 	hs_pbuf_str(&b, token);
 	r = call(s, HS_OP_HELLO, &b, dl, &p);
 	hs_pbuf_release(&b);
@@ -1285,6 +1359,8 @@ int hs_agent_open(const struct hs_tr_config *cfg, hs_deadline_t dl,
 		s->base.caps = HS_TR_CAP_POSIX_RENAME | HS_TR_CAP_HARDLINK |
 			       HS_TR_CAP_FSYNC | HS_TR_CAP_STATVFS |
 			       HS_TR_CAP_NS_TIMES | HS_TR_CAP_PIPELINE;
+		if (s->features & HS_FEAT_SEQ)
+			s->base.caps |= HS_TR_CAP_SEQ;
 		r = ag_lstat(&s->base, "/", &a, dl);
 		if (r == 0 && !S_ISDIR(a.mode))
 			r = -ENOTDIR;

@@ -70,6 +70,25 @@ enum hs_tr_caps {
 	HS_TR_CAP_NS_TIMES = 1 << 4, /* times carry sub-second precision */
 	HS_TR_CAP_PIPELINE = 1 << 5, /* calls of many threads at once are all
 				      * in flight together on the connection */
+	HS_TR_CAP_SEQ = 1 << 6, /* hs_tr_batch(): many changes, in order,
+				 * in one exchange */
+};
+
+/* One change of hs_tr_batch(). */
+enum hs_tr_op_kind {
+	HS_TROP_MKDIR = 1, /* as hs_tr_mkdir(): path, mode */
+	HS_TROP_PUT,       /* as hs_tr_put_file() without flags: path, mode,
+			    * times, data */
+};
+
+struct hs_tr_op {
+	int kind;                   /* enum hs_tr_op_kind */
+	const char *path;
+	uint32_t mode;              /* permission bits */
+	int64_t atime_ns, mtime_ns; /* PUT */
+	const void *data;           /* PUT: the whole file */
+	size_t len;
+	int r;                      /* out: this one's 0 or -errno */
 };
 
 /* Flags of hs_tr_rename(). */
@@ -194,6 +213,14 @@ struct hs_transport_ops {
 			uint32_t mode, int64_t atime_ns, int64_t mtime_ns,
 			unsigned flags, const void *data, size_t len,
 			struct hs_attr *ret, hs_deadline_t dl);
+
+	/* Makes @n changes (HS_TR_CAP_SEQ) one after the other on the host
+	 * in one exchange, each as its own call would; a refused one does
+	 * not stop the rest.  0 once every op's r is set; -errno (a wire
+	 * failure, -E2BIG beyond one exchange) when none is known: then
+	 * any prefix of them may have been made.  May be NULL (-ENOTSUP). */
+	int (*batch)(struct hs_transport *t, struct hs_tr_op *ops, int n,
+		     hs_deadline_t dl);
 
 	/* Asks the host to report its changes below the mounted folder from
 	 * now on: @fn is called for each (see hs_tr_notify_fn) until the
@@ -385,6 +412,11 @@ static inline int hs_tr_put_file(struct hs_transport *t, const char *p,
 {
 	return HS_TR_CALL(t, put_file, dl, p, mode, atime_ns, mtime_ns, flags,
 			  data, len, ret);
+}
+static inline int hs_tr_batch(struct hs_transport *t, struct hs_tr_op *ops,
+			      int n, hs_deadline_t dl)
+{
+	return HS_TR_CALL(t, batch, dl, ops, n);
 }
 static inline int hs_tr_ping(struct hs_transport *t, hs_deadline_t dl)
 {

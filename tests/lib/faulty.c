@@ -51,6 +51,7 @@ enum slot {
 	S_LINK,
 	S_STATVFS,
 	S_PING,
+	S_BATCH,
 	S_COUNT
 };
 
@@ -63,7 +64,7 @@ static const char *const slot_names[S_COUNT] = {
 	[S_UNLINK] = "unlink",	 [S_RENAME] = "rename",
 	[S_SYMLINK] = "symlink", [S_READLINK] = "readlink",
 	[S_LINK] = "link",	 [S_STATVFS] = "statvfs",
-	[S_PING] = "ping",
+	[S_PING] = "ping",	 [S_BATCH] = "batch",
 };
 
 struct faulty {
@@ -434,6 +435,20 @@ static int f_ping(struct hs_transport *t, hs_deadline_t dl)
 	return r;
 }
 
+/* One call however many changes it carries: a lost answer loses them all
+ * (made on the host, or some of them). */
+static int f_batch(struct hs_transport *t, struct hs_tr_op *ops, int n,
+		   hs_deadline_t dl)
+{
+	struct faulty *ft = to_faulty(t);
+	int r = begin(ft, S_BATCH, dl);
+
+	if (!r)
+		r = (int)pass(ft, hs_tr_batch(ft->inner, ops, n, dl));
+	note(ft, r, "batch %s +%d", n ? ops[0].path : "", n - 1);
+	return r;
+}
+
 static const struct hs_transport_ops faulty_ops = {
 	.name = "faulty",
 	.close = f_close,
@@ -454,6 +469,7 @@ static const struct hs_transport_ops faulty_ops = {
 	.link = f_link,
 	.statvfs = f_statvfs,
 	.ping = f_ping,
+	.batch = f_batch,
 };
 
 int hs_faulty_wrap(struct hs_transport *inner, struct hs_transport **ret)

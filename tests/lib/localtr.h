@@ -6,7 +6,8 @@
  * and the tools can be exercised without sshd.  Paths follow transport.h:
  * "/" is @root itself, "/a/b" is @root/a/b.
  *
- * Caps: POSIX_RENAME | HARDLINK | FSYNC | STATVFS | NS_TIMES.
+ * Caps: POSIX_RENAME | HARDLINK | FSYNC | STATVFS | NS_TIMES | PIPELINE |
+ * SEQ (batch: mkdir and whole-file puts in order, as the agent's BATCH).
  * remote_uid/remote_gid are getuid()/getgid().
  *
  * Thread model: any thread, any number at once (each call is a stateless

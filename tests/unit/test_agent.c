@@ -343,6 +343,90 @@ static void test_slots(struct hs_transport *t)
 	free(back);
 }
 
+/* ---- ordered batches ---- */
+
+/* Folders and files in one exchange, in order (files inside a folder the
+ * same batch makes), a refused change in the middle that stops nothing,
+ * and the bytes, modes and times that arrived. */
+static void test_batch(struct hs_transport *t)
+{
+	static char big[200000];
+	struct hs_tr_op o[8];
+	struct stat st;
+	char p[400], buf[16];
+	size_t i;
+	int fd;
+
+	for (i = 0; i < sizeof(big); i++)
+		big[i] = (char)('a' + i % 23);
+	CHECK(t->caps & HS_TR_CAP_SEQ);
+	memset(o, 0, sizeof(o));
+	o[0] = (struct hs_tr_op){ .kind = HS_TROP_MKDIR, .path = "/bt",
+				  .mode = 0750 };
+	o[1] = (struct hs_tr_op){ .kind = HS_TROP_PUT, .path = "/bt/a",
+				  .mode = 0640, .atime_ns = 1000000000LL,
+				  .mtime_ns = 1500000000123456789LL,
+				  .data = "hello", .len = 5 };
+	o[2] = (struct hs_tr_op){ .kind = HS_TROP_MKDIR, .path = "/bt/sub",
+				  .mode = 0700 };
+	o[3] = (struct hs_tr_op){ .kind = HS_TROP_PUT, .path = "/bt/sub/big",
+				  .mode = 0600, .data = big, .len = sizeof(big) };
+	o[4] = (struct hs_tr_op){ .kind = HS_TROP_PUT, .path = "/../escaped",
+				  .mode = 0600, .data = "x", .len = 1 };
+	o[5] = (struct hs_tr_op){ .kind = HS_TROP_MKDIR, .path = "/bt",
+				  .mode = 0700 };
+	o[6] = (struct hs_tr_op){ .kind = HS_TROP_PUT, .path = "/nodir/f",
+				  .mode = 0600, .data = "x", .len = 1 };
+	o[7] = (struct hs_tr_op){ .kind = HS_TROP_PUT, .path = "/bt/empty",
+				  .mode = 0644 };
+	for (i = 0; i < 8; i++)
+		o[i].r = 12345;
+	CHECK_OK(hs_tr_batch(t, o, 8, dl()));
+	CHECK_OK(o[0].r);
+	CHECK_OK(o[1].r);
+	CHECK_OK(o[2].r);
+	CHECK_OK(o[3].r);
+	CHECK_EQ(o[4].r, -EACCES);
+	CHECK_EQ(o[5].r, -EEXIST);
+	CHECK_EQ(o[6].r, -ENOENT);
+	CHECK_OK(o[7].r);
+	snprintf(p, sizeof(p), "%s/bt", root);
+	CHECK_OK(stat(p, &st));
+	CHECK_EQ(st.st_mode & 07777, 0750);
+	snprintf(p, sizeof(p), "%s/bt/a", root);
+	CHECK_OK(stat(p, &st));
+	CHECK_EQ(st.st_mode & 07777, 0640);
+	CHECK_EQ(st.st_size, 5);
+	CHECK_EQ(st.st_mtim.tv_sec, 1500000000);
+	CHECK_EQ(st.st_mtim.tv_nsec, 123456789);
+	fd = open(p, O_RDONLY);
+	CHECK_EQ(read(fd, buf, sizeof(buf)), 5);
+	CHECK(!memcmp(buf, "hello", 5));
+	close(fd);
+	snprintf(p, sizeof(p), "%s/bt/sub/big", root);
+	CHECK_OK(stat(p, &st));
+	CHECK_EQ(st.st_size, (off_t)sizeof(big));
+	{
+		char *back = malloc(sizeof(big));
+
+		fd = open(p, O_RDONLY);
+		CHECK_EQ(read(fd, back, sizeof(big)), (ssize_t)sizeof(big));
+		CHECK(!memcmp(back, big, sizeof(big)));
+		close(fd);
+		free(back);
+	}
+	snprintf(p, sizeof(p), "%s/bt/empty", root);
+	CHECK_OK(stat(p, &st));
+	CHECK_EQ(st.st_size, 0);
+	snprintf(p, sizeof(p), "%s/escaped", tmp);
+	CHECK(access(p, F_OK) < 0);
+	/* more than one exchange may carry is refused whole, nothing made */
+	CHECK_EQ(hs_tr_batch(t, o, HS_PROTO_MAX_BATCH + 1, dl()), -EINVAL);
+	CHECK(!hs_tr_broken(t));
+	snprintf(p, sizeof(p), "rm -rf '%s/bt'", root);
+	CHECK_OK(system(p));
+}
+
 /* ---- escapes ---- */
 
 static void test_escapes(struct hs_transport *t)
@@ -542,6 +626,23 @@ static void test_malformed(const struct agent *ag)
 	CHECK(closed_by_peer(fd));
 	close(fd);
 
+	/* a batch holding an op that has no place in one (an open) */
+	fd = raw_connect(ag);
+	raw_hello(fd, "tok-123", 0);
+	CHECK_OK(raw_reply(fd, &r));
+	{
+		/* little-endian: n = 1, op, len 11, "/", flags 1, mode 0 */
+		static const uint8_t bad[] = { 1, 0, 0, 0, HS_OP_OPEN, 11, 0, 0, 0,
+					       1, 0, '/', 1, 0, 0, 0, 0, 0, 0, 0 };
+
+		h = (struct hs_proto_hdr){ .id = 2, .op = HS_OP_BATCH,
+					   .len = sizeof(bad),
+					   .raw_len = sizeof(bad) };
+		raw_send(fd, &h, bad, sizeof(bad));
+	}
+	CHECK(closed_by_peer(fd));
+	close(fd);
+
 	/* pipelined requests on a raw connection all get answered */
 	fd = raw_connect(ag);
 	raw_hello(fd, "tok-123", 0);
@@ -571,6 +672,7 @@ static void test_malformed(const struct agent *ag)
 	CHECK(log_has(ag, "decompressed size differs") ||
 	      log_has(ag, "corrupt compressed"));
 	CHECK(log_has(ag, "string beyond the payload"));
+	CHECK(log_has(ag, "op not allowed in a batch"));
 }
 
 /* ---- concurrency ---- */
@@ -725,6 +827,14 @@ static void test_connect(const struct agent *ag, const struct agent *tcp,
 	t = open_ok(&c);
 	CHECK_OK(hs_tr_lstat(t, "/", &a, dl()));
 	CHECK_EQ(hs_tr_mkdir(t, "/x", 0700, dl()), -EROFS);
+	{
+		struct hs_tr_op o = { .kind = HS_TROP_MKDIR, .path = "/x",
+				      .mode = 0700 };
+
+		CHECK(t->caps & HS_TR_CAP_SEQ);
+		CHECK_OK(hs_tr_batch(t, &o, 1, dl()));
+		CHECK_EQ(o.r, -EROFS);
+	}
 	{
 		struct hs_tr_file *fh;
 
@@ -993,6 +1103,7 @@ int main(void)
 	c = cfg_unix(&ag, "");
 	t = open_ok(&c);
 	test_slots(t);
+	test_batch(t);
 	test_escapes(t);
 	hs_tr_close(t);
 	printf("slots and escapes (openat2): ok\n");

@@ -44,7 +44,10 @@ static int dial(void *arg, hs_deadline_t dl, struct hs_transport **ret, char *er
 	CHECK_OK(hs_faulty_wrap(in, &w));
 	if (stall_new)
 		hs_faulty_stall(w, 1);
-	if (serial_new) /* a wire like SFTP's: one call at a time */
+	/* pipelined calls, each change its own (most tests count them) */
+	if (serial_new != 2)
+		w->caps &= ~(unsigned)HS_TR_CAP_SEQ;
+	if (serial_new == 1) /* a wire like SFTP's: one call at a time */
 		w->caps &= ~(unsigned)HS_TR_CAP_PIPELINE;
 	CHECK(nwraps < 64);
 	wraps[nwraps] = w;
@@ -476,9 +479,10 @@ static void test_lost_create_answer(void)
 	}
 }
 
-/* Forty new files go up in batches, all in flight at once on one
- * connection (the local wire pipelines, like the agent's) or, with
- * @serial, one after another (as on SFTP).  One name has become a folder
+/* Forty new files go up in batches: with @serial 2 as ordered exchanges
+ * of many changes (the local wire's batch, like the agent's), with 0 all
+ * in flight at once on one connection (pipelined calls), with 1 one after
+ * another (as on SFTP).  One name has become a folder
  * on the host (refused), and the connection loses an answer in the middle
  * of a batch: every other file arrives once and whole, no temporary name
  * is left, and only the refused one stays. */
@@ -498,8 +502,8 @@ static void batch_of_new_files(int serial)
 			hs_cache_release(c, create(c, 1, name, data, NULL));
 		}
 		/* folders, each with a file and a folder in it, then their
-		 * modes (a tree copy): in batches, never below a folder
-		 * the same batch makes */
+		 * modes (a tree copy): in batches, where the batch is not
+		 * made in order never below a folder it makes */
 		for (i = 0; i < 6; i++) {
 			struct stat st;
 			uint64_t d, sub;
@@ -561,10 +565,34 @@ static void batch_of_new_files(int serial)
 	}
 }
 
+/* Where the wire makes changes in order in one exchange, new files go
+ * that way, not one upload each. */
+static void seq_batches_used(void)
+{
+	struct hs_cache *c;
+	char name[32];
+	int i;
+
+	serial_new = 2;
+	c = open_cache(60000);
+	for (i = 0; i < 5; i++) {
+		snprintf(name, sizeof(name), "sq-%d", i);
+		hs_cache_release(c, create(c, 1, name, name, NULL));
+	}
+	CHECK_OK(hs_cache_sync(c, hs_deadline_in_ms(10000)));
+	CHECK(count("batch") > 0);
+	CHECK_EQ(count("open"), 0);
+	CHECK_EQ(host_read("sq-4", name, sizeof(name)), 4);
+	hs_cache_close(c);
+	serial_new = 0;
+}
+
 static void test_batch_of_new_files(void)
 {
+	seq_batches_used();
 	batch_of_new_files(0);
 	batch_of_new_files(1);
+	batch_of_new_files(2);
 	serial_new = 0;
 }
 

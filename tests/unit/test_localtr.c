@@ -103,7 +103,8 @@ static void test_open_errors(void)
 	CHECK_STR_EQ(t->ops->name, "local");
 	CHECK_EQ(t->caps, HS_TR_CAP_POSIX_RENAME | HS_TR_CAP_HARDLINK |
 				  HS_TR_CAP_FSYNC | HS_TR_CAP_STATVFS |
-				  HS_TR_CAP_NS_TIMES | HS_TR_CAP_PIPELINE);
+				  HS_TR_CAP_NS_TIMES | HS_TR_CAP_PIPELINE |
+				  HS_TR_CAP_SEQ);
 	CHECK_EQ(t->remote_uid, getuid());
 	CHECK_EQ(t->remote_gid, getgid());
 	CHECK_EQ(hs_tr_broken(t), 0);

@@ -339,12 +339,113 @@ static void test_malformed(void)
 	CHECK_STR_EQ(hs_proto_op_name(200), "?");
 }
 
+/* Appends sub-request @q to the batch in @b. */
+static void batch_add(struct hs_pbuf *b, const struct hs_proto_req *q)
+{
+	size_t at;
+
+	hs_pbuf_u8(b, q->op);
+	hs_pbuf_u32(b, 0);
+	at = b->len;
+	CHECK_OK(hs_proto_req_encode(q, b));
+	hs_pbuf_u32_at(b, at - 4, (uint32_t)(b->len - at));
+}
+
+static void test_batch(void)
+{
+	static struct hs_proto_req q, g, sq;
+	struct hs_proto_batch_it it;
+	struct hs_pbuf b;
+	const uint8_t *sub;
+	const char *why;
+	size_t len, cut;
+	uint8_t op;
+	int n = 0;
+
+	hs_pbuf_init(&b);
+	hs_pbuf_u32(&b, 3);
+	memset(&q, 0, sizeof(q));
+	q.op = HS_OP_MKDIR;
+	strcpy(q.path, "/d");
+	q.mode = 0755;
+	batch_add(&b, &q);
+	q.op = HS_OP_PUT_FILE;
+	strcpy(q.path, "/d/f");
+	q.data = (const uint8_t *)"data";
+	q.data_len = 4;
+	batch_add(&b, &q);
+	q.op = HS_OP_RENAME;
+	strcpy(q.path2, "/d/g");
+	q.data = NULL;
+	q.data_len = 0;
+	batch_add(&b, &q);
+	CHECK_OK(hs_proto_req_decode(HS_OP_BATCH, b.p, b.len, &g, &why));
+	CHECK_EQ(g.len, 3);
+	hs_proto_batch_begin(&it, g.data, g.data_len);
+	while (hs_proto_batch_next(&it, &op, &sub, &len, &why) > 0) {
+		CHECK_OK(hs_proto_req_decode(op, sub, len, &sq, &why));
+		if (n == 0)
+			CHECK(op == HS_OP_MKDIR && sq.mode == 0755);
+		if (n == 1)
+			CHECK(op == HS_OP_PUT_FILE && sq.data_len == 4 &&
+			      !memcmp(sq.data, "data", 4));
+		if (n == 2)
+			CHECK(op == HS_OP_RENAME && !strcmp(sq.path2, "/d/g"));
+		n++;
+	}
+	CHECK_EQ(n, 3);
+	/* every strict prefix and a trailing byte are malformed */
+	for (cut = 0; cut < b.len; cut++)
+		CHECK_EQ(hs_proto_req_decode(HS_OP_BATCH, b.p, cut, &g, &why),
+			 -EPROTO);
+	hs_pbuf_u8(&b, 0);
+	CHECK_EQ(hs_proto_req_decode(HS_OP_BATCH, b.p, b.len, &g, &why), -EPROTO);
+	/* empty: fine */
+	hs_pbuf_reset(&b);
+	hs_pbuf_u32(&b, 0);
+	CHECK_OK(hs_proto_req_decode(HS_OP_BATCH, b.p, b.len, &g, &why));
+	/* no batch inside a batch, no handle ops, no listing */
+	hs_pbuf_reset(&b);
+	hs_pbuf_u32(&b, 1);
+	hs_pbuf_u8(&b, HS_OP_BATCH);
+	hs_pbuf_u32(&b, 4);
+	hs_pbuf_u32(&b, 0);
+	CHECK_EQ(hs_proto_req_decode(HS_OP_BATCH, b.p, b.len, &g, &why), -EPROTO);
+	CHECK(strstr(why, "not allowed"));
+	CHECK(!hs_proto_batch_op(HS_OP_READDIR) && !hs_proto_batch_op(HS_OP_PWRITE) &&
+	      !hs_proto_batch_op(HS_OP_SUBSCRIBE) && !hs_proto_batch_op(HS_OP_HELLO));
+	/* a sub-request that does not parse (bad flags) spoils the batch */
+	hs_pbuf_reset(&b);
+	hs_pbuf_u32(&b, 1);
+	memset(&q, 0, sizeof(q));
+	q.op = HS_OP_RENAME;
+	strcpy(q.path, "/a");
+	strcpy(q.path2, "/b");
+	q.flags = 1 << 5;
+	batch_add(&b, &q);
+	CHECK_EQ(hs_proto_req_decode(HS_OP_BATCH, b.p, b.len, &g, &why), -EPROTO);
+	/* a count beyond the limit, a length beyond the payload */
+	hs_pbuf_reset(&b);
+	hs_pbuf_u32(&b, HS_PROTO_MAX_BATCH + 1);
+	CHECK_EQ(hs_proto_req_decode(HS_OP_BATCH, b.p, b.len, &g, &why), -EPROTO);
+	CHECK(strstr(why, "limit"));
+	hs_pbuf_reset(&b);
+	hs_pbuf_u32(&b, 1);
+	hs_pbuf_u8(&b, HS_OP_LSTAT);
+	hs_pbuf_u32(&b, 1000);
+	hs_pbuf_str(&b, "/x");
+	CHECK_EQ(hs_proto_req_decode(HS_OP_BATCH, b.p, b.len, &g, &why), -EPROTO);
+	hs_pbuf_release(&b);
+	CHECK_STR_EQ(hs_proto_op_name(HS_OP_BATCH), "batch");
+}
+
 int main(void)
 {
 	test_header();
 	test_compress();
 	test_requests();
 	test_malformed();
+	test_batch();
 	printf("test_proto: ok\n");
 	return 0;
 }

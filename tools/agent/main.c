@@ -367,7 +367,7 @@ int main(int argc, char **argv)
 			root, strerror(errno));
 		return 1;
 	}
-	agent.features = HS_FEAT_LZ4 | HS_FEAT_BATCH;
+	agent.features = HS_FEAT_LZ4 | HS_FEAT_BATCH | HS_FEAT_SEQ;
 	if (hs_agent_watch_init(root) == 0)
 		agent.features |= HS_FEAT_NOTIFY;
 	if (token_file && read_token(token_file, &token) < 0)

@@ -562,9 +562,13 @@ static int is_change(const struct hs_proto_req *q)
 	return 0;
 }
 
-/* Answers one request.  Returns 0 to go on, -1 when the reply could not
- * be written (the connection is then closed). */
-static int handle(struct conn *c, const struct hs_proto_hdr *h,
+static int answer_batch(struct conn *c, const struct hs_proto_hdr *h,
+			const struct hs_proto_req *q);
+
+/* Works out the answer to one request: the reply payload in tl.out and
+ * the status returned (0 or -errno); 1 when a reply could not be written
+ * (the connection is then closed), 2 when the reply has gone already. */
+static int answer(struct conn *c, const struct hs_proto_hdr *h,
 		  const struct hs_proto_req *q)
 {
 	struct hs_attr attr;
@@ -573,10 +577,8 @@ static int handle(struct conn *c, const struct hs_proto_hdr *h,
 	int r = 0, fd;
 
 	hs_pbuf_reset(&tl.out);
-	if (c->a->read_only && is_change(q)) {
-		r = -EROFS;
-		goto send;
-	}
+	if (c->a->read_only && is_change(q))
+		return -EROFS;
 	switch (q->op) {
 	case HS_OP_PING:
 		break;
@@ -785,20 +787,72 @@ static int handle(struct conn *c, const struct hs_proto_hdr *h,
 				r = write_full(c->wfd, &iov, 1) < 0 ? 1 : 2;
 			}
 			pthread_mutex_unlock(&c->wlock);
-			if (r == 2)
-				return 0;
 		}
+		break;
+	case HS_OP_BATCH:
+		r = answer_batch(c, h, q);
 		break;
 	default: /* hs_proto_req_decode() let nothing else through */
 		r = -ENOSYS;
 		break;
 	}
+	return r;
+}
+
+/* BATCH: the sub-requests one after the other, in order, each answered
+ * as on its own; a refused one does not stop the rest.  Their answers go
+ * back as one reply.  Sub-requests are ops with a one-frame reply
+ * (hs_proto_batch_op()), so answer() never sends anything for them. */
+static int answer_batch(struct conn *c, const struct hs_proto_hdr *h,
+			const struct hs_proto_req *q)
+{
+	struct hs_proto_batch_it it;
+	struct hs_proto_req *sq;
+	struct hs_proto_hdr sh = *h;
+	struct hs_pbuf acc, tmp;
+	const uint8_t *sub;
+	const char *why;
+	size_t len;
+	int r;
+
+	if (!(c->features & HS_FEAT_SEQ))
+		return -ENOSYS;
+	sq = malloc(sizeof(*sq));
+	if (!sq)
+		return -ENOMEM;
+	hs_pbuf_init(&acc);
+	hs_proto_batch_begin(&it, q->data, q->data_len);
+	while (hs_proto_batch_next(&it, &sh.op, &sub, &len, &why) > 0) {
+		/* decoded once already by the reader: cannot fail here */
+		r = hs_proto_req_decode(sh.op, sub, len, sq, &why) < 0 ?
+			    -EPROTO : answer(c, &sh, sq);
+		if (r == 0 && tl.out.err)
+			r = -EIO;
+		hs_pbuf_u16(&acc, (uint16_t)(r < 0 ? -r : 0));
+		hs_pbuf_u32(&acc, r ? 0 : (uint32_t)tl.out.len);
+		if (r == 0)
+			hs_pbuf_bytes(&acc, tl.out.p, tl.out.len);
+	}
+	free(sq);
+	r = acc.err ? -EIO : 0;
+	tmp = tl.out;
+	tl.out = acc;
+	hs_pbuf_release(&tmp);
+	return r;
+}
+
+/* Answers one request.  Returns 0 to go on, -1 when the reply could not
+ * be written (the connection is then closed). */
+static int handle(struct conn *c, const struct hs_proto_hdr *h,
+		  const struct hs_proto_req *q)
+{
+	int r = answer(c, h, q);
+
 	if (r == 1)
 		return -1;
-send:
-	if (reply(c, h, r) < 0)
-		return -1;
-	return 0;
+	if (r == 2)
+		return 0;
+	return reply(c, h, r) < 0 ? -1 : 0;
 }
 
 static int do_hello(struct conn *c, const struct hs_proto_hdr *h,
