@@ -20,6 +20,8 @@
  *            of the final size, and followed by one setattr of size and
  *            times.  A send cut short leaves the host copy at one of two
  *            sizes, noted on the row before it starts: see send_data().
+ *   Either way a file's blocks go as pieces of up to CHUNK bytes over every
+ *   flush connection at once, each with its own handle (send_blocks()).
  *   others   one transport call each.  Replays are idempotent: a row cut
  *            short by a crash is sent again, and "already done" answers
  *            (mkdir: exists; unlink: no such file) count as success.
@@ -84,18 +86,122 @@ static void note_sent(struct hs_cache *c, uint64_t len, uint64_t *ret_bytes)
 	atomic_fetch_add(&c->inflight_sent, len);
 }
 
-/* Sends the runs of blocks set in @runs (cut at @size) from the cache file
- * to @rf, in calls of up to CHUNK bytes. */
-static int send_blocks(struct hs_cache *c, struct hs_transport *t,
-		       struct hs_tr_file *rf, int fd, const struct hs_bitmap *runs,
-		       uint64_t size, uint64_t *ret_bytes)
+/* One piece of a file to send: at most CHUNK bytes of one run. */
+struct piece {
+	uint64_t off, len;
+};
+
+/* A file's pieces, sent by the flusher thread and helpers at once. */
+struct par_send {
+	struct hs_cache *c;
+	const char *path;       /* on the host, for the helpers' opens */
+	int fd;                 /* the cache file */
+	const struct piece *pc;
+	size_t n;
+	atomic_size_t next;     /* the next piece to take */
+	atomic_int err;         /* the first failure */
+	atomic_uint_fast64_t bytes;
+	struct hs_transport *t; /* the caller's connection (pipelined wires
+				 * share it, and its handle) */
+	struct hs_tr_file *rf;
+};
+
+struct piece_helper_arg {
+	struct par_send *p;
+	int slot;               /* the helper's flush connection */
+};
+
+/* Sends pieces of @p on @t / @rf until none is left or one failed. */
+static void send_pieces(struct par_send *p, struct hs_transport *t,
+			struct hs_tr_file *rf)
 {
-	uint64_t nblocks = (size + HS_BLOCK - 1) / HS_BLOCK, b = 0, e;
 	char *buf = malloc(CHUNK);
+	size_t k;
 	int r = 0;
 
 	if (!buf)
-		return -ENOMEM;
+		r = -ENOMEM;
+	while (r == 0 && !atomic_load(&p->err) &&
+	       (k = atomic_fetch_add(&p->next, 1)) < p->n) {
+		uint64_t off = p->pc[k].off, len = p->pc[k].len;
+		ssize_t n = pread(p->fd, buf, len, (off_t)off);
+
+		if (n < 0) {
+			r = -errno;
+			break;
+		}
+		if ((uint64_t)n < len)
+			memset(buf + n, 0, len - (uint64_t)n);
+		n = hs_tr_pwrite(t, rf, buf, len, off, call_dl(p->c));
+		if (n < 0) {
+			r = (int)n;
+			break;
+		}
+		atomic_fetch_add(&p->bytes, len);
+		atomic_fetch_add(&p->c->sent_bytes, len);
+		atomic_fetch_add(&p->c->inflight_sent, len);
+	}
+	if (r < 0) {
+		int zero = 0;
+
+		atomic_compare_exchange_strong(&p->err, &zero, r);
+	}
+	free(buf);
+}
+
+/* A helper: pieces on a flush connection of its own and a handle of its
+ * own, or on the caller's where the wire pipelines. */
+static void *piece_helper(void *arg)
+{
+	struct piece_helper_arg *a = arg;
+	struct par_send *p = a->p;
+	struct hs_transport *t = p->t;
+	struct hs_tr_file *rf = p->rf;
+	int r = 0;
+
+	if (!(t->caps & HS_TR_CAP_PIPELINE)) {
+		rf = NULL;
+		r = hs_link_get(p->c->link, a->slot, 0, HS_DEADLINE_NEVER, &t);
+		if (r < 0)
+			return NULL; /* the others go on without it */
+		r = hs_tr_fopen(t, p->path, O_WRONLY, 0, &rf, call_dl(p->c));
+	}
+	if (r == 0)
+		send_pieces(p, t, rf);
+	if (t != p->t) {
+		if (rf)
+			r = hs_tr_fclose(t, rf, call_dl(p->c));
+		if (r < 0) {
+			int zero = 0;
+
+			atomic_compare_exchange_strong(&p->err, &zero, r);
+		}
+		hs_link_put(p->c->link, t, atomic_load(&p->err));
+	}
+	return NULL;
+}
+
+/* Sends the runs of blocks set in @runs (cut at @size) from the cache file
+ * to @rf (@path on the host), in calls of up to CHUNK bytes.  A file of
+ * many pieces (a big file, many scattered changes) goes over every flush
+ * connection at once, each with its own handle (on a pipelining wire, as
+ * many calls in flight on @t): one call at a time per connection, each a
+ * round trip, was what made a big upload or 4,096 small changes slow. */
+static int send_blocks(struct hs_cache *c, struct hs_transport *t,
+		       struct hs_tr_file *rf, const char *path, int fd,
+		       const struct hs_bitmap *runs, uint64_t size,
+		       uint64_t *ret_bytes)
+{
+	uint64_t nblocks = (size + HS_BLOCK - 1) / HS_BLOCK, b = 0, e;
+	int conns = HS_MAX(1, HS_MIN(c->cfg.flush_connections,
+				     HS_FLUSH_CONNECTIONS_MAX));
+	pthread_t thr[HS_FLUSH_CONNECTIONS_MAX];
+	struct piece_helper_arg ha[HS_FLUSH_CONNECTIONS_MAX];
+	struct par_send p;
+	struct piece *pc = NULL;
+	size_t n = 0, cap = 0;
+	int k, started = 0, r;
+
 	while (b < nblocks) {
 		b = hs_bitmap_next_set(runs, b, nblocks);
 		if (b == HS_BITMAP_NONE)
@@ -106,28 +212,45 @@ static int send_blocks(struct hs_cache *c, struct hs_transport *t,
 		while (b < e) {
 			uint64_t off = b * HS_BLOCK;
 			uint64_t len = HS_MIN((e - b) * HS_BLOCK, (uint64_t)CHUNK);
-			ssize_t n;
 
 			if (off + len > size)
 				len = size - off;
-			n = pread(fd, buf, len, (off_t)off);
-			if (n < 0) {
-				r = -errno;
-				goto out;
+			if (n == cap) {
+				struct piece *np;
+
+				cap = cap ? 2 * cap : 64;
+				np = realloc(pc, cap * sizeof(*pc));
+				if (!np) {
+					free(pc);
+					return -ENOMEM;
+				}
+				pc = np;
 			}
-			if ((uint64_t)n < len)
-				memset(buf + n, 0, len - (uint64_t)n);
-			n = hs_tr_pwrite(t, rf, buf, len, off, call_dl(c));
-			if (n < 0) {
-				r = (int)n;
-				goto out;
-			}
-			note_sent(c, len, ret_bytes);
+			pc[n++] = (struct piece){ off, len };
 			b += (len + HS_BLOCK - 1) / HS_BLOCK;
 		}
 	}
-out:
-	free(buf);
+	memset(&p, 0, sizeof(p));
+	p.c = c;
+	p.path = path;
+	p.fd = fd;
+	p.pc = pc;
+	p.n = n;
+	p.t = t;
+	p.rf = rf;
+	for (k = 1; k < conns && (size_t)k < n; k++) {
+		ha[started] = (struct piece_helper_arg){ &p, HS_SLOT_FLUSH + k };
+		if (pthread_create(&thr[started], NULL, piece_helper,
+				   &ha[started]))
+			break;
+		started++;
+	}
+	send_pieces(&p, t, rf);
+	for (k = 0; k < started; k++)
+		pthread_join(thr[k], NULL);
+	r = atomic_load(&p.err);
+	*ret_bytes += atomic_load(&p.bytes);
+	free(pc);
 	return r;
 }
 
@@ -261,7 +384,7 @@ static int upload_file(struct hs_cache *c, struct hs_transport *t,
 			call_dl(c));
 	if (r < 0)
 		goto out;
-	r = send_blocks(c, t, rf, s->f->fd, runs, s->size, bytes);
+	r = send_blocks(c, t, rf, tmp, s->f->fd, runs, s->size, bytes);
 	if (r < 0) {
 		hs_tr_fclose(t, rf, call_dl(c));
 		goto out_unlink;
@@ -574,7 +697,8 @@ static int send_data(struct hs_cache *c, struct hs_transport *t,
 		r = hs_tr_fopen(t, s->hpath, O_WRONLY, 0, &rf, call_dl(c));
 		if (r < 0)
 			return r;
-		r = send_blocks(c, t, rf, s->f->fd, &s->f->writing, s->size, bytes);
+		r = send_blocks(c, t, rf, s->hpath, s->f->fd, &s->f->writing,
+				s->size, bytes);
 		if (r < 0) {
 			hs_tr_fclose(t, rf, call_dl(c));
 			return r;

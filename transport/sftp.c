@@ -99,7 +99,11 @@
 #include "dial.h"
 
 #define PATH_BUF 8192                 /* joined remote path, with NUL */
-#define WRITE_WINDOW (4u << 20)       /* bytes of a pwrite in flight */
+/* Bytes of a pwrite in flight.  Not more: OpenSSH's sftp server packs
+ * its input buffer as it consumes each request, so with 4 MiB queued it
+ * spent 44 % of its time in memmove and a 1 GiB upload took 5.5 s; with
+ * 1 MiB 3.3 s (2 MiB: 4.7 s, 512 KiB and 256 KiB: as 1 MiB). */
+#define WRITE_WINDOW (1u << 20)
 #define CLOSE_GRACE_MS 200            /* polite disconnect budget */
 
 /* Header of each libssh2 allocation (see "Memory" above). */

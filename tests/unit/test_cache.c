@@ -27,6 +27,7 @@ static char root[256], hostdir[300], cachedir[300];
 static struct hs_transport *wraps[64];
 static int nwraps;
 static int stall_new, refuse_new, serial_new;
+static int test_conns; /* flush_connections of the next cache opened */
 
 static int dial(void *arg, hs_deadline_t dl, struct hs_transport **ret, char *err,
 		size_t errlen)
@@ -116,6 +117,7 @@ static struct hs_cache *open_cache_trusting(int delay_ms, int attr_timeout_ms)
 		.allow_offline = 1, .idmap_user = 1, .local_uid = getuid(),
 		.local_gid = getgid(), .force_uid = -1, .force_gid = -1,
 		.on_host_change = on_host_change,
+		.flush_connections = test_conns,
 	};
 	char err[256] = "";
 	struct hs_cache *c = NULL;
@@ -565,6 +567,64 @@ static void batch_of_new_files(int serial)
 	}
 }
 
+/* Sixty-four scattered blocks of a host file changed in the guest go up
+ * over all four flush connections at once (@serial: each with its handle
+ * of its own; else all in flight on one), the bytes on the host exactly
+ * the guest's; again with an answer lost in the middle, after which the
+ * whole change goes again. */
+static void scattered_changes(int serial)
+{
+	static char want[1 << 20], got[(1 << 20) + 1];
+	struct hs_cache *c;
+	struct hs_handle *h;
+	struct stat st;
+	int keep, k, round, i;
+
+	for (i = 0; i < (int)sizeof(want); i++)
+		want[i] = (char)('A' + i % 26);
+	host_write("sc", want, sizeof(want));
+	serial_new = serial;
+	test_conns = 4;
+	c = open_cache(60000);
+	wait_connections(serial ? 5 : 2);
+	CHECK_OK(hs_cache_lookup(c, 1, "sc", &st, dl()));
+	for (round = 0; round < 2; round++) {
+		long opens = count("open"), writes = count("pwrite");
+
+		CHECK_OK(hs_cache_open_file(c, st.st_ino, O_RDWR, &h, &keep, dl()));
+		for (k = 0; k < 64; k++) {
+			char blk[4096];
+
+			memset(blk, 'a' + round * 3 + k % 3, sizeof(blk));
+			memcpy(want + k * 16384 + 8192, blk, sizeof(blk));
+			CHECK_EQ(hs_cache_write(c, h, blk, sizeof(blk),
+						k * 16384 + 8192, dl()),
+				 (ssize_t)sizeof(blk));
+		}
+		hs_cache_release(c, h);
+		if (round == 1)
+			for (i = 0; i < nwraps; i++)
+				hs_faulty_lose_answer_after(wraps[i], 20, 0);
+		CHECK_OK(hs_cache_sync(c, hs_deadline_in_ms(10000)));
+		CHECK_EQ(host_read("sc", got, sizeof(got)), sizeof(want));
+		CHECK(!memcmp(got, want, sizeof(want)));
+		if (round == 0) {
+			CHECK_EQ(count("pwrite") - writes, 64);
+			if (serial)
+				CHECK(count("open") - opens >= 2);
+		}
+	}
+	hs_cache_close(c);
+	serial_new = 0;
+	test_conns = 0;
+}
+
+static void test_scattered_changes(void)
+{
+	scattered_changes(1);
+	scattered_changes(0);
+}
+
 /* Where the wire makes changes in order in one exchange, new files go
  * that way, not one upload each. */
 static void seq_batches_used(void)
@@ -891,6 +951,7 @@ int main(void)
 	test_cut_send_is_no_conflict();
 	test_lost_create_answer();
 	test_batch_of_new_files();
+	test_scattered_changes();
 	test_rename_of_unsent_file();
 	test_rename_during_upload();
 	test_namespace_errors();
