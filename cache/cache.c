@@ -1404,8 +1404,8 @@ int hs_cache_get_status(struct hs_cache *c, struct hs_cache_status *ret)
 	ret->flushed_bytes = c->flushed_bytes;
 	ret->sent_bytes = atomic_load(&c->sent_bytes);
 	/* what the rows being sent have sent already is not owed any more */
-	ret->pending_bytes -= HS_MIN(ret->pending_bytes,
-				     (uint64_t)atomic_load(&c->inflight_sent));
+	ret->inflight_bytes = atomic_load(&c->inflight_sent);
+	ret->pending_bytes -= HS_MIN(ret->pending_bytes, ret->inflight_bytes);
 	update_rate(c, ret->sent_bytes, ret->pending_ops);
 	ret->rate_bps = (uint64_t)(c->rate + 0.5);
 	snprintf(ret->current, sizeof(ret->current), "%s", c->current);

@@ -274,6 +274,8 @@ struct hs_cache_status {
 	char cache_dir[512];
 	char last_error[256];     /* "" when none */
 	uint64_t sent_bytes;      /* data written to the host since mount, as it goes */
+	uint64_t inflight_bytes;  /* ... of it by the rows being sent now (not
+				   * in pending_bytes any more) */
 	uint64_t rate_bps;        /* recent flush rate, bytes/s (0: idle) */
 	uint64_t cache_limit;     /* cache_size=, 0 for none */
 	uint64_t conflicts;       /* conflicts listed, until cleared */

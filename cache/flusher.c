@@ -1554,9 +1554,11 @@ static void send_seq(struct hs_cache *c, struct flush_job *jobs, int n)
 		if (alone >= 0) {
 			struct flush_job *j = &jobs[alone];
 
-			if (j->r == 0 && j->e.op == HS_J_CREATE && j->s.f)
+			if (j->r == 0 && j->e.op == HS_J_CREATE && j->s.f) {
+				set_current(c, j->e.path);
 				j->r = send_create(c, j->t, &j->e, &j->s,
 						   &j->bytes);
+			}
 			else if (j->r == 0)
 				send_row(j);
 		}

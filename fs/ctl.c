@@ -236,6 +236,7 @@ static void do_status(struct hs_ctl *ctl, int fd)
 	jstr(&j, "last_error", st.last_error);
 	jnum(&j, "pid", (uint64_t)getpid());
 	jnum(&j, "sent_bytes", st.sent_bytes);
+	jnum(&j, "inflight_bytes", st.inflight_bytes);
 	jnum(&j, "rate_bps", st.rate_bps);
 	jnum(&j, "eta_s", eta_s(&st));
 	jnum(&j, "cache_limit", st.cache_limit);
@@ -377,6 +378,7 @@ static int send_progress(int fd, const struct hs_cache_status *st)
 	jnum(&j, "pending_bytes", st->pending_bytes);
 	jnum(&j, "flushed_bytes", st->flushed_bytes);
 	jnum(&j, "sent_bytes", st->sent_bytes);
+	jnum(&j, "inflight_bytes", st->inflight_bytes);
 	jnum(&j, "rate_bps", st->rate_bps);
 	jnum(&j, "eta_s", eta_s(st));
 	jstr(&j, "current", st->current);

@@ -425,8 +425,10 @@ static int cmd_flush(const char *mp, uint64_t timeout_ms, int json)
 		if (!jget(line, "event", v, sizeof(v)))
 			continue;
 		if (!strcmp(v, "progress")) {
+			/* the rows being sent count from their start */
 			if (first)
-				sent0 = jget_u64(line, "sent_bytes");
+				sent0 = jget_u64(line, "sent_bytes") -
+					jget_u64(line, "inflight_bytes");
 			first = 0;
 			if (!tty)
 				continue;

@@ -21,7 +21,7 @@ STATUS_KEYS = {
     "mountpoint": str, "source": str, "transport": str, "link": str,
     "link_since": str, "pending_ops": int, "pending_bytes": int,
     "flushed_ops": int, "flushed_bytes": int, "sent_bytes": int,
-    "failed_ops": int, "rate_bps": int, "eta_s": int, "cache_bytes": int,
+    "inflight_bytes": int, "failed_ops": int, "rate_bps": int, "eta_s": int, "cache_bytes": int,
     "cache_limit": int, "cache_dir": str, "conflicts": int,
     "oldest_pending_s": int, "current": str, "last_error": str, "pid": int,
 }
@@ -47,7 +47,7 @@ def write(path, data):
 
 
 @pytest.mark.timeout(120)
-def test_status_fields(hostshare_only, mount_factory):
+def test_status_fields(hostshare_only, mount_factory, request):
     mnt = mount_factory(options=["writeback_delay=60000", "cache_size=2G"])
     write(mnt.guest("a"), b"x" * 100000)
     os.mkdir(mnt.guest("d"))
@@ -57,7 +57,8 @@ def test_status_fields(hostshare_only, mount_factory):
         assert key in st, key
         assert isinstance(st[key], typ), (key, st[key])
     assert st["link"] == "connected"
-    assert st["transport"] == "sftp"
+    assert st["transport"] == (
+        "sftp" if request.config.getoption("--transport") == "sftp" else "agent")
     assert st["pending_ops"] == 2
     assert st["pending_bytes"] == 100000
     assert st["cache_limit"] == 2 << 30
