@@ -188,137 +188,25 @@ static int parse_bool(const char *s, int *ret)
 
 /* ---- SOURCE ---- */
 
-/* "HOST:PORT[/dir]" after "tcp://" or "CID:PORT[/dir]" after "vsock://";
- * HOST may be "[v6 address]". */
-static int parse_agent_net(struct hs_opts *o, const char *s, const char *rest,
-			   char *err, size_t errlen)
-{
-	const char *host = rest, *host_end, *port, *dir;
-	char pbuf[16];
-	size_t n;
-	int r;
-
-	if (*host == '[') {
-		host_end = strchr(host, ']');
-		if (!host_end || host_end[1] != ':')
-			goto bad;
-		host++;
-		port = host_end + 2;
-	} else {
-		host_end = strchr(host, ':');
-		if (!host_end)
-			goto bad;
-		port = host_end + 1;
-	}
-	if (host_end == host)
-		goto bad;
-	dir = strchrnul(port, '/');
-	n = (size_t)(dir - port);
-	if (!n || n >= sizeof(pbuf))
-		goto bad;
-	memcpy(pbuf, port, n);
-	pbuf[n] = '\0';
-	if (parse_int(pbuf, o->kind == HS_TR_AGENT_VSOCK ? 0 : 1,
-		      o->kind == HS_TR_AGENT_VSOCK ? INT32_MAX : 65535,
-		      &o->port) < 0)
-		return fail(err, errlen, "source '%s' has a bad port", s);
-	if ((r = set_str(&o->source, s, strlen(s))) < 0 ||
-	    (r = set_str(&o->host, host, (size_t)(host_end - host))) < 0 ||
-	    (r = set_str(&o->dir, dir, strlen(dir))) < 0)
-		return r;
-	if (o->kind == HS_TR_AGENT_VSOCK) {
-		long long cid;
-
-		if (parse_ll(o->host, 0, UINT32_MAX, &cid) < 0)
-			return fail(err, errlen,
-				    "source '%s' has a bad vsock cid", s);
-	}
-	return 0;
-bad:
-	return fail(err, errlen, "source '%s' is malformed (expected %s)", s,
-		    o->kind == HS_TR_AGENT_VSOCK ? "vsock://CID:PORT/dir" :
-						   "tcp://HOST:PORT/dir");
-}
-
-/* "unix:/path/to.sock[:/dir]" */
-static int parse_agent_unix(struct hs_opts *o, const char *s, char *err,
-			    size_t errlen)
-{
-	const char *path = s + 5, *colon = strrchr(path, ':');
-	const char *dir = colon ? colon + 1 : "";
-	size_t n = colon ? (size_t)(colon - path) : strlen(path);
-	int r;
-
-	if (!n)
-		return fail(err, errlen, "source '%s' names no socket "
-				"(expected unix:/path/to.sock:/dir)", s);
-	if ((r = set_str(&o->source, s, strlen(s))) < 0 ||
-	    (r = set_str(&o->host, path, n)) < 0 ||
-	    (r = set_str(&o->dir, dir, strlen(dir))) < 0)
-		return r;
-	o->port = 0;
-	return 0;
-}
-
-/* [user@]host:[dir], host may be "[v6 address]"; or an agent source. */
+/* [user@]host:[dir] or an agent source (hs_tr_parse_source()). */
 static int parse_source(struct hs_opts *o, const char *s, char *err,
 			size_t errlen)
 {
-	const char *at = NULL, *host, *host_end, *dir, *p;
-	int r;
+	struct hs_tr_source src;
+	int r = hs_tr_parse_source(s, &src, err, errlen);
 
-	if (!strncmp(s, "tcp://", 6)) {
-		o->kind = HS_TR_AGENT_TCP;
-		return parse_agent_net(o, s, s + 6, err, errlen);
-	}
-	if (!strncmp(s, "vsock://", 8)) {
-		o->kind = HS_TR_AGENT_VSOCK;
-		return parse_agent_net(o, s, s + 8, err, errlen);
-	}
-	if (!strncmp(s, "unix:", 5)) {
-		o->kind = HS_TR_AGENT_UNIX;
-		return parse_agent_unix(o, s, err, errlen);
-	}
-	o->kind = HS_TR_SFTP;
-
-	/* A user name never holds ':' or '[', so the last '@' before either
-	 * ends it; a '@' in the dir part is left alone. */
-	for (p = s; *p && *p != ':' && *p != '['; p++)
-		if (*p == '@')
-			at = p;
-	host = at ? at + 1 : s;
-	if (*host == '[') {
-		host_end = strchr(host, ']');
-		if (!host_end)
-			return fail(err, errlen,
-				    "source '%s' has an unclosed '['", s);
-		if (host_end[1] != ':')
-			goto no_colon;
-		host++;
-		dir = host_end + 2;
-	} else {
-		host_end = strchr(host, ':');
-		if (!host_end)
-			goto no_colon;
-		dir = host_end + 1;
-	}
-	if (at && at == s)
-		return fail(err, errlen, "source '%s' has an empty user name",
-			    s);
-	if (host_end == host)
-		return fail(err, errlen, "source '%s' names no host", s);
-
-	if ((r = set_str(&o->source, s, strlen(s))) < 0 ||
-	    (r = set_str(&o->host, host, (size_t)(host_end - host))) < 0 ||
-	    (r = set_str(&o->dir, dir, strlen(dir))) < 0)
+	if (r < 0)
 		return r;
-	if (at && (r = set_str(&o->user, s, (size_t)(at - s))) < 0)
+	o->kind = src.kind;
+	if (src.kind != HS_TR_SFTP) /* ssh's port is an option (22) */
+		o->port = src.port;
+	if ((r = set_str(&o->source, s, strlen(s))) < 0 ||
+	    (r = set_str(&o->host, src.host, src.host_len)) < 0 ||
+	    (r = set_str(&o->dir, src.dir, strlen(src.dir))) < 0)
+		return r;
+	if (src.user && (r = set_str(&o->user, src.user, src.user_len)) < 0)
 		return r;
 	return 0;
-
-no_colon:
-	return fail(err, errlen,
-		    "source '%s' has no ':' (expected [user@]host:[dir])", s);
 }
 
 /* ---- -o options ---- */

@@ -435,94 +435,28 @@ static void parse_o(struct doctor *d, const char *list)
 	}
 }
 
-/* tcp://HOST:PORT/dir, vsock://CID:PORT/dir, unix:/path.sock:/dir (as
- * fs/opts.c parses them).  0 if @s is none of these. */
-static int parse_agent_source(struct doctor *d, const char *s)
-{
-	const char *host, *end, *port, *dir;
-	char *pend;
-	long n;
-
-	if (!strncmp(s, "unix:", 5)) {
-		host = s + 5;
-		end = strrchr(host, ':');
-		dir = end ? end + 1 : "";
-		if (!end)
-			end = host + strlen(host);
-		if (end == host)
-			usage_error("source '%s' names no socket (expected unix:/path/to.sock:/dir)",
-				    s);
-		d->kind = HS_TR_AGENT_UNIX;
-		d->port = 0;
-	} else if (!strncmp(s, "tcp://", 6) || !strncmp(s, "vsock://", 8)) {
-		d->kind = s[0] == 't' ? HS_TR_AGENT_TCP : HS_TR_AGENT_VSOCK;
-		host = s + (s[0] == 't' ? 6 : 8);
-		if (*host == '[') {
-			end = strchr(host, ']');
-			if (!end || end[1] != ':')
-				goto bad;
-			host++;
-			port = end + 2;
-		} else {
-			end = strchr(host, ':');
-			if (!end)
-				goto bad;
-			port = end + 1;
-		}
-		dir = strchrnul(port, '/');
-		errno = 0;
-		n = strtol(port, &pend, 10);
-		if (end == host || pend != dir || pend == port || errno ||
-		    n < (d->kind == HS_TR_AGENT_VSOCK ? 0 : 1) ||
-		    n > (d->kind == HS_TR_AGENT_VSOCK ? INT32_MAX : 65535))
-			goto bad;
-		d->port = (int)n;
-	} else {
-		return 0;
-	}
-	snprintf(d->source, sizeof(d->source), "%s", s);
-	snprintf(d->host, sizeof(d->host), "%.*s", (int)(end - host), host);
-	snprintf(d->dir, sizeof(d->dir), "%s", dir);
-	return 1;
-bad:
-	usage_error("source '%s' is malformed (expected %s)", s,
-		    s[0] == 't' ? "tcp://HOST:PORT/dir" : "vsock://CID:PORT/dir");
-	return 0;
-}
-
+/* [user@]host:[dir] or an agent source, as the mount program reads it
+ * (hs_tr_parse_source()). */
 static void parse_source(struct doctor *d, const char *s)
 {
-	const char *at = NULL, *host, *end, *dir, *p;
+	struct hs_tr_source src;
+	char err[512];
 
-	if (parse_agent_source(d, s))
-		return;
-	d->kind = HS_TR_SFTP;
-
-	for (p = s; *p && *p != ':' && *p != '['; p++)
-		if (*p == '@')
-			at = p;
-	host = at ? at + 1 : s;
-	if (*host == '[') {
-		end = strchr(host, ']');
-		if (!end || end[1] != ':')
-			usage_error("'%s' is neither a mountpoint nor a source ([user@]host:[dir])",
-				    s);
-		host++;
-		dir = end + 2;
-	} else {
-		end = strchr(host, ':');
-		if (!end)
-			usage_error("'%s' is neither a mountpoint nor a source ([user@]host:[dir])",
-				    s);
-		dir = end + 1;
+	if (hs_tr_parse_source(s, &src, err, sizeof(err)) < 0) {
+		if (src.kind == HS_TR_SFTP && !strchr(s, ':'))
+			usage_error("'%s' is neither a mountpoint nor a source "
+				    "([user@]host:[dir])", s);
+		usage_error("%s", err);
 	}
-	if (end == host || (at && at == s))
-		usage_error("source '%s' names no host or user", s);
+	d->kind = src.kind;
+	if (src.kind != HS_TR_SFTP)
+		d->port = src.port;
 	snprintf(d->source, sizeof(d->source), "%s", s);
-	snprintf(d->host, sizeof(d->host), "%.*s", (int)(end - host), host);
-	snprintf(d->dir, sizeof(d->dir), "%s", dir);
-	if (at)
-		snprintf(d->user, sizeof(d->user), "%.*s", (int)(at - s), s);
+	snprintf(d->host, sizeof(d->host), "%.*s", (int)src.host_len, src.host);
+	snprintf(d->dir, sizeof(d->dir), "%s", src.dir);
+	if (src.user)
+		snprintf(d->user, sizeof(d->user), "%.*s", (int)src.user_len,
+			 src.user);
 }
 
 static const char *home_dir(void)

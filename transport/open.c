@@ -21,7 +21,12 @@
  */
 #include "transport.h"
 
+#include <errno.h>
+#include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include <libssh2.h>
 
@@ -68,4 +73,129 @@ int hs_tr_global_init(void)
 void hs_tr_global_exit(void)
 {
 	libssh2_exit();
+}
+
+static int bad_source(char *err, size_t errlen, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static int bad_source(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+	return -EINVAL;
+}
+
+/* "HOST:PORT[/dir]" after "tcp://", "CID:PORT[/dir]" after "vsock://". */
+static int parse_agent_net(const char *s, const char *host,
+			   struct hs_tr_source *ret, char *err, size_t errlen)
+{
+	int vsock = ret->kind == HS_TR_AGENT_VSOCK;
+	const char *end, *port, *dir;
+	char *pend;
+	long long n;
+
+	if (*host == '[') {
+		end = strchr(host, ']');
+		if (!end || end[1] != ':')
+			goto bad;
+		host++;
+		port = end + 2;
+	} else {
+		end = strchr(host, ':');
+		if (!end)
+			goto bad;
+		port = end + 1;
+	}
+	if (end == host)
+		goto bad;
+	dir = strchrnul(port, '/');
+	errno = 0;
+	n = strtoll(port, &pend, 10);
+	if (pend == port || pend != dir || errno || n < (vsock ? 0 : 1) ||
+	    n > (vsock ? INT32_MAX : 65535))
+		return bad_source(err, errlen, "source '%s' has a bad port", s);
+	if (vsock) {
+		long long cid;
+
+		errno = 0;
+		cid = strtoll(host, &pend, 10);
+		if (pend != end || pend == host || errno || cid < 0 ||
+		    cid > UINT32_MAX)
+			return bad_source(err, errlen,
+					  "source '%s' has a bad vsock cid", s);
+	}
+	ret->host = host;
+	ret->host_len = (size_t)(end - host);
+	ret->port = (int)n;
+	ret->dir = dir;
+	return 0;
+bad:
+	return bad_source(err, errlen, "source '%s' is malformed (expected %s)",
+			  s, vsock ? "vsock://CID:PORT/dir" : "tcp://HOST:PORT/dir");
+}
+
+int hs_tr_parse_source(const char *s, struct hs_tr_source *ret, char *err,
+		       size_t errlen)
+{
+	const char *at = NULL, *host, *end, *p;
+
+	memset(ret, 0, sizeof(*ret));
+	if (!strncmp(s, "tcp://", 6) || !strncmp(s, "vsock://", 8)) {
+		ret->kind = s[0] == 't' ? HS_TR_AGENT_TCP : HS_TR_AGENT_VSOCK;
+		return parse_agent_net(s, s + (s[0] == 't' ? 6 : 8), ret, err,
+				       errlen);
+	}
+	if (!strncmp(s, "unix:", 5)) {
+		/* the last ':' starts the folder: a socket path may hold ':' */
+		host = s + 5;
+		end = strrchr(host, ':');
+		ret->kind = HS_TR_AGENT_UNIX;
+		ret->host = host;
+		ret->host_len = end ? (size_t)(end - host) : strlen(host);
+		ret->dir = end ? end + 1 : "";
+		if (!ret->host_len)
+			return bad_source(err, errlen, "source '%s' names no socket "
+					  "(expected unix:/path/to.sock:/dir)", s);
+		return 0;
+	}
+	ret->kind = HS_TR_SFTP;
+	/* A user name never holds ':' or '[', so the last '@' before either
+	 * ends it; a '@' in the dir part is left alone. */
+	for (p = s; *p && *p != ':' && *p != '['; p++)
+		if (*p == '@')
+			at = p;
+	host = at ? at + 1 : s;
+	if (*host == '[') {
+		end = strchr(host, ']');
+		if (!end)
+			return bad_source(err, errlen,
+					  "source '%s' has an unclosed '['", s);
+		if (end[1] != ':')
+			goto no_colon;
+		host++;
+		ret->dir = end + 2;
+	} else {
+		end = strchr(host, ':');
+		if (!end)
+			goto no_colon;
+		ret->dir = end + 1;
+	}
+	if (at && at == s)
+		return bad_source(err, errlen,
+				  "source '%s' has an empty user name", s);
+	if (end == host)
+		return bad_source(err, errlen, "source '%s' names no host", s);
+	ret->host = host;
+	ret->host_len = (size_t)(end - host);
+	if (at) {
+		ret->user = s;
+		ret->user_len = (size_t)(at - s);
+	}
+	return 0;
+no_colon:
+	return bad_source(err, errlen,
+			  "source '%s' has no ':' (expected [user@]host:[dir])", s);
 }

@@ -249,6 +249,26 @@ enum hs_tr_kind {
 };
 
 
+/* A source as the user writes it, split (spans point into the string):
+ *   [user@]host:[dir]          SFTP (host may be "[v6 address]")
+ *   tcp://HOST:PORT/dir        the agent on TCP (HOST may be "[v6]")
+ *   vsock://CID:PORT/dir       the agent on vsock
+ *   unix:/path/to.sock[:/dir]  the agent on a unix socket (host: the path)
+ * The mount program and hostsharectl doctor read sources with it. */
+struct hs_tr_source {
+	enum hs_tr_kind kind;  /* HS_TR_SFTP or an HS_TR_AGENT_* */
+	const char *user;      /* NULL when not given */
+	size_t user_len;
+	const char *host;
+	size_t host_len;
+	int port;              /* agents on tcp and vsock; else 0 */
+	const char *dir;       /* the rest of the string, may be "" */
+};
+
+/* 0, or -EINVAL with one line about what is wrong in @err. */
+int hs_tr_parse_source(const char *s, struct hs_tr_source *ret, char *err,
+		       size_t errlen);
+
 enum hs_tr_hostkey_policy {
 	HS_HOSTKEY_STRICT = 0,     /* StrictHostKeyChecking=yes */
 	HS_HOSTKEY_ACCEPT_NEW = 1, /* add unknown keys to known_hosts, refuse changed */
