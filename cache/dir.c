@@ -388,7 +388,7 @@ int hs_dir_host_begin(struct hs_cache *c, const char *p1, const char *p2)
 		c->hbusy[i].path[1] = p2 ? strdup(p2) : NULL;
 		return (int)i;
 	}
-	return -1; /* cannot happen: one row per flush connection */
+	return -1; /* cannot happen: one per row of a batch at most */
 }
 
 void hs_dir_host_end(struct hs_cache *c, int mark)
