@@ -287,11 +287,18 @@ int hs_file_persist(struct hs_cache *c, struct hs_file *f)
 		}
 	}
 	if (r == 0 && f->map_dirty) {
-		/* "dirty" on disk is dirty|writing: a crash mid-send resends. */
+		/* "dirty" on disk is dirty|writing: a crash mid-send resends.
+		 * Not the blocks of the send the guest has cut off since
+		 * (trunc_min: the smallest size since the send's snapshot):
+		 * they hold none of its data any more, and after a crash
+		 * they would look like data the crash lost (holes). */
 		hs_bitmap_init(&all);
-		r = hs_bitmap_or(&all, &f->dirty);
+		r = hs_bitmap_or(&all, &f->writing);
+		if (r == 0 && f->trunc_min >= 0)
+			hs_bitmap_truncate(&all, ((uint64_t)f->trunc_min +
+						  HS_BLOCK - 1) / HS_BLOCK);
 		if (r == 0)
-			r = hs_bitmap_or(&all, &f->writing);
+			r = hs_bitmap_or(&all, &f->dirty);
 		if (r == 0)
 			r = hs_meta_save_maps(c, f->ino, &f->present, &all,
 					      f->trunc_min);

@@ -324,6 +324,11 @@ static void end_snapshot(struct hs_cache *c, struct snap *s, int ok)
 	if (ok) {
 		hs_bitmap_release(&f->writing);
 	} else {
+		/* what the guest cut off meanwhile holds none of it (see
+		 * hs_file_persist()) */
+		if (f->trunc_min >= 0)
+			hs_bitmap_truncate(&f->writing, ((uint64_t)f->trunc_min +
+							 HS_BLOCK - 1) / HS_BLOCK);
 		hs_bitmap_or(&f->dirty, &f->writing);
 		hs_bitmap_release(&f->writing);
 		if (s->trunc >= 0 && (f->trunc_min < 0 || s->trunc < f->trunc_min))

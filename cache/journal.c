@@ -502,7 +502,10 @@ int hs_journal_check_data(struct hs_cache *c)
 {
 	static const char sql[] =
 		"SELECT j.seq, j.ino, coalesce(j.path, i.hpath), i.size FROM journal j"
-		" JOIN inode i ON i.ino=j.ino WHERE j.op IN (2,3) AND j.state=0";
+		" JOIN inode i ON i.ino=j.ino WHERE j.op IN (2,3) AND j.state=0"
+		/* a file gone from the guest sends no data (send_create(),
+		 * send_data()): its cache file may be gone with it */
+		" AND i.nlink > 0";
 	struct { int64_t seq; uint64_t ino, size; char *path; } *v = NULL;
 	size_t n = 0, cap = 0, k;
 	sqlite3_stmt *st;

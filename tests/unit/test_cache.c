@@ -619,8 +619,82 @@ static void scattered_changes(int serial)
 	test_conns = 0;
 }
 
+/* A changed host file is deleted in the guest while its change is being
+ * sent (the link hangs), and the daemon stops before the send ends (as in
+ * a kill): on the next start the cut send must not count as data a crash
+ * lost (the cache file went with the file, and nothing of it is owed to
+ * the host any more); the deletion reaches the host. */
+static void deleted_while_sent(void)
+{
+	struct hs_cache *c = open_cache_trusting(60000, 3600000);
+	struct hs_handle *h;
+	struct stat st;
+	int keep, i;
+
+	host_write("dg", "host version", 12);
+	CHECK_OK(hs_cache_lookup(c, 1, "dg", &st, dl()));
+	CHECK_OK(hs_cache_open_file(c, st.st_ino, O_RDWR, &h, &keep, dl()));
+	CHECK_EQ(hs_cache_write(c, h, "guest", 5, 0, dl()), 5);
+	hs_cache_release(c, h);
+	wait_connections(2);
+	for (i = 0; i < nwraps; i++)
+		hs_faulty_stall(wraps[i], 1);
+	stall_new = 1;
+	CHECK(hs_cache_sync(c, hs_deadline_in_ms(300)) < 0);
+	CHECK_OK(hs_cache_unlink(c, 1, "dg", dl()));
+	hs_cache_close(c); /* the hung send times out: the row stays */
+	stall_new = 0;
+	c = open_cache(60000);
+	CHECK_OK(hs_cache_sync(c, hs_deadline_in_ms(10000)));
+	CHECK(!host_exists("dg"));
+	hs_cache_close(c);
+}
+
+/* A host file's change is being sent (the link hangs) when the guest
+ * cuts the file to nothing and writes one byte far into it (the blocks
+ * before it holes now), and the daemon stops before the send ends: on the
+ * next start the blocks of the cut send must not count as data a crash
+ * lost; the host ends with the guest's file. */
+static void cut_while_sent(void)
+{
+	struct hs_cache *c = open_cache_trusting(60000, 3600000);
+	static char big[5 * 4096], want[3 * 4096 + 11], got[sizeof(want) + 1];
+	struct hs_handle *h;
+	struct stat st;
+	int keep, i;
+
+	memset(big, 'h', sizeof(big));
+	host_write("cw", big, sizeof(big));
+	CHECK_OK(hs_cache_lookup(c, 1, "cw", &st, dl()));
+	CHECK_OK(hs_cache_open_file(c, st.st_ino, O_RDWR, &h, &keep, dl()));
+	memset(big, 'g', sizeof(big));
+	CHECK_EQ(hs_cache_write(c, h, big, sizeof(big), 0, dl()), (ssize_t)sizeof(big));
+	hs_cache_release(c, h);
+	wait_connections(2);
+	for (i = 0; i < nwraps; i++)
+		hs_faulty_stall(wraps[i], 1);
+	stall_new = 1;
+	CHECK(hs_cache_sync(c, hs_deadline_in_ms(300)) < 0);
+	st.st_size = 0;
+	CHECK_OK(hs_cache_setattr(c, st.st_ino, &st, HS_SET_SIZE, NULL, &st, dl()));
+	CHECK_OK(hs_cache_open_file(c, st.st_ino, O_RDWR, &h, &keep, dl()));
+	CHECK_EQ(hs_cache_write(c, h, "x", 1, 3 * 4096 + 10, dl()), 1);
+	hs_cache_release(c, h);
+	hs_cache_close(c); /* the hung send times out: the rows stay */
+	stall_new = 0;
+	c = open_cache(60000);
+	CHECK_OK(hs_cache_sync(c, hs_deadline_in_ms(10000)));
+	memset(want, 0, sizeof(want));
+	want[sizeof(want) - 1] = 'x';
+	CHECK_EQ(host_read("cw", got, sizeof(got)), sizeof(want));
+	CHECK(!memcmp(got, want, sizeof(want)));
+	hs_cache_close(c);
+}
+
 static void test_scattered_changes(void)
 {
+	cut_while_sent();
+	deleted_while_sent();
 	scattered_changes(1);
 	scattered_changes(0);
 }

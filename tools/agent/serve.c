@@ -1008,10 +1008,6 @@ void hs_agent_serve(const struct hs_agent *a, int rfd, int wfd,
 			c->why = why;
 			break;
 		}
-		if (read_full(rfd, c->wire, h.len) < 0) {
-			c->why = "connection lost inside a frame";
-			break;
-		}
 		if (h.flags & (HS_PF_REPLY | HS_PF_MORE)) {
 			c->why = "reply flags on a request";
 			break;
@@ -1035,7 +1031,18 @@ void hs_agent_serve(const struct hs_agent *a, int rfd, int wfd,
 			break;
 		}
 		j->h = h;
-		if (hs_proto_payload_decode(&h, c->wire, j->raw, &why) < 0 ||
+		/* a plain payload goes straight where the worker reads it; a
+		 * compressed one is decompressed there (a copy less for the
+		 * data of a big upload) */
+		if (read_full(rfd, (h.flags & HS_PF_LZ4) ? c->wire : j->raw,
+			      h.len) < 0) {
+			free(j->raw);
+			free(j);
+			c->why = "connection lost inside a frame";
+			break;
+		}
+		if (((h.flags & HS_PF_LZ4) &&
+		     hs_proto_payload_decode(&h, c->wire, j->raw, &why) < 0) ||
 		    hs_proto_req_decode(h.op, j->raw, h.raw_len, &j->q,
 					&why) < 0) {
 			free(j->raw);
