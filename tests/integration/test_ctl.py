@@ -87,6 +87,8 @@ def test_status_fields(hostshare_only, mount_factory, request):
 
 
 @pytest.mark.timeout(180)
+@pytest.mark.sftp_only("the agent on loopback uploads the 600 MiB before the "
+                       "first progress line, 0.5 s in")
 def test_flush_progress_on_a_terminal(hostshare_only, mount_factory, timing):
     """A big file waiting to be sent: flush --wait on a terminal draws a
     progress line (done / total, rate, ETA, file) and ends with a final

@@ -619,6 +619,19 @@ static void scattered_changes(int serial)
 	test_conns = 0;
 }
 
+/* Lets the flusher start sending what @c holds and hangs every
+ * connection (those dialed later too) so that the send never ends. */
+static void hang_sends(struct hs_cache *c)
+{
+	int i;
+
+	wait_connections(2);
+	for (i = 0; i < nwraps; i++)
+		hs_faulty_stall(wraps[i], 1);
+	stall_new = 1;
+	CHECK(hs_cache_sync(c, hs_deadline_in_ms(300)) < 0);
+}
+
 /* A changed host file is deleted in the guest while its change is being
  * sent (the link hangs), and the daemon stops before the send ends (as in
  * a kill): on the next start the cut send must not count as data a crash
@@ -629,18 +642,14 @@ static void deleted_while_sent(void)
 	struct hs_cache *c = open_cache_trusting(60000, 3600000);
 	struct hs_handle *h;
 	struct stat st;
-	int keep, i;
+	int keep;
 
 	host_write("dg", "host version", 12);
 	CHECK_OK(hs_cache_lookup(c, 1, "dg", &st, dl()));
 	CHECK_OK(hs_cache_open_file(c, st.st_ino, O_RDWR, &h, &keep, dl()));
 	CHECK_EQ(hs_cache_write(c, h, "guest", 5, 0, dl()), 5);
 	hs_cache_release(c, h);
-	wait_connections(2);
-	for (i = 0; i < nwraps; i++)
-		hs_faulty_stall(wraps[i], 1);
-	stall_new = 1;
-	CHECK(hs_cache_sync(c, hs_deadline_in_ms(300)) < 0);
+	hang_sends(c);
 	CHECK_OK(hs_cache_unlink(c, 1, "dg", dl()));
 	hs_cache_close(c); /* the hung send times out: the row stays */
 	stall_new = 0;
@@ -661,20 +670,17 @@ static void cut_while_sent(void)
 	static char big[5 * 4096], want[3 * 4096 + 11], got[sizeof(want) + 1];
 	struct hs_handle *h;
 	struct stat st;
-	int keep, i;
+	int keep;
 
 	memset(big, 'h', sizeof(big));
 	host_write("cw", big, sizeof(big));
 	CHECK_OK(hs_cache_lookup(c, 1, "cw", &st, dl()));
 	CHECK_OK(hs_cache_open_file(c, st.st_ino, O_RDWR, &h, &keep, dl()));
 	memset(big, 'g', sizeof(big));
-	CHECK_EQ(hs_cache_write(c, h, big, sizeof(big), 0, dl()), (ssize_t)sizeof(big));
+	CHECK_EQ(hs_cache_write(c, h, big, sizeof(big), 0, dl()),
+		 (ssize_t)sizeof(big));
 	hs_cache_release(c, h);
-	wait_connections(2);
-	for (i = 0; i < nwraps; i++)
-		hs_faulty_stall(wraps[i], 1);
-	stall_new = 1;
-	CHECK(hs_cache_sync(c, hs_deadline_in_ms(300)) < 0);
+	hang_sends(c);
 	st.st_size = 0;
 	CHECK_OK(hs_cache_setattr(c, st.st_ino, &st, HS_SET_SIZE, NULL, &st, dl()));
 	CHECK_OK(hs_cache_open_file(c, st.st_ino, O_RDWR, &h, &keep, dl()));
@@ -691,10 +697,14 @@ static void cut_while_sent(void)
 	hs_cache_close(c);
 }
 
-static void test_scattered_changes(void)
+static void test_send_cut_then_restart(void)
 {
 	cut_while_sent();
 	deleted_while_sent();
+}
+
+static void test_scattered_changes(void)
+{
 	scattered_changes(1);
 	scattered_changes(0);
 }
@@ -1026,6 +1036,7 @@ int main(void)
 	test_lost_create_answer();
 	test_batch_of_new_files();
 	test_scattered_changes();
+	test_send_cut_then_restart();
 	test_rename_of_unsent_file();
 	test_rename_during_upload();
 	test_namespace_errors();
