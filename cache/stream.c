@@ -108,7 +108,9 @@ static void *stream_main(void *arg)
 			struct timespec ts = hs_deadline_ts(hs_deadline_in_ms(IDLE_MS));
 
 			f->st_next = until;
-			if (until >= nb)
+			/* the last chunk may have reached past the goal */
+			if (until >= nb || hs_bitmap_next_clear(&f->present, until,
+							       nb) == HS_BITMAP_NONE)
 				break; /* the whole file is here */
 			pthread_mutex_unlock(&f->lock);
 			if (stopping(c)) {

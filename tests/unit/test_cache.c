@@ -306,6 +306,44 @@ static void test_read_and_coherence(void)
 	free(got);
 }
 
+/* A stream whose last chunk reached past its goal ends with the file, not
+ * IDLE_MS later: right after a whole read, the file is no longer busy
+ * (seen as 'kept' by an evict over the agent in CI). */
+static void test_stream_ends_at_eof(void)
+{
+	size_t len = (7u << 19) + 5000, i; /* 3.5 MiB and a bit */
+	char *big = malloc(len), *got = malloc(len);
+	struct hs_evict_result res;
+	struct hs_cache *c;
+	struct hs_handle *h;
+	struct stat st;
+	int keep, round;
+
+	for (i = 0; i < len; i++)
+		big[i] = (char)(i * 13 + i / 4096);
+	host_write("streamed", big, len);
+	c = open_cache(0);
+	for (round = 0; round < 8; round++) {
+		CHECK_OK(hs_cache_lookup(c, 1, "streamed", &st, dl()));
+		CHECK_OK(hs_cache_open_file(c, st.st_ino, O_RDONLY, &h, &keep,
+					    dl()));
+		for (i = 0; i < len; i += 131072) {
+			size_t n = HS_MIN(131072, len - i);
+
+			CHECK_EQ(hs_cache_read(c, h, got + i, n, (off_t)i, dl()),
+				 (ssize_t)n);
+		}
+		CHECK(!memcmp(big, got, len));
+		hs_cache_release(c, h);
+		CHECK_OK(hs_cache_evict(c, "/streamed", &res));
+		CHECK_EQ(res.kept, 0);
+		CHECK_EQ(res.files, 1);
+	}
+	hs_cache_close(c);
+	free(big);
+	free(got);
+}
+
 static void test_replay_after_close(void)
 {
 	struct hs_cache *c = open_cache(600000);
@@ -1031,6 +1069,7 @@ int main(void)
 	test_write_and_sync();
 	test_coalesce();
 	test_read_and_coherence();
+	test_stream_ends_at_eof();
 	test_replay_after_close();
 	test_cut_send_is_no_conflict();
 	test_lost_create_answer();
