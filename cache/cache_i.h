@@ -417,7 +417,8 @@ int hs_journal_renamed(struct hs_cache *c, uint64_t ino, const char *to,
 int hs_journal_next(struct hs_cache *c, int64_t after, struct hs_jentry *ret);
 int hs_journal_set_state(struct hs_cache *c, int64_t seq, int state, const char *error);
 /* PENDING -> RUNNING for the flusher, re-reading the row; -ESTALE if it was
- * coalesced away or started since @e was read. */
+ * coalesced away or started since @e was read.  In @e, HS_JF_STARTED then
+ * says whether an earlier claim sent it (this send is a replay). */
 int hs_journal_claim(struct hs_cache *c, struct hs_jentry *e);
 int hs_journal_done(struct hs_cache *c, const struct hs_jentry *e);
 const char *hs_jop_name(int op); /* "create", "write", ... */

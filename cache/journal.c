@@ -427,19 +427,23 @@ int hs_journal_claim(struct hs_cache *c, struct hs_jentry *e)
 
 	if (!st)
 		return -EIO;
+	/* coalescing may have rewritten the row since it was read; read
+	 * before the update, STARTED says whether an earlier claim sent it */
+	hs_jentry_release(e);
+	r = hs_journal_next(c, seq - 1, e);
+	if (r < 0)
+		return r;
+	if (e->seq != seq || e->state != HS_JS_PENDING)
+		return -ESTALE;
 	sqlite3_bind_int64(st, 1, seq);
 	r = hs_meta_step(c, st);
 	if (r < 0)
 		return r;
 	if (sqlite3_changes(c->db) == 0)
 		return -ESTALE;
+	e->state = HS_JS_RUNNING;
 	hs_jgen_bump(c, e->ino);
-	/* coalescing may have rewritten the row since it was read */
-	hs_jentry_release(e);
-	r = hs_journal_next(c, seq - 1, e);
-	if (r == 0 && e->seq != seq)
-		r = -ESTALE;
-	return r;
+	return 0;
 }
 
 int hs_journal_busy(struct hs_cache *c, uint64_t *ret_failed)

@@ -42,14 +42,18 @@
  *   1. rename(from, to); done unless the target exists;
  *   2. check types (dir over non-dir -> ENOTDIR, non-dir over dir ->
  *      EISDIR, non-empty dir target -> ENOTEMPTY, nothing touched);
- *   3. rename(to, "<dir of to>/.hs-replaced.<random>");
+ *   3. rename(to, "<dir of to>/.hs-replaced.<hash>") (transport.h:
+ *      hs_tr_aside_name(): the same for every try of this rename; one an
+ *      earlier try left there is removed first);
  *   4. rename(from, to); on failure rename the aside name back;
  *   5. unlink (or rmdir) the aside name.
  * Between 3 and 4 the target name is missing for one round trip; if the
  * link dies there, `to` stays missing and the old target survives under
- * the .hs-replaced.* name (a later successful rename of the same file
- * repairs the name; the stray aside file is for the user or a cleanup
- * pass).  HS_TR_CAP_POSIX_RENAME is therefore not offered.
+ * the .hs-replaced.* name; cut between 4 and 5, the aside file stays.
+ * The flusher replays every row that was cut (a link failure or a crash)
+ * and, on this wire, removes the aside name of the row's rename first
+ * (cache/flusher.c: drop_aside()).  HS_TR_CAP_POSIX_RENAME is therefore
+ * not offered.
  *
  * Reads.  libssh2_sftp_read() pipelines read-ahead requests (4x the buffer
  * size) on the handle.  pread keeps that pipeline across sequential calls
@@ -661,8 +665,7 @@ static int do_replace(struct sftp_tr *s, const char *from, const char *to,
 		      hs_deadline_t dl)
 {
 	struct hs_attr fa, ta;
-	char aside[PATH_BUF], rnd[33];
-	const char *slash;
+	char aside[PATH_BUF];
 	int r, r2, dir;
 
 	r = do_lstat(s, from, LIBSSH2_SFTP_LSTAT, &fa, dl);
@@ -686,14 +689,29 @@ static int do_replace(struct sftp_tr *s, const char *from, const char *to,
 			return -ENOTEMPTY;
 	}
 
-	slash = strrchr(to, '/');
-	rand_hex(rnd, 8);
-	if (!slash || (size_t)(slash - to) + 32 >= sizeof(aside))
-		return -ENAMETOOLONG;
-	snprintf(aside, sizeof(aside), "%.*s/.hs-replaced.%s",
-		 (int)(slash - to), to, rnd);
+	r = hs_tr_aside_name(from, to, aside, sizeof(aside));
+	if (r < 0)
+		return r;
+	r = do_rename_raw(s, to, aside, aside, dl);
+	if (r == -EEXIST) {
+		/* an earlier try of this rename was cut after step 3: what
+		 * it set aside was being replaced; it goes now */
+		struct hs_attr aa;
 
-	r = do_rename_raw(s, to, aside, NULL, dl);
+		r = do_lstat(s, aside, LIBSSH2_SFTP_LSTAT, &aa, dl);
+		if (r == 0)
+			r = do_remove(s, aside, S_ISDIR(aa.mode), dl);
+		if (r == 0 || r == -ENOENT)
+			r = do_rename_raw(s, to, aside, aside, dl);
+		if (r < 0 && !s->base.broken) {
+			/* it will not go (a folder the host filled since):
+			 * a name of its own for this try */
+			char *dot = strrchr(aside, '.');
+
+			rand_hex(dot + 1, 8);
+			r = do_rename_raw(s, to, aside, NULL, dl);
+		}
+	}
 	if (r < 0)
 		return r;
 	r = do_rename_raw(s, from, to, NULL, dl);

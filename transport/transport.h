@@ -269,6 +269,15 @@ struct hs_tr_source {
 int hs_tr_parse_source(const char *s, struct hs_tr_source *ret, char *err,
 		       size_t errlen);
 
+/* Where a wire without HS_TR_CAP_POSIX_RENAME (SFTP v3) sets an existing
+ * @to aside while it renames @from over it (sftp.c: the rename emulation):
+ * "<folder of to>/.hs-replaced.<16 hex digits>", the digits a hash of the
+ * two final names.  The same rename tried again uses the same name, so a
+ * retry, or the flusher replaying a row a crash or a cut link interrupted,
+ * can remove what the interrupted try left there.  0, or -ENAMETOOLONG
+ * when it does not fit @size, -EINVAL when @to has no '/'. */
+int hs_tr_aside_name(const char *from, const char *to, char *buf, size_t size);
+
 enum hs_tr_hostkey_policy {
 	HS_HOSTKEY_STRICT = 0,     /* StrictHostKeyChecking=yes */
 	HS_HOSTKEY_ACCEPT_NEW = 1, /* add unknown keys to known_hosts, refuse changed */

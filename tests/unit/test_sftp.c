@@ -397,6 +397,43 @@ static void test_rename(struct hs_transport *t)
 	CHECK_STR_EQ(buf, "hello");
 	CHECK_EQ(hs_tr_lstat(t, "/d/g", &a, dl()), -ENOENT);
 	CHECK_EQ(count_aside(t, "/d"), 0);
+	/* over an existing file where a cut try of the same rename left
+	 * its aside name: that goes, the rename is done */
+	{
+		char aside[256];
+
+		CHECK_OK(hs_tr_aside_name("/d/h", "/d/k", aside, sizeof(aside)));
+		CHECK(!strncmp(aside, "/d/.hs-replaced.", 16));
+		CHECK_EQ(strlen(aside), 16 + 16);
+		put_file(t, aside, "left by a cut try");
+		put_file(t, "/d/k", "old k");
+		CHECK_EQ(count_aside(t, "/d"), 1);
+		CHECK_OK(hs_tr_rename(t, "/d/h", "/d/k", 0, dl()));
+		get_file(t, "/d/k", buf, sizeof(buf));
+		CHECK_STR_EQ(buf, "hello");
+		CHECK_EQ(count_aside(t, "/d"), 0);
+		/* the same for a folder left there */
+		CHECK_OK(hs_tr_mkdir(t, aside, 0755, dl()));
+		put_file(t, "/d/h", "hello");
+		CHECK_OK(hs_tr_rename(t, "/d/h", "/d/k", 0, dl()));
+		CHECK_EQ(count_aside(t, "/d"), 0);
+		/* a folder the host filled there stays; the rename is done */
+		CHECK_OK(hs_tr_mkdir(t, aside, 0755, dl()));
+		strcat(aside, "/kept");
+		put_file(t, aside, "the host's");
+		put_file(t, "/d/h", "hello");
+		CHECK_OK(hs_tr_rename(t, "/d/h", "/d/k", 0, dl()));
+		get_file(t, "/d/k", buf, sizeof(buf));
+		CHECK_STR_EQ(buf, "hello");
+		CHECK_EQ(hs_tr_lstat(t, "/d/h", &a, dl()), -ENOENT);
+		get_file(t, aside, buf, sizeof(buf));
+		CHECK_STR_EQ(buf, "the host's");
+		CHECK_EQ(count_aside(t, "/d"), 1);
+		CHECK_OK(hs_tr_unlink(t, aside, dl()));
+		*strrchr(aside, '/') = 0;
+		CHECK_OK(hs_tr_rmdir(t, aside, dl()));
+		CHECK_OK(hs_tr_rename(t, "/d/k", "/d/h", 0, dl()));
+	}
 	/* NOREPLACE to a free name */
 	CHECK_OK(hs_tr_rename(t, "/d/h", "/d/f", HS_RENAME_NOREPLACE, dl()));
 
