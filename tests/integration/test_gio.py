@@ -267,8 +267,10 @@ def test_gio_copy_cancelled_half_way(mnt, genv, test_dir, timing):
 
     for name, clean_up in (("abandoned.bin", True), ("kept-partial.bin", False)):
         dst = mnt.guest(name)
-        # On a loaded machine this process may not get to poll before the
-        # copy is done: then the copy is removed and tried again.
+        # gio runs in slices of 2 ms between SIGSTOPs, so that the copy
+        # cannot end between two looks at its size however the machine's
+        # scheduler treats this process (once, in CI, a copy unthrottled
+        # ended three times before a look saw 24 MiB).
         for attempt in range(3):
             p = subprocess.Popen(["gio", "copy", "-p", src, dst],
                                  env=dict(genv, GIO_USE_VFS="local"),
@@ -277,15 +279,18 @@ def test_gio_copy_cancelled_half_way(mnt, genv, test_dir, timing):
             try:
                 seen_on_host = False
                 end = time.monotonic() + 60
-                while time.monotonic() < end:
+                while time.monotonic() < end and p.poll() is None:
+                    p.send_signal(signal.SIGSTOP)
                     seen_on_host |= os.path.exists(mnt.host(name))
                     try:
                         if os.path.getsize(dst) >= 24 << 20:
                             break
                     except FileNotFoundError:
                         pass
-                    time.sleep(0.005)
+                    p.send_signal(signal.SIGCONT)
+                    time.sleep(0.002)
                 p.send_signal(signal.SIGINT)
+                p.send_signal(signal.SIGCONT)
                 rc = p.wait(30)
             finally:
                 harness.unregister_proc(p)
