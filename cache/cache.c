@@ -341,7 +341,7 @@ int hs_cache_open(const struct hs_cache_config *cfg, struct hs_cache **ret,
 		goto fail;
 	r = hs_link_new(cfg->dial ? cfg->dial : default_dial,
 			cfg->dial ? cfg->dial_arg : (void *)cfg->tr,
-			cfg->connect_timeout_ms,
+			cfg->connect_timeout_ms, cfg->retry_min_ms,
 			cfg->tr && cfg->tr->keepalive_s > 0 ? cfg->tr->keepalive_s : 15,
 			1 + HS_MAX(1, HS_MIN(cfg->flush_connections,
 					     HS_FLUSH_CONNECTIONS_MAX)),

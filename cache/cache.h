@@ -84,6 +84,8 @@ struct hs_cache_config {
 				 * in parallel, 1..HS_FLUSH_CONNECTIONS_MAX
 				 * (0: 1) */
 	int connect_timeout_ms; /* first connect and each reconnect attempt */
+	int retry_min_ms;       /* wait before redialing after a failed dial,
+				 * doubling up to 30 s (0: 1 s) */
 	uint64_t cache_size;    /* most the cached data may take (0: no limit):
 				 * clean data is dropped to stay below it, and
 				 * writes fail with ENOSPC when nothing is left

@@ -121,8 +121,11 @@ struct flush_job;
 struct hs_link;
 
 /* @nslots: how many of the slots are used (1 + flush connections). */
+/* @retry_min_ms: the wait before dialing again after a failed dial, doubled
+ * after each failure up to 30 s (0: 1 s). */
 int hs_link_new(hs_dial_fn dial, void *dial_arg, int connect_timeout_ms,
-		int keepalive_s, int nslots, struct hs_link **ret);
+		int retry_min_ms, int keepalive_s, int nslots,
+		struct hs_link **ret);
 void hs_link_free(struct hs_link *l);
 /* Dials @slot now (mount time).  0 or -errno with a line in @err. */
 int hs_link_connect(struct hs_link *l, int slot, char *err, size_t errlen);

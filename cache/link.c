@@ -30,7 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define BACKOFF_MIN_MS 1000
+#define BACKOFF_MIN_MS 1000 /* unless hs_link_new() is given another */
 #define BACKOFF_MAX_MS 30000
 
 struct slot {
@@ -46,6 +46,7 @@ struct hs_link {
 	void *dial_arg;
 	int connect_timeout_ms;
 	int keepalive_s;
+	int backoff_min_ms;
 
 	pthread_mutex_t lock;
 	pthread_cond_t cond; /* a slot changed, or the thread has work */
@@ -92,7 +93,8 @@ static void set_state(struct hs_link *l)
 }
 
 int hs_link_new(hs_dial_fn dial, void *dial_arg, int connect_timeout_ms,
-		int keepalive_s, int nslots, struct hs_link **ret)
+		int retry_min_ms, int keepalive_s, int nslots,
+		struct hs_link **ret)
 {
 	struct hs_link *l = calloc(1, sizeof(*l));
 	int i;
@@ -103,6 +105,8 @@ int hs_link_new(hs_dial_fn dial, void *dial_arg, int connect_timeout_ms,
 	l->dial_arg = dial_arg;
 	l->connect_timeout_ms = connect_timeout_ms > 0 ? connect_timeout_ms : 10000;
 	l->keepalive_s = keepalive_s;
+	l->backoff_min_ms = retry_min_ms > 0 ? HS_MIN(retry_min_ms, BACKOFF_MAX_MS) :
+					       BACKOFF_MIN_MS;
 	l->nslots = nslots < 1 ? 1 : nslots > HS_NSLOTS ? HS_NSLOTS : nslots;
 	pthread_mutex_init(&l->lock, NULL);
 	hs_cond_init_monotonic(&l->cond);
@@ -110,7 +114,7 @@ int hs_link_new(hs_dial_fn dial, void *dial_arg, int connect_timeout_ms,
 	l->since = hs_wall_ns();
 	l->ruid = l->rgid = (uint32_t)-1;
 	for (i = 0; i < HS_NSLOTS; i++)
-		l->s[i].backoff_ms = BACKOFF_MIN_MS;
+		l->s[i].backoff_ms = l->backoff_min_ms;
 	*ret = l;
 	return 0;
 }
@@ -118,7 +122,7 @@ int hs_link_new(hs_dial_fn dial, void *dial_arg, int connect_timeout_ms,
 static void install(struct hs_link *l, int slot, struct hs_transport *t)
 {
 	l->s[slot].t = t;
-	l->s[slot].backoff_ms = BACKOFF_MIN_MS;
+	l->s[slot].backoff_ms = l->backoff_min_ms;
 	l->s[slot].next_try = 0;
 	l->s[slot].last_probe = hs_now_ns();
 	l->dial_failed = 0;
@@ -233,8 +237,8 @@ static void *link_thread(void *arg)
 					install(l, i, t);
 				} else {
 					if (strcmp(l->last_error, err) != 0)
-						hs_warn("link: %s (retrying in %d s)", err,
-							s->backoff_ms / 1000);
+						hs_warn("link: %s (retrying in %g s)", err,
+							s->backoff_ms / 1000.0);
 					snprintf(l->last_error, sizeof(l->last_error),
 						 "%s", err);
 					l->dial_failed = 1;

@@ -121,6 +121,7 @@ static struct hs_cache *open_cache_trusting(int delay_ms, int attr_timeout_ms)
 		.local_gid = getgid(), .force_uid = -1, .force_gid = -1,
 		.on_host_change = on_host_change,
 		.flush_connections = test_conns,
+		.retry_min_ms = 100, /* the tests refuse dials a lot */
 	};
 	char err[256] = "";
 	struct hs_cache *c = NULL;
