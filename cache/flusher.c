@@ -256,6 +256,7 @@ static int send_blocks(struct hs_cache *c, struct hs_transport *t,
 
 struct snap {
 	int64_t seq;            /* the row being sent */
+	unsigned rename_flags;  /* HS_RENAME_RESEND when the row is sent again */
 	struct hs_file *f;
 	uint64_t size;
 	int64_t trunc;
@@ -412,7 +413,7 @@ static int upload_file(struct hs_cache *c, struct hs_transport *t,
 	r = send_owner(c, t, tmp, s);
 	if (r < 0)
 		goto out_unlink;
-	r = hs_tr_rename(t, tmp, path, 0, call_dl(c));
+	r = hs_tr_rename(t, tmp, path, s->rename_flags, call_dl(c));
 	if (r == 0)
 		goto out;
 out_unlink:
@@ -786,61 +787,11 @@ static int mkdir_done(struct hs_cache *c, struct hs_transport *t,
 	return r;
 }
 
-/* Removes @path on the host, a file or an (empty) folder. */
-static int remove_any(struct hs_cache *c, struct hs_transport *t,
-		      const char *path)
+/* A row an earlier claim sent (a link failure or a crash cut it) may have
+ * left a rename half done: its renames say so (transport.h). */
+static unsigned resend_flag(const struct hs_jentry *e)
 {
-	int r = hs_tr_unlink(t, path, call_dl(c));
-
-	if (r == -EISDIR || r == -EPERM)
-		r = hs_tr_rmdir(t, path, call_dl(c));
-	return r;
-}
-
-/* A row sent again after a link failure or a crash cut its send, on a
- * wire that replaces a name in steps (SFTP: transport/sftp.c, rename): the
- * cut try may have left the name it replaced set aside, under the name
- * hs_tr_aside_name() gives that rename.  It was on its way out: it goes
- * before the row is sent again.  The renames: a new file's (or a symlink
- * replacing a name: its temporary name over the final one) and the
- * guest's own. */
-static int drop_aside(struct hs_cache *c, struct hs_transport *t,
-		      const struct hs_jentry *e)
-{
-	char aside[4096], *tmp = NULL;
-	const char *from, *to;
-	int r;
-
-	if (!(e->flags & HS_JF_STARTED) || (t->caps & HS_TR_CAP_POSIX_RENAME) ||
-	    !e->path)
-		return 0;
-	if (e->op == HS_J_RENAME && e->path2) {
-		from = e->path;
-		to = e->path2;
-	} else if (e->op == HS_J_CREATE ||
-		   (e->op == HS_J_SYMLINK && (e->flags & HS_JF_REPLACED))) {
-		tmp = hs_journal_temp_name(c, e->path, e->seq);
-		if (!tmp)
-			return -ENOMEM;
-		from = tmp;
-		to = e->path;
-	} else {
-		return 0;
-	}
-	r = hs_tr_aside_name(from, to, aside, sizeof(aside));
-	free(tmp);
-	if (r < 0)
-		return 0; /* too long a name: the rename would fail anyway */
-	r = remove_any(c, t, aside);
-	if (r == 0)
-		hs_info("removed '%s', which a cut rename of '%s' left", aside, to);
-	if (r == -ENOENT || (r < 0 && !t->broken)) {
-		if (r < 0 && r != -ENOENT)
-			hs_warn("could not remove '%s', which a cut rename of "
-				"'%s' left: %s", aside, to, strerror(-r));
-		return 0;
-	}
-	return r;
+	return (e->flags & HS_JF_STARTED) ? HS_RENAME_RESEND : 0;
 }
 
 static int send_simple(struct hs_cache *c, struct hs_transport *t,
@@ -863,7 +814,8 @@ static int send_simple(struct hs_cache *c, struct hs_transport *t,
 				return -ENOMEM;
 			r = hs_tr_symlink(t, e->path2, tmp, call_dl(c));
 			if (r == 0) {
-				r = hs_tr_rename(t, tmp, e->path, 0, call_dl(c));
+				r = hs_tr_rename(t, tmp, e->path, resend_flag(e),
+						 call_dl(c));
 				if (r < 0 && !t->broken)
 					hs_tr_unlink(t, tmp, call_dl(c));
 			}
@@ -903,8 +855,8 @@ static int send_simple(struct hs_cache *c, struct hs_transport *t,
 		return r == -ENOENT ? 0 : r;
 	case HS_J_RENAME:
 		r = hs_tr_rename(t, e->path, e->path2,
-				 (e->flags & HS_JF_NOREPLACE) ? HS_RENAME_NOREPLACE : 0,
-				 call_dl(c));
+				 ((e->flags & HS_JF_NOREPLACE) ? HS_RENAME_NOREPLACE : 0) |
+				 resend_flag(e), call_dl(c));
 		if (r == -ENOENT && guest_gone(c, e->ino)) {
 			/* the file never reached the host (its upload was
 			 * skipped: the guest deleted it meanwhile) or went
@@ -912,10 +864,13 @@ static int send_simple(struct hs_cache *c, struct hs_transport *t,
 			 * either way only what the rename replaced must go,
 			 * and later rows set what the guest has there now */
 			r = 0;
-			if (e->flags & HS_JF_REPLACED)
-				r = remove_any(c, t, e->path2);
-			if (r == -ENOENT)
-				r = 0;
+			if (e->flags & HS_JF_REPLACED) {
+				r = hs_tr_unlink(t, e->path2, call_dl(c));
+				if (r == -EISDIR || r == -EPERM)
+					r = hs_tr_rmdir(t, e->path2, call_dl(c));
+				if (r == -ENOENT)
+					r = 0;
+			}
 		} else if (r == -ENOENT &&
 			   hs_tr_lstat(t, e->path2, &a, call_dl(c)) == 0) {
 			r = 0; /* done before a crash */
@@ -1214,14 +1169,10 @@ static void send_row(struct flush_job *j)
 	int r;
 
 	set_current(c, e->path);
-	r = drop_aside(c, t, e);
-	if (r < 0) {
-		j->r = r;
-		return;
-	}
 	if (e->op == HS_J_CREATE || e->op == HS_J_DATA) {
 		r = take_snapshot(c, e->ino, s);
 		s->seq = e->seq;
+		s->rename_flags = resend_flag(e);
 		if (r == 0 && s->hpath && !e->path)
 			set_current(c, s->hpath);
 		if (r == 0 && s->hpath && e->op == HS_J_DATA) {

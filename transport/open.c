@@ -137,27 +137,6 @@ bad:
 			  s, vsock ? "vsock://CID:PORT/dir" : "tcp://HOST:PORT/dir");
 }
 
-int hs_tr_aside_name(const char *from, const char *to, char *buf, size_t size)
-{
-	const char *fs = strrchr(from, '/'), *ts = strrchr(to, '/');
-	const char *names[2] = { fs ? fs + 1 : from, ts ? ts + 1 : to };
-	uint64_t h = 0xcbf29ce484222325ULL; /* FNV-1a */
-	const char *p;
-	int i, n;
-
-	if (!ts)
-		return -EINVAL;
-	for (i = 0; i < 2; i++)
-		for (p = names[i];; p++) {
-			h = (h ^ (unsigned char)*p) * 0x100000001b3ULL;
-			if (!*p)
-				break; /* the NUL separates the two names */
-		}
-	n = snprintf(buf, size, "%.*s/.hs-replaced.%016llx", (int)(ts - to), to,
-		     (unsigned long long)h);
-	return n < 0 || (size_t)n >= size ? -ENAMETOOLONG : 0;
-}
-
 int hs_tr_parse_source(const char *s, struct hs_tr_source *ret, char *err,
 		       size_t errlen)
 {

@@ -42,18 +42,18 @@
  *   1. rename(from, to); done unless the target exists;
  *   2. check types (dir over non-dir -> ENOTDIR, non-dir over dir ->
  *      EISDIR, non-empty dir target -> ENOTEMPTY, nothing touched);
- *   3. rename(to, "<dir of to>/.hs-replaced.<hash>") (transport.h:
- *      hs_tr_aside_name(): the same for every try of this rename; one an
+ *   3. rename(to, "<dir of to>/.hs-replaced.<hash>") (sftp_i.h:
+ *      hs_sftp_aside_name(): the same for every try of this rename; one an
  *      earlier try left there is removed first);
  *   4. rename(from, to); on failure rename the aside name back;
  *   5. unlink (or rmdir) the aside name.
  * Between 3 and 4 the target name is missing for one round trip; if the
  * link dies there, `to` stays missing and the old target survives under
  * the .hs-replaced.* name; cut between 4 and 5, the aside file stays.
- * The flusher replays every row that was cut (a link failure or a crash)
- * and, on this wire, removes the aside name of the row's rename first
- * (cache/flusher.c: drop_aside()).  HS_TR_CAP_POSIX_RENAME is therefore
- * not offered.
+ * The flusher sends every row that was cut (a link failure or a crash)
+ * again, its renames with HS_RENAME_RESEND: such a rename first removes
+ * what its aside name holds (drop_aside()).  HS_TR_CAP_POSIX_RENAME is
+ * therefore not offered.
  *
  * Reads.  libssh2_sftp_read() pipelines read-ahead requests (4x the buffer
  * size) on the handle.  pread keeps that pipeline across sequential calls
@@ -638,6 +638,27 @@ static int do_dir_empty(struct sftp_tr *s, const char *full,
 	return r < 0 ? r : empty;
 }
 
+int hs_sftp_aside_name(const char *from, const char *to, char *buf, size_t size)
+{
+	const char *fs = strrchr(from, '/'), *ts = strrchr(to, '/');
+	const char *names[2] = { fs ? fs + 1 : from, ts ? ts + 1 : to };
+	uint64_t h = 0xcbf29ce484222325ULL; /* FNV-1a */
+	const char *p;
+	int i, n;
+
+	if (!ts)
+		return -EINVAL;
+	for (i = 0; i < 2; i++)
+		for (p = names[i];; p++) {
+			h = (h ^ (unsigned char)*p) * 0x100000001b3ULL;
+			if (!*p)
+				break; /* the NUL separates the two names */
+		}
+	n = snprintf(buf, size, "%.*s/.hs-replaced.%016llx", (int)(ts - to), to,
+		     (unsigned long long)h);
+	return n < 0 || (size_t)n >= size ? -ENAMETOOLONG : 0;
+}
+
 /* Random hex for aside names. */
 static void rand_hex(char *buf, size_t nbytes)
 {
@@ -658,6 +679,31 @@ static void rand_hex(char *buf, size_t nbytes)
 		buf[2 * i + 1] = hex[b[i] & 15];
 	}
 	buf[2 * nbytes] = '\0';
+}
+
+/* A resent rename: an earlier try cut between steps 3 and 5 left the old
+ * target under this rename's aside name.  It was on its way out: it goes
+ * now (a folder the host has filled since stays; step 3 then takes a name
+ * of its own).  Only a broken link fails the rename. */
+static int drop_aside(struct sftp_tr *s, const char *from, const char *to,
+		      hs_deadline_t dl)
+{
+	char aside[PATH_BUF];
+	struct hs_attr a;
+	int r;
+
+	if (hs_sftp_aside_name(from, to, aside, sizeof(aside)) < 0)
+		return 0; /* the rename itself will say what is wrong */
+	r = do_lstat(s, aside, LIBSSH2_SFTP_LSTAT, &a, dl);
+	if (r == 0)
+		r = do_remove(s, aside, S_ISDIR(a.mode), dl);
+	if (r == 0)
+		hs_info("sftp: removed '%s', which a cut rename of '%s' left",
+			aside, to);
+	else if (r != -ENOENT && !s->base.broken)
+		hs_warn("sftp: could not remove '%s', which a cut rename of "
+			"'%s' left (%s)", aside, to, strerror(-r));
+	return s->base.broken ? r : 0;
 }
 
 /* Steps 2-5 of the rename emulation (see the file header). */
@@ -689,19 +735,14 @@ static int do_replace(struct sftp_tr *s, const char *from, const char *to,
 			return -ENOTEMPTY;
 	}
 
-	r = hs_tr_aside_name(from, to, aside, sizeof(aside));
+	r = hs_sftp_aside_name(from, to, aside, sizeof(aside));
 	if (r < 0)
 		return r;
 	r = do_rename_raw(s, to, aside, aside, dl);
 	if (r == -EEXIST) {
-		/* an earlier try of this rename was cut after step 3: what
-		 * it set aside was being replaced; it goes now */
-		struct hs_attr aa;
-
-		r = do_lstat(s, aside, LIBSSH2_SFTP_LSTAT, &aa, dl);
+		/* an earlier try of this rename was cut after step 3 */
+		r = drop_aside(s, from, to, dl);
 		if (r == 0)
-			r = do_remove(s, aside, S_ISDIR(aa.mode), dl);
-		if (r == 0 || r == -ENOENT)
 			r = do_rename_raw(s, to, aside, aside, dl);
 		if (r < 0 && !s->base.broken) {
 			/* it will not go (a folder the host filled since):
@@ -739,6 +780,11 @@ static int do_rename(struct sftp_tr *s, const char *from, const char *to,
 
 	if (!strcmp(from, to)) /* rename(2): same file, nothing to do */
 		return do_lstat(s, from, LIBSSH2_SFTP_LSTAT, &a, dl);
+	if (flags & HS_RENAME_RESEND) {
+		r = drop_aside(s, from, to, dl);
+		if (r < 0)
+			return r;
+	}
 	r = do_rename_raw(s, from, to, to, dl);
 	if (r != -EEXIST || (flags & HS_RENAME_NOREPLACE))
 		return r;

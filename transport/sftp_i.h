@@ -24,6 +24,14 @@
 
 #include "transport.h"
 
+/* Where the rename emulation (sftp.c) sets an existing @to aside while it
+ * renames @from over it: "<folder of to>/.hs-replaced.<16 hex digits>", the
+ * digits a hash of the two final names, so every try of one rename uses
+ * the same name and a resend (HS_RENAME_RESEND) can clear what a cut try
+ * left.  0, or -ENAMETOOLONG when it does not fit @size, -EINVAL when @to
+ * has no '/'.  Pure; test_sftp plants such leftovers with it. */
+int hs_sftp_aside_name(const char *from, const char *to, char *buf, size_t size);
+
 /* The request that failed: gives SSH_FX_FAILURE its meaning. */
 enum hs_sftp_op {
 	HS_SOP_CONNECT = 1, /* handshake, auth, sftp subsystem start */

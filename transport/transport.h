@@ -94,6 +94,11 @@ struct hs_tr_op {
 /* Flags of hs_tr_rename(). */
 enum hs_tr_rename_flags {
 	HS_RENAME_NOREPLACE = 1 << 0, /* fail with -EEXIST if the target exists */
+	HS_RENAME_RESEND = 1 << 1,    /* this rename may have been tried before
+				       * and cut short (a link failure, a
+				       * crash): a wire that replaces a name in
+				       * steps first clears what such a try
+				       * left (sftp.c); others ignore it */
 };
 
 /* Flags of hs_tr_open(): a subset of open(2) flags with their usual
@@ -268,15 +273,6 @@ struct hs_tr_source {
 /* 0, or -EINVAL with one line about what is wrong in @err. */
 int hs_tr_parse_source(const char *s, struct hs_tr_source *ret, char *err,
 		       size_t errlen);
-
-/* Where a wire without HS_TR_CAP_POSIX_RENAME (SFTP v3) sets an existing
- * @to aside while it renames @from over it (sftp.c: the rename emulation):
- * "<folder of to>/.hs-replaced.<16 hex digits>", the digits a hash of the
- * two final names.  The same rename tried again uses the same name, so a
- * retry, or the flusher replaying a row a crash or a cut link interrupted,
- * can remove what the interrupted try left there.  0, or -ENAMETOOLONG
- * when it does not fit @size, -EINVAL when @to has no '/'. */
-int hs_tr_aside_name(const char *from, const char *to, char *buf, size_t size);
 
 enum hs_tr_hostkey_policy {
 	HS_HOSTKEY_STRICT = 0,     /* StrictHostKeyChecking=yes */

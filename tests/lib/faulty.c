@@ -370,8 +370,9 @@ static int f_rename(struct hs_transport *t, const char *from, const char *to,
 
 	if (!r)
 		r = (int)pass(ft, hs_tr_rename(ft->inner, from, to, flags, dl));
-	note(ft, r, "rename %s %s%s", from, to,
-	     flags & HS_RENAME_NOREPLACE ? " noreplace" : "");
+	note(ft, r, "rename %s %s%s%s", from, to,
+	     flags & HS_RENAME_NOREPLACE ? " noreplace" : "",
+	     flags & HS_RENAME_RESEND ? " resend" : "");
 	return r;
 }
 

@@ -380,7 +380,7 @@ static int lt_rename(struct hs_transport *t, const char *from, const char *to,
 
 	if (r < 0)
 		return r;
-	if (flags & ~(unsigned)HS_RENAME_NOREPLACE)
+	if (flags & ~(unsigned)(HS_RENAME_NOREPLACE | HS_RENAME_RESEND))
 		return -EINVAL;
 	if (flags & HS_RENAME_NOREPLACE)
 		sysflags |= RENAME_NOREPLACE;

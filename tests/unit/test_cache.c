@@ -27,7 +27,7 @@ static char root[256], hostdir[300], cachedir[300];
 static struct hs_transport *wraps[64];
 static int nwraps;
 static int stall_new, refuse_new, serial_new;
-static int stepped_rename; /* wires that replace names in steps, as SFTP */
+static FILE *log_new; /* where new connections log their calls */
 static int test_conns; /* flush_connections of the next cache opened */
 
 static int dial(void *arg, hs_deadline_t dl, struct hs_transport **ret, char *err,
@@ -51,8 +51,8 @@ static int dial(void *arg, hs_deadline_t dl, struct hs_transport **ret, char *er
 		w->caps &= ~(unsigned)HS_TR_CAP_SEQ;
 	if (serial_new == 1) /* a wire like SFTP's: one call at a time */
 		w->caps &= ~(unsigned)HS_TR_CAP_PIPELINE;
-	if (stepped_rename)
-		w->caps &= ~(unsigned)HS_TR_CAP_POSIX_RENAME;
+	if (log_new)
+		hs_faulty_log(w, log_new);
 	CHECK(nwraps < 64);
 	wraps[nwraps] = w;
 	__atomic_store_n(&nwraps, nwraps + 1, __ATOMIC_RELEASE);
@@ -512,74 +512,81 @@ static void lost_create(int lose, int rename)
 	hs_cache_close(c);
 }
 
-/* The name in the host folder that begins with @prefix ("" if none). */
-static void host_name_with_prefix(const char *prefix, char *buf, size_t size)
+/* Lines of @log naming a rename onto @to: how many, and how many of them
+ * were sent as resends. */
+static void renames_onto(const char *log, const char *to, int *n, int *resent)
 {
-	DIR *d = opendir(hostdir);
-	struct dirent *de;
+	char pat[80];
+	const char *p;
 
-	CHECK(d);
-	buf[0] = 0;
-	while ((de = readdir(d)))
-		if (!strncmp(de->d_name, prefix, strlen(prefix)))
-			snprintf(buf, size, "/%s", de->d_name);
-	closedir(d);
+	snprintf(pat, sizeof(pat), " %s", to);
+	*n = *resent = 0;
+	for (p = log; (p = strstr(p, "rename ")); p++) {
+		const char *eol = strchr(p, '\n'), *hit = strstr(p, pat);
+
+		if (!eol || !hit || hit > eol)
+			continue;
+		(*n)++;
+		if (strstr(p, " resend ->") && strstr(p, " resend ->") < eol)
+			(*resent)++;
+	}
 }
 
-/* On a wire that replaces a name in steps (SFTP), a rename cut after its
- * target was set aside leaves that under hs_tr_aside_name(): the row sent
- * again removes it, for a new file (its temporary name over the final one)
- * and for the guest's own rename over an existing name. */
-static void test_replay_drops_aside(void)
+/* A row whose send was cut (its rename's answer lost: the host did it)
+ * is sent again with HS_RENAME_RESEND on its renames, so a wire that
+ * replaces names in steps (SFTP) clears what the cut try left there
+ * (test_sftp); a first send carries no such flag.  For a new file (its
+ * temporary name over the final one) and for the guest's own rename. */
+static void test_resend_says_so(void)
 {
 	struct hs_cache *c;
-	char tmp[300], aside[400], buf[64];
-	int i;
+	char *text = NULL, buf[64];
+	size_t len = 0;
+	int i, n, resent;
 
-	stepped_rename = 1;
+	log_new = open_memstream(&text, &len);
+	CHECK(log_new);
 	c = open_cache(60000);
-	hs_cache_release(c, create(c, 1, "aside-new", "new file", NULL));
+	hs_cache_release(c, create(c, 1, "resend-new", "new file", NULL));
 	wait_connections(2);
-	for (i = 0; i < nwraps; i++) /* the open of the temporary name */
-		hs_faulty_lose_answer_after(wraps[i], 0, 0);
+	for (i = 0; i < nwraps; i++) /* open, write, close, times, rename */
+		hs_faulty_lose_answer_after(wraps[i], 4, 0);
 	refuse_new = 1;
 	CHECK(hs_cache_sync(c, hs_deadline_in_ms(500)) < 0);
-	host_name_with_prefix(".hs-tmp.aside-new.", tmp, sizeof(tmp));
-	CHECK(tmp[0]);
-	/* what a try cut between setting the old file aside and renaming
-	 * the new one over it leaves */
-	CHECK_OK(hs_tr_aside_name(tmp, "/aside-new", aside, sizeof(aside)));
-	host_write(aside + 1, "old", 3);
 	refuse_new = 0;
 	CHECK_OK(hs_cache_sync(c, hs_deadline_in_ms(10000)));
-	CHECK_EQ(host_read("aside-new", buf, sizeof(buf)), 8);
+	CHECK_EQ(host_read("resend-new", buf, sizeof(buf)), 8);
 	CHECK(!memcmp(buf, "new file", 8));
-	CHECK_EQ(host_names_with(".hs-replaced."), 0);
 	CHECK_EQ(host_names_with(".hs-tmp."), 0);
 	hs_cache_close(c);
 
-	/* the guest's rename over a name, cut (its answer lost) */
+	/* the guest's rename over a name, its answer lost */
 	c = open_cache(60000);
-	hs_cache_release(c, create(c, 1, "aside-from", "moved", NULL));
-	hs_cache_release(c, create(c, 1, "aside-to", "replaced", NULL));
+	hs_cache_release(c, create(c, 1, "resend-from", "moved", NULL));
+	hs_cache_release(c, create(c, 1, "resend-to", "replaced", NULL));
 	CHECK_OK(hs_cache_sync(c, hs_deadline_in_ms(10000)));
-	CHECK_OK(hs_cache_rename(c, 1, "aside-from", 1, "aside-to", 0, dl()));
+	CHECK_OK(hs_cache_rename(c, 1, "resend-from", 1, "resend-to", 0, dl()));
 	wait_connections(2);
 	for (i = 0; i < nwraps; i++)
 		hs_faulty_lose_answer_after(wraps[i], 0, 0);
 	refuse_new = 1;
 	CHECK(hs_cache_sync(c, hs_deadline_in_ms(500)) < 0);
-	CHECK_OK(hs_tr_aside_name("/aside-from", "/aside-to", aside,
-				  sizeof(aside)));
-	host_write(aside + 1, "replaced", 8);
 	refuse_new = 0;
 	CHECK_OK(hs_cache_sync(c, hs_deadline_in_ms(10000)));
-	CHECK_EQ(host_read("aside-to", buf, sizeof(buf)), 5);
+	CHECK_EQ(host_read("resend-to", buf, sizeof(buf)), 5);
 	CHECK(!memcmp(buf, "moved", 5));
-	CHECK(!host_exists("aside-from"));
-	CHECK_EQ(host_names_with(".hs-replaced."), 0);
-	hs_cache_close(c);
-	stepped_rename = 0;
+	CHECK(!host_exists("resend-from"));
+	hs_cache_close(c); /* every connection closed: the log is complete */
+
+	fclose(log_new);
+	log_new = NULL;
+	renames_onto(text, "/resend-new", &n, &resent);
+	CHECK_EQ(n, 2);
+	CHECK_EQ(resent, 1);
+	renames_onto(text, "/resend-to", &n, &resent);
+	CHECK_EQ(n, 3); /* its upload, the guest's rename and its resend */
+	CHECK_EQ(resent, 1);
+	free(text);
 }
 
 static void test_lost_create_answer(void)
@@ -1147,7 +1154,7 @@ int main(void)
 	test_replay_after_close();
 	test_cut_send_is_no_conflict();
 	test_lost_create_answer();
-	test_replay_drops_aside();
+	test_resend_says_so();
 	test_batch_of_new_files();
 	test_scattered_changes();
 	test_send_cut_then_restart();

@@ -31,6 +31,7 @@
 
 #include "../lib/check.h"
 #include "../../transport/transport.h"
+#include "../../transport/sftp_i.h" /* hs_sftp_aside_name */
 
 static const char *host, *user, *key, *known_hosts, *host_dir;
 static int port;
@@ -402,7 +403,7 @@ static void test_rename(struct hs_transport *t)
 	{
 		char aside[256];
 
-		CHECK_OK(hs_tr_aside_name("/d/h", "/d/k", aside, sizeof(aside)));
+		CHECK_OK(hs_sftp_aside_name("/d/h", "/d/k", aside, sizeof(aside)));
 		CHECK(!strncmp(aside, "/d/.hs-replaced.", 16));
 		CHECK_EQ(strlen(aside), 16 + 16);
 		put_file(t, aside, "left by a cut try");
@@ -432,7 +433,22 @@ static void test_rename(struct hs_transport *t)
 		CHECK_OK(hs_tr_unlink(t, aside, dl()));
 		*strrchr(aside, '/') = 0;
 		CHECK_OK(hs_tr_rmdir(t, aside, dl()));
-		CHECK_OK(hs_tr_rename(t, "/d/k", "/d/h", 0, dl()));
+		/* cut between steps 3 and 4: the name is missing and the old
+		 * target is aside; a first rename there leaves that alone (no
+		 * call spent on it), the resent one clears it */
+		CHECK_OK(hs_sftp_aside_name("/d/k", "/d/m", aside, sizeof(aside)));
+		put_file(t, aside, "old m");
+		CHECK_OK(hs_tr_rename(t, "/d/k", "/d/m", 0, dl()));
+		CHECK_EQ(count_aside(t, "/d"), 1);
+		CHECK_OK(hs_tr_rename(t, "/d/m", "/d/k", 0, dl()));
+		CHECK_OK(hs_tr_rename(t, "/d/k", "/d/m", HS_RENAME_RESEND, dl()));
+		get_file(t, "/d/m", buf, sizeof(buf));
+		CHECK_STR_EQ(buf, "hello");
+		CHECK_EQ(count_aside(t, "/d"), 0);
+		/* a resend with nothing left over is a plain rename */
+		CHECK_OK(hs_tr_rename(t, "/d/m", "/d/h", HS_RENAME_RESEND, dl()));
+		get_file(t, "/d/h", buf, sizeof(buf));
+		CHECK_STR_EQ(buf, "hello");
 	}
 	/* NOREPLACE to a free name */
 	CHECK_OK(hs_tr_rename(t, "/d/h", "/d/f", HS_RENAME_NOREPLACE, dl()));
