@@ -532,6 +532,21 @@ static void renames_onto(const char *log, const char *to, int *n, int *resent)
 	}
 }
 
+/* The send's call @lose reaches the host but its answer is lost; once
+ * that send has failed, the link comes back and the row goes again. */
+static void lose_then_resend(struct hs_cache *c, int lose)
+{
+	int i;
+
+	wait_connections(2);
+	for (i = 0; i < nwraps; i++)
+		hs_faulty_lose_answer_after(wraps[i], lose, 0);
+	refuse_new = 1;
+	CHECK(hs_cache_sync(c, hs_deadline_in_ms(500)) < 0);
+	refuse_new = 0;
+	CHECK_OK(hs_cache_sync(c, hs_deadline_in_ms(10000)));
+}
+
 /* A row whose send was cut (its rename's answer lost: the host did it)
  * is sent again with HS_RENAME_RESEND on its renames, so a wire that
  * replaces names in steps (SFTP) clears what the cut try left there
@@ -542,19 +557,13 @@ static void test_resend_says_so(void)
 	struct hs_cache *c;
 	char *text = NULL, buf[64];
 	size_t len = 0;
-	int i, n, resent;
+	int n, resent;
 
 	log_new = open_memstream(&text, &len);
 	CHECK(log_new);
 	c = open_cache(60000);
 	hs_cache_release(c, create(c, 1, "resend-new", "new file", NULL));
-	wait_connections(2);
-	for (i = 0; i < nwraps; i++) /* open, write, close, times, rename */
-		hs_faulty_lose_answer_after(wraps[i], 4, 0);
-	refuse_new = 1;
-	CHECK(hs_cache_sync(c, hs_deadline_in_ms(500)) < 0);
-	refuse_new = 0;
-	CHECK_OK(hs_cache_sync(c, hs_deadline_in_ms(10000)));
+	lose_then_resend(c, 4); /* open, write, close, times, rename */
 	CHECK_EQ(host_read("resend-new", buf, sizeof(buf)), 8);
 	CHECK(!memcmp(buf, "new file", 8));
 	CHECK_EQ(host_names_with(".hs-tmp."), 0);
@@ -566,13 +575,7 @@ static void test_resend_says_so(void)
 	hs_cache_release(c, create(c, 1, "resend-to", "replaced", NULL));
 	CHECK_OK(hs_cache_sync(c, hs_deadline_in_ms(10000)));
 	CHECK_OK(hs_cache_rename(c, 1, "resend-from", 1, "resend-to", 0, dl()));
-	wait_connections(2);
-	for (i = 0; i < nwraps; i++)
-		hs_faulty_lose_answer_after(wraps[i], 0, 0);
-	refuse_new = 1;
-	CHECK(hs_cache_sync(c, hs_deadline_in_ms(500)) < 0);
-	refuse_new = 0;
-	CHECK_OK(hs_cache_sync(c, hs_deadline_in_ms(10000)));
+	lose_then_resend(c, 0);
 	CHECK_EQ(host_read("resend-to", buf, sizeof(buf)), 5);
 	CHECK(!memcmp(buf, "moved", 5));
 	CHECK(!host_exists("resend-from"));
