@@ -479,6 +479,17 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 			   op_deadline(fs));
 	if (n < 0)
 		return reply_err(req, (int)n);
+	/* A direct write bypasses the page cache, and the kernel drops the
+	 * pages it covers only for a synchronous one: an AIO direct write
+	 * (io_submit) completes without that, so pages a buffered reader
+	 * filled from the old bytes while the write was on its way would
+	 * stay and be read back (databases, qemu cache=none).  The new bytes
+	 * are in the cache now; dropping the range before the reply means
+	 * that once the writer sees its write done, every read by any open
+	 * comes here for it.  A read already in flight holds its page
+	 * locked; the kernel waits for it and then drops that page too. */
+	if ((fi->flags & O_DIRECT) && n > 0 && fs->se)
+		fuse_lowlevel_notify_inval_inode(fs->se, ino, off, (off_t)n);
 	fuse_reply_write(req, (size_t)n);
 }
 
