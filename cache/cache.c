@@ -80,7 +80,9 @@ void hs_cache_fill_stat(struct hs_cache *c, const struct hs_inode *i, struct sta
 	memset(st, 0, sizeof(*st));
 	st->st_ino = (ino_t)i->ino;
 	st->st_mode = i->mode;
-	st->st_nlink = S_ISDIR(i->mode) ? HS_MAX(i->nlink, 2) : i->nlink;
+	/* a folder removed or replaced while open keeps 0, as a file does */
+	st->st_nlink = S_ISDIR(i->mode) && i->nlink ? HS_MAX(i->nlink, 2)
+						     : i->nlink;
 	st->st_uid = c->cfg.force_uid >= 0 ? (uid_t)c->cfg.force_uid : i->uid;
 	st->st_gid = c->cfg.force_gid >= 0 ? (gid_t)c->cfg.force_gid : i->gid;
 	st->st_size = (off_t)i->size;
@@ -485,7 +487,7 @@ static int finish_stat(struct hs_cache *c, uint64_t ino, struct stat *st)
 
 	pthread_mutex_lock(&c->db_lock);
 	r = getattr_locked(c, ino, st);
-	if (r == 0 && S_ISDIR(st->st_mode))
+	if (r == 0 && S_ISDIR(st->st_mode) && st->st_nlink)
 		st->st_nlink = (nlink_t)dir_nlink(c, ino);
 	pthread_mutex_unlock(&c->db_lock);
 	if (r == 0 && S_ISREG(st->st_mode))

@@ -607,3 +607,28 @@ def test_dir_nlink(mnt):
     os.rmdir(mnt.guest("D", "a"))
     assert os.stat(mnt.guest("D")).st_nlink == 3
     assert {e.name: e.stat().st_nlink for e in os.scandir(mnt.guest()) if e.name == "D"} == {"D": 3}
+
+
+def test_nlink_of_removed_and_replaced_while_open(mnt):
+    """A folder removed or replaced by a rename while a descriptor holds it
+    open reports 0 links, as a file does (the kernel's own file systems)."""
+    for d in ("a", "b", "c"):
+        os.mkdir(mnt.guest(d))
+    put(mnt.guest("f"), b"f")
+    put(mnt.guest("g"), b"g")
+    put(mnt.guest("h"), b"h")
+    fds = {n: os.open(mnt.guest(n), os.O_RDONLY) for n in ("a", "c", "f", "g")}
+    try:
+        os.rename(mnt.guest("b"), mnt.guest("a"))   # a replaced
+        os.rmdir(mnt.guest("c"))                    # c removed
+        os.unlink(mnt.guest("f"))
+        os.rename(mnt.guest("h"), mnt.guest("g"))   # g replaced
+        links = {n: os.fstat(fd).st_nlink for n, fd in fds.items()}
+        assert links == {"a": 0, "c": 0, "f": 0, "g": 0}, links
+        assert os.stat(mnt.guest("a")).st_nlink == 2
+    finally:
+        for fd in fds.values():
+            os.close(fd)
+    mnt.flush()
+    assert sorted(os.listdir(mnt.host())) == ["a", "g"]
+    assert get(mnt.host("g")) == b"h"
