@@ -217,12 +217,16 @@ static int ensure_root(struct hs_cache *c, int online, char *err, size_t errlen)
 	return r;
 }
 
-/* Deletes unlinked inodes nothing refers to any more (left by a crash). */
+/* Deletes unlinked inodes nothing refers to any more, and the cached data
+ * of unlinked files whose removal is still to be sent (left by a crash). */
 static void collect_garbage(struct hs_cache *c)
 {
 	static const char sql[] =
-		"SELECT ino FROM inode WHERE nlink=0 AND local=0 AND ino<>1 AND"
-		" NOT EXISTS (SELECT 1 FROM dentry WHERE dentry.ino=inode.ino)";
+		"SELECT ino FROM inode WHERE nlink=0 AND ino<>1 AND"
+		" (local=0 OR present IS NOT NULL) AND"
+		" NOT EXISTS (SELECT 1 FROM dentry WHERE dentry.ino=inode.ino) AND"
+		" NOT EXISTS (SELECT 1 FROM journal WHERE journal.ino=inode.ino"
+		" AND op IN (2,3))";
 	sqlite3_stmt *st;
 	uint64_t *v = NULL;
 	size_t n = 0, cap = 0, i;
@@ -245,6 +249,11 @@ static void collect_garbage(struct hs_cache *c)
 		sqlite3_reset(st);
 	hs_meta_exec(c, "DELETE FROM inode WHERE nlink=0 AND local=0 AND ino<>1 AND"
 		     " NOT EXISTS (SELECT 1 FROM dentry WHERE dentry.ino=inode.ino)");
+	hs_meta_exec(c, "UPDATE inode SET present=NULL, dirty=NULL, trunc_min=-1"
+		     " WHERE nlink=0 AND ino<>1 AND present IS NOT NULL AND"
+		     " NOT EXISTS (SELECT 1 FROM dentry WHERE dentry.ino=inode.ino) AND"
+		     " NOT EXISTS (SELECT 1 FROM journal WHERE journal.ino=inode.ino"
+		     " AND op IN (2,3))");
 	pthread_mutex_unlock(&c->db_lock);
 	for (i = 0; i < n; i++)
 		hs_file_remove_data(c, v[i]);
@@ -1010,11 +1019,15 @@ static int drop_name(struct hs_cache *c, struct hs_inode *x, const char *path,
 {
 	struct hs_jentry e;
 	uint32_t nlink = S_ISDIR(x->mode) || x->nlink <= 1 ? 0 : x->nlink - 1;
-	int dropped = 0, r;
+	int dropped = 0, ndata = 0, r;
 
 	r = set_nlink(c, x->ino, nlink);
 	if (r == 0 && nlink == 0 && !x->hpath && !S_ISDIR(x->mode))
 		r = hs_journal_unlinked(c, x->ino, &dropped);
+	else if (r == 0 && nlink == 0 && S_ISREG(x->mode))
+		/* its unsent changes go, and so does its cached data once
+		 * nothing holds it open (hs_file_reclaim) */
+		r = hs_journal_drop_data(c, x->ino, &ndata);
 	if (r < 0 || dropped)
 		return r;
 	memset(&e, 0, sizeof(e));
@@ -1022,7 +1035,7 @@ static int drop_name(struct hs_cache *c, struct hs_inode *x, const char *path,
 	e.ino = x->ino;
 	e.path = (char *)path;
 	if (op == HS_J_UNLINK && S_ISREG(x->mode) && x->host_size >= 0 &&
-	    x->local == 0) {
+	    x->local == ndata) {
 		/* what the guest deleted, when it had no changes of its own
 		 * on the way: a newer host version is kept */
 		e.flags = HS_JF_VERSIONED;

@@ -415,6 +415,13 @@ int hs_journal_has_data(struct hs_cache *c, uint64_t ino);
 int hs_journal_has_pending_create(struct hs_cache *c, uint64_t ino);
 /* Coalescing, see journal.c. */
 int hs_journal_unlinked(struct hs_cache *c, uint64_t ino, int *ret_dropped);
+/* The guest deleted the last name of @ino, a file on the host: drops its
+ * pending data rows (not one whose send began changing the host copy);
+ * *ret_n says how many went.  db_lock held, in a transaction. */
+int hs_journal_drop_data(struct hs_cache *c, uint64_t ino, int *ret_n);
+/* 1 if a row still needs the cached data of @ino (a create or a data row,
+ * in any state), 0 if not, -errno.  db_lock held. */
+int hs_journal_needs_data(struct hs_cache *c, uint64_t ino);
 int hs_journal_renamed(struct hs_cache *c, uint64_t ino, const char *to,
 		       int replaced, int *ret_folded);
 int hs_journal_next(struct hs_cache *c, int64_t after, struct hs_jentry *ret);

@@ -130,6 +130,29 @@ static void kver_set(struct hs_cache *c, uint64_t ino, uint64_t dver)
 	pthread_mutex_unlock(&c->kver_lock);
 }
 
+/* The cached data of a file the guest deleted that no row needs any more
+ * (its removal is still to be sent, or a rename replaced it): 1 when its
+ * maps were cleared, so that the caller removes the cache file.  db_lock
+ * held; nothing holds the file open (its last put, or no put at all). */
+static int drop_unneeded(struct hs_cache *c, uint64_t ino)
+{
+	static const char sql[] =
+		"UPDATE inode SET present=NULL, dirty=NULL, trunc_min=-1"
+		" WHERE ino=? AND nlink=0 AND present IS NOT NULL AND NOT EXISTS"
+		" (SELECT 1 FROM dentry WHERE ino=?1) AND NOT EXISTS"
+		" (SELECT 1 FROM journal WHERE ino=?1 AND op IN (2,3))";
+	sqlite3_stmt *st = hs_meta_prepare(c, sql);
+	int gone = 0;
+
+	if (!st)
+		return 0;
+	sqlite3_bind_int64(st, 1, (int64_t)ino);
+	if (sqlite3_step(st) == SQLITE_DONE)
+		gone = sqlite3_changes(c->db) > 0;
+	sqlite3_reset(st);
+	return gone;
+}
+
 /* Deletes the inode row and data of an unlinked inode nobody needs. */
 static void reclaim(struct hs_cache *c, uint64_t ino)
 {
@@ -148,6 +171,8 @@ static void reclaim(struct hs_cache *c, uint64_t ino)
 			gone = sqlite3_changes(c->db) > 0;
 		sqlite3_reset(st);
 	}
+	if (!gone)
+		gone = drop_unneeded(c, ino);
 	pthread_mutex_unlock(&c->db_lock);
 	if (gone)
 		hs_file_remove_data(c, ino);

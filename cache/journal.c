@@ -234,6 +234,36 @@ int hs_journal_unlinked(struct hs_cache *c, uint64_t ino, int *ret_dropped)
 	return r;
 }
 
+int hs_journal_drop_data(struct hs_cache *c, uint64_t ino, int *ret_n)
+{
+	/* the data changes of a file on the host that the guest deleted are
+	 * of no use to anyone: the removal follows them.  Only a send that
+	 * began changing the host copy (SENDING) must finish first, or the
+	 * removal's version check would take that half-sent copy for
+	 * someone else's edit and keep it. */
+	static const char del[] = "DELETE FROM journal WHERE ino=? AND state=0"
+				  " AND op=3 AND (flags & 16)=0";
+	sqlite3_stmt *st = hs_meta_prepare(c, del);
+	int r;
+
+	*ret_n = 0;
+	if (!st)
+		return -EIO;
+	sqlite3_bind_int64(st, 1, (int64_t)ino);
+	r = hs_meta_step(c, st);
+	if (r < 0)
+		return r;
+	*ret_n = sqlite3_changes(c->db);
+	return *ret_n ? add_local(c, ino, -*ret_n) : 0;
+}
+
+int hs_journal_needs_data(struct hs_cache *c, uint64_t ino)
+{
+	static const char sql[] = "SELECT 1 FROM journal WHERE ino=? AND"
+				  " op IN (2,3) LIMIT 1";
+	return hs_meta_exists(c, sql, (int64_t)ino);
+}
+
 int hs_journal_renamed(struct hs_cache *c, uint64_t ino, const char *to,
 		       int replaced, int *ret_folded)
 {

@@ -247,6 +247,69 @@ static void test_coalesce(void)
 	hs_cache_close(c);
 }
 
+/* Bytes of cache files in the data folder (what the cache holds on disk). */
+static long long cache_data_bytes(void)
+{
+	char cmd[600], out[64] = "";
+	FILE *p;
+
+	snprintf(cmd, sizeof(cmd), "find '%s/data' -type f -printf '%%s\\n' |"
+		 " awk '{ s += $1 } END { print s + 0 }'", cachedir);
+	p = popen(cmd, "r");
+	CHECK(p);
+	CHECK(fgets(out, sizeof(out), p));
+	pclose(p);
+	return atoll(out);
+}
+
+/* A deleted file's cached data goes at once, even while its removal (and
+ * changes made before it) are still to be sent: the unsent changes are
+ * dropped, never sent to a file about to go, and a host edit made since
+ * the guest's version is still kept (the removal is versioned). */
+static void test_delete_gives_data_back(void)
+{
+	static char big[1 << 20];
+	struct hs_cache *c = open_cache(60000);
+	struct hs_handle *h;
+	struct stat st;
+	uint64_t ino;
+	long writes;
+	char buf[16];
+	int i;
+
+	for (i = 0; i < 2; i++) {
+		const char *name = i ? "edited-on-host" : "deleted";
+
+		memset(big, 'a' + i, sizeof(big));
+		CHECK_OK(hs_cache_create(c, 1, name, 0644, O_WRONLY | O_CREAT, &st, &h, dl()));
+		ino = st.st_ino;
+		CHECK_EQ(hs_cache_write(c, h, big, sizeof(big), 0, dl()), (ssize_t)sizeof(big));
+		hs_cache_release(c, h);
+		CHECK_OK(hs_cache_sync(c, dl()));
+		CHECK_EQ(host_read(name, buf, 1), 1);
+		/* a change the host is still owed, then the delete */
+		CHECK_OK(hs_cache_open_file(c, ino, O_RDWR, &h, &(int){ 0 }, dl()));
+		CHECK_EQ(hs_cache_write(c, h, "zz", 2, 4096, dl()), 2);
+		hs_cache_release(c, h);
+		CHECK(cache_data_bytes() >= (long long)sizeof(big));
+		if (i)
+			host_write(name, "host edit", 9);
+		writes = count("pwrite");
+		CHECK_OK(hs_cache_unlink(c, 1, name, dl()));
+		if (cache_data_bytes() >= 4096)
+			CHECK_FAIL("%s: %lld bytes still cached", name, cache_data_bytes());
+		CHECK_OK(hs_cache_sync(c, dl()));
+		CHECK_EQ(count("pwrite"), writes); /* the change was not sent */
+		if (i) {
+			CHECK_EQ(host_read(name, buf, sizeof(buf)), 9);
+			CHECK(!memcmp(buf, "host edit", 9));
+		} else {
+			CHECK(!host_exists(name));
+		}
+	}
+	hs_cache_close(c);
+}
+
 static void test_read_and_coherence(void)
 {
 	struct hs_cache *c;
@@ -1152,6 +1215,7 @@ int main(void)
 	CHECK_OK(mkdir(hostdir, 0755));
 	test_write_and_sync();
 	test_coalesce();
+	test_delete_gives_data_back();
 	test_read_and_coherence();
 	test_stream_ends_at_eof();
 	test_replay_after_close();
