@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/statvfs.h>
 
 int hs_cache_conflicts(struct hs_cache *c, hs_conflict_fn fn, void *arg)
 {
@@ -273,10 +274,43 @@ void hs_cache_trim(struct hs_cache *c)
 		trim_to(c, limit / 10 * 9, 0);
 }
 
+uint64_t hs_cache_min_free(const struct hs_cache *c, uint64_t total)
+{
+	if (c->cfg.min_free_pct)
+		return total / 100 * HS_MIN(c->cfg.min_free_pct, 100U);
+	if (c->cfg.min_free)
+		return HS_MIN(c->cfg.min_free, total);
+	return HS_MIN(total / 10, (uint64_t)2 << 30);
+}
+
+/* Bytes of clean data to drop so that @bytes more leave the cache disk's
+ * floor free (0: there is room). */
+static uint64_t disk_deficit(struct hs_cache *c, uint64_t bytes)
+{
+	struct statvfs sv;
+	uint64_t avail, floor;
+
+	if (statvfs(c->datadir, &sv) < 0)
+		return 0;
+	avail = (uint64_t)sv.f_bavail * sv.f_frsize;
+	floor = hs_cache_min_free(c, (uint64_t)sv.f_blocks * sv.f_frsize);
+	return avail >= floor + bytes ? 0 : floor + bytes - avail;
+}
+
 int hs_cache_reserve(struct hs_cache *c, uint64_t ino, uint64_t bytes)
 {
-	uint64_t limit = c->cfg.cache_size;
+	uint64_t limit = c->cfg.cache_size, short_by = disk_deficit(c, bytes);
+	uint64_t used;
 
+	if (short_by) {
+		/* the disk's floor: drop clean data down to what leaves it,
+		 * and a tenth of that more, so that not every write has to */
+		used = hs_cache_usage(c, 1);
+		short_by += short_by / 10 + (1 << 20);
+		trim_to(c, used > short_by ? used - short_by : 0, ino);
+		if (disk_deficit(c, bytes))
+			return -ENOSPC;
+	}
 	if (!limit || hs_cache_usage(c, 0) + bytes <= limit)
 		return 0;
 	/* make room down to 90 %, so that not every write has to */

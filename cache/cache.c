@@ -266,6 +266,7 @@ static int ping(void *arg, struct hs_transport *t)
 	struct hs_statvfs sv;
 	int r;
 
+	hs_reserve_refill(c); /* the disk may have room again */
 	if (t->caps & HS_TR_CAP_STATVFS) {
 		r = hs_tr_statvfs(t, "/", &sv, hs_deadline_in_ms(c->cfg.op_timeout_ms));
 		if (r == 0) {
@@ -345,11 +346,13 @@ int hs_cache_open(const struct hs_cache_config *cfg, struct hs_cache **ret,
 	r = take_lock(c, err, errlen);
 	if (r < 0)
 		goto fail;
+	hs_reserve_check(c); /* a full disk: the database takes its reserve */
 	r = hs_meta_open(c, err, errlen);
 	if (r == 0)
 		r = hs_journal_check_data(c);
 	if (r < 0)
 		goto fail;
+	hs_reserve_refill(c);
 	r = hs_link_new(cfg->dial ? cfg->dial : default_dial,
 			cfg->dial ? cfg->dial_arg : (void *)cfg->tr,
 			cfg->connect_timeout_ms, cfg->retry_min_ms,
@@ -1427,6 +1430,15 @@ int hs_cache_get_status(struct hs_cache *c, struct hs_cache_status *ret)
 	pthread_mutex_unlock(&c->flush_lock);
 	ret->cache_bytes = cache_bytes(c);
 	ret->cache_limit = c->cfg.cache_size;
+	{
+		struct statvfs sv;
+
+		if (statvfs(c->datadir, &sv) == 0) {
+			ret->disk_free = (uint64_t)sv.f_bavail * sv.f_frsize;
+			ret->disk_min_free = hs_cache_min_free(
+				c, (uint64_t)sv.f_blocks * sv.f_frsize);
+		}
+	}
 	ret->conflicts = hs_cache_conflict_count(c);
 	ret->oldest_pending_ms = oldest_pending_ms(c);
 	return r;

@@ -90,6 +90,10 @@ struct hs_cache_config {
 				 * clean data is dropped to stay below it, and
 				 * writes fail with ENOSPC when nothing is left
 				 * to drop */
+	uint64_t min_free;      /* bytes the cache leaves free on its disk, when
+				 * min_free_pct is 0 */
+	unsigned min_free_pct;  /* ... or this share of the disk, in percent;
+				 * both 0: 10 %, at most 2 GiB */
 	int allow_offline;      /* start offline when the host is unreachable
 				 * and this cache already holds the folder */
 	enum hs_fsync_mode fsync_mode;
@@ -280,6 +284,8 @@ struct hs_cache_status {
 				   * in pending_bytes any more) */
 	uint64_t rate_bps;        /* recent flush rate, bytes/s (0: idle) */
 	uint64_t cache_limit;     /* cache_size=, 0 for none */
+	uint64_t disk_free;       /* free space on the cache's disk */
+	uint64_t disk_min_free;   /* what the cache leaves free there (min_free=) */
 	uint64_t conflicts;       /* conflicts listed, until cleared */
 	int64_t oldest_pending_ms; /* age of the oldest row still owed, -1 none */
 	char current[512];        /* the path being sent now, "" when idle */

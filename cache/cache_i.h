@@ -527,6 +527,18 @@ void hs_notify_push(void *arg, unsigned kind, const char *path,
 
 /* admin.c */
 uint64_t hs_cache_conflict_count(struct hs_cache *c);
+/* The free-space floor: bytes the cache leaves free on its disk of @total
+ * bytes (min_free=). */
+uint64_t hs_cache_min_free(const struct hs_cache *c, uint64_t total);
+
+/* reserve.c: room on the cache disk for the database alone */
+/* Gives the reserve back (db_lock held, or before the database opens):
+ * 1 if that freed space, else 0. */
+int hs_reserve_release(struct hs_cache *c);
+/* Before the database opens: gives the reserve back if the disk is full. */
+void hs_reserve_check(struct hs_cache *c);
+/* Makes the reserve again where the disk has room for it above the floor. */
+void hs_reserve_refill(struct hs_cache *c);
 /* cache_size: makes room for @bytes more cached data (evicting clean files
  * other than @ino); -ENOSPC when there is none to make.  No locks held. */
 int hs_cache_reserve(struct hs_cache *c, uint64_t ino, uint64_t bytes);

@@ -868,21 +868,21 @@ static int need_block(struct hs_cache *c, struct hs_file *f, uint64_t b,
 	return 1;
 }
 
-/* True if writing @size more bytes would eat into the room the cache
- * database needs on the cache disk: a quarter of the disk, at most 32 MiB,
- * stays free for it, so a full disk fails a write with ENOSPC rather than
- * the commit of changes already acknowledged. */
-static int disk_short(int fd, size_t size)
+/* True if writing @size more bytes would eat into the cache disk's
+ * free-space floor (min_free=, admin.c), which the cache never fills; the
+ * database has a reserve of its own below that (reserve.c), so a full
+ * disk fails a write with ENOSPC, never the commit of changes already
+ * acknowledged. */
+static int disk_short(struct hs_cache *c, int fd, size_t size)
 {
 	struct statvfs sv;
-	uint64_t total, avail, keep;
+	uint64_t total, avail;
 
 	if (fstatvfs(fd, &sv) < 0)
 		return 0;
 	total = (uint64_t)sv.f_blocks * sv.f_frsize;
 	avail = (uint64_t)sv.f_bavail * sv.f_frsize;
-	keep = HS_MIN(total / 4, (uint64_t)32 << 20);
-	return avail < keep + size;
+	return avail < hs_cache_min_free(c, total) + size;
 }
 
 ssize_t hs_cache_write(struct hs_cache *c, struct hs_handle *h,
@@ -897,14 +897,14 @@ ssize_t hs_cache_write(struct hs_cache *c, struct hs_handle *h,
 
 	if (size == 0)
 		return 0;
-	/* cache_size: room is made before the file is locked (evicting
-	 * takes other files' locks) */
-	full = c->cfg.cache_size && hs_cache_reserve(c, f->ino, size) < 0;
+	/* cache_size and the disk's floor: room is made before the file is
+	 * locked (evicting takes other files' locks) */
+	full = hs_cache_reserve(c, f->ino, size) < 0;
 	pthread_mutex_lock(&f->lock);
 	r = hs_file_load(c, f);
 	if (r == 0)
 		r = hs_file_open_fd(c, f);
-	if (r == 0 && (full || disk_short(f->fd, size)) &&
+	if (r == 0 && (full || disk_short(c, f->fd, size)) &&
 	    (end > f->size ||
 	     hs_bitmap_next_clear(&f->present, uoff / HS_BLOCK,
 				  (end + HS_BLOCK - 1) / HS_BLOCK) != HS_BITMAP_NONE))

@@ -187,6 +187,10 @@ int hs_meta_flush(struct hs_cache *c)
 	if (!c->txn_open)
 		return 0;
 	r = exec_prepared(c, sql_commit);
+	/* the disk is full: the reserve (reserve.c) is for this commit, and
+	 * a COMMIT that failed so leaves its transaction open to try again */
+	if (r < 0 && !sqlite3_get_autocommit(c->db) && hs_reserve_release(c))
+		r = exec_prepared(c, sql_commit);
 	if (r < 0) {
 		sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
 		hs_err("cache database: a group of changes could not be "

@@ -240,6 +240,8 @@ static void do_status(struct hs_ctl *ctl, int fd)
 	jnum(&j, "rate_bps", st.rate_bps);
 	jnum(&j, "eta_s", eta_s(&st));
 	jnum(&j, "cache_limit", st.cache_limit);
+	jnum(&j, "disk_free", st.disk_free);
+	jnum(&j, "disk_min_free", st.disk_min_free);
 	jnum(&j, "conflicts", st.conflicts);
 	jnum(&j, "oldest_pending_s", st.oldest_pending_ms < 0 ? 0 :
 		 (uint64_t)st.oldest_pending_ms / 1000);

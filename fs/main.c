@@ -222,6 +222,8 @@ static int run(const struct hs_opts *o, struct hs_fs *fs,
 	cc.attr_timeout_ms = o->attr_timeout_ms;
 	cc.writeback_delay_ms = o->writeback_delay_ms;
 	cc.cache_size = o->cache_size;
+	cc.min_free = o->min_free;
+	cc.min_free_pct = o->min_free_pct;
 	cc.flush_connections = o->flush_connections;
 	cc.connect_timeout_ms = o->connect_timeout_ms;
 	cc.allow_offline = o->allow_offline;

@@ -265,6 +265,7 @@ static int apply_option(struct hs_opts *o, const char *opt, char *err,
 		{ "cache_dir", VALUE }, { "op_timeout", VALUE },
 		{ "attr_timeout", VALUE }, { "writeback_delay", VALUE },
 		{ "flush_connections", VALUE }, { "cache_size", VALUE },
+		{ "min_free", VALUE },
 		{ "fsync", VALUE }, { "idmap", VALUE }, { "uid", VALUE },
 		{ "gid", VALUE }, { "umask", VALUE }, { "allow_other", FLAG },
 		{ "allow_root", FLAG }, { "default_permissions", FLAG },
@@ -339,6 +340,26 @@ static int apply_option(struct hs_opts *o, const char *opt, char *err,
 		r = parse_int(v, 0, 3600 * 1000, &o->writeback_delay_ms);
 	} else if (!strcmp(name, "cache_size")) {
 		r = parse_size(v, &o->cache_size);
+	} else if (!strcmp(name, "min_free")) {
+		size_t len = strlen(v);
+		int pct;
+
+		o->min_free = 0;
+		o->min_free_pct = 0;
+		if (len > 1 && v[len - 1] == '%') {
+			char num[16];
+
+			r = len - 1 < sizeof(num) ? 0 : -EINVAL;
+			if (r == 0) {
+				memcpy(num, v, len - 1);
+				num[len - 1] = 0;
+				r = parse_int(num, 1, 90, &pct);
+			}
+			if (r == 0)
+				o->min_free_pct = (unsigned)pct;
+		} else {
+			r = parse_size(v, &o->min_free);
+		}
 	} else if (!strcmp(name, "flush_connections")) {
 		r = parse_int(v, 1, HS_FLUSH_CONNECTIONS_MAX, &o->flush_connections);
 	} else if (!strcmp(name, "fsync")) {
@@ -746,6 +767,8 @@ void hs_opts_print_help(FILE *f)
 "  writeback_delay=MS       age of a change before it is sent (500)\n"
 "  cache_size=SIZE          most the cached data may take, e.g. 20G; clean\n"
 "                           data is dropped to stay below (0: no limit)\n"
+"  min_free=SIZE|N%         what the cache leaves free on its disk; clean\n"
+"                           data is dropped to keep it (10%, at most 2G)\n"
 "  flush_connections=N      SSH connections that send new files and a\n"
 "                           file's pieces in parallel; more helps on a link\n"
 "                           with latency (4)\n"

@@ -57,6 +57,8 @@ struct hs_opts {
 	double attr_timeout_s;  /* the same, as FUSE wants it */
 	int writeback_delay_ms; /* writeback_delay= (ms); 500 */
 	uint64_t cache_size;    /* cache_size= (bytes); 0: no limit */
+	uint64_t min_free;      /* min_free=SIZE (bytes) ... */
+	unsigned min_free_pct;  /* ... or min_free=N% ; both 0: 10 %, <= 2 GiB */
 	int flush_connections;  /* flush_connections=; 1 */
 	enum hs_fsync_mode fsync_mode; /* fsync=local|host; local */
 	int allow_offline;      /* offline=yes|no; yes */

@@ -318,8 +318,11 @@ static int cmd_status(const char *mp, int json)
 		    human_bytes(jget_u64(line, "cache_bytes"), b1, sizeof(b1)),
 		    human_bytes(jget_u64(line, "cache_limit"), b2, sizeof(b2)), v);
 	else
-		ROW("Cache", "%s in %s (no limit)",
+		ROW("Cache", "%s in %s (no limit of its own)",
 		    human_bytes(jget_u64(line, "cache_bytes"), b1, sizeof(b1)), v);
+	ROW("Cache disk", "%s free, %s of it kept free (min_free=)",
+	    human_bytes(jget_u64(line, "disk_free"), b1, sizeof(b1)),
+	    human_bytes(jget_u64(line, "disk_min_free"), b2, sizeof(b2)));
 	if (!jget(line, "last_error", v, sizeof(v)) || !v[0])
 		snprintf(v, sizeof(v), "none");
 	ROW("Last error", "%s", v);

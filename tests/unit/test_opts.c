@@ -116,6 +116,25 @@ int main(void)
 	CHECK(PARSE(&o, "h:d", "/mnt", "-o", "token_file=/t") < 0);
 	hs_opts_release(&o);
 
+	/* the cache disk's floor: a size or a share of the disk */
+	CHECK_OK(PARSE(&o, "h:", "/mnt"));
+	CHECK_EQ(o.min_free, 0);
+	CHECK_EQ(o.min_free_pct, 0);
+	hs_opts_release(&o);
+	CHECK_OK(PARSE(&o, "h:", "/mnt", "-o", "min_free=256M"));
+	CHECK_EQ(o.min_free, 256ULL << 20);
+	CHECK_EQ(o.min_free_pct, 0);
+	hs_opts_release(&o);
+	CHECK_OK(PARSE(&o, "h:", "/mnt", "-o", "min_free=1G,min_free=5%"));
+	CHECK_EQ(o.min_free, 0);
+	CHECK_EQ(o.min_free_pct, 5);
+	hs_opts_release(&o);
+	CHECK(PARSE(&o, "h:", "/mnt", "-o", "min_free=95%") < 0);
+	CHECK(strstr(err, "min_free"));
+	hs_opts_release(&o);
+	CHECK(PARSE(&o, "h:", "/mnt", "-o", "min_free=%") < 0);
+	hs_opts_release(&o);
+
 	/* bad input: an error line, never a crash */
 	CHECK(PARSE(&o, "nocolon", "/mnt") < 0);
 	CHECK(strstr(err, "nocolon"));

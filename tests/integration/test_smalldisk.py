@@ -1,0 +1,179 @@
+# SPDX-License-Identifier: MIT
+"""The guest's disk is finite: a cache on a small file system, with default
+options, must not make the share smaller than the host, must give back the
+space of deleted data at once, and must never stop a mount when its disk
+is full.  Each cache lives on a tmpfs of the test's own; every step says
+how long it took and what reached the host."""
+
+import hashlib
+import os
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+MiB = 1 << 20
+
+
+@pytest.fixture
+def hostshare_only(mounter):
+    if mounter != "hostshare":
+        pytest.skip("sshfs has no cache")
+
+
+@pytest.fixture
+def small_fs(test_dir):
+    """small_fs(size_mib): a fresh tmpfs of that size, unmounted after."""
+    made = []
+
+    def make(size_mib):
+        d = tempfile.mkdtemp(dir=test_dir, prefix="smallfs-")
+        subprocess.run(["mount", "-t", "tmpfs", "-o",
+                        "size=%dm,mode=0700" % size_mib, "tmpfs", d], check=True)
+        made.append(d)
+        return d
+    yield make
+    for d in made:
+        subprocess.run(["umount", "-l", d], check=False)
+
+
+def fs_used(path):
+    sv = os.statvfs(path)
+    return (sv.f_blocks - sv.f_bfree) * sv.f_frsize
+
+
+def write_random(path, size, chunk=MiB):
+    """Writes @size random bytes to @path; returns their sha256."""
+    h = hashlib.sha256()
+    with open(path, "wb") as f:
+        left = size
+        while left:
+            piece = os.urandom(min(chunk, left))
+            f.write(piece)
+            h.update(piece)
+            left -= len(piece)
+    return h.hexdigest()
+
+
+def sha_file(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(MiB)
+            if not b:
+                return h.hexdigest()
+            h.update(b)
+
+
+def drop_page_cache():
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write("3\n")
+
+
+@pytest.mark.timeout(120)
+def test_rm_gives_space_back(hostshare_only, mount_factory, small_fs, timing):
+    """Deleting a file frees its cached blocks within a second: a file
+    whose upload is still pending, and one already on the host."""
+    fs = small_fs(256)
+    mnt = mount_factory(options=["cache_dir=" + fs, "writeback_delay=600000"])
+    base = fs_used(fs)
+    st = mnt.status()
+    sv = os.statvfs(fs)
+    # the default floor: a tenth of the disk
+    assert st["disk_min_free"] == sv.f_blocks * sv.f_frsize // 10, st
+    assert abs(st["disk_free"] - sv.f_bavail * sv.f_frsize) < 16 * MiB, st
+    write_random(mnt.guest("pending.bin"), 100 * MiB)
+    assert fs_used(fs) - base >= 90 * MiB
+    t0 = time.monotonic()
+    os.unlink(mnt.guest("pending.bin"))
+    while fs_used(fs) - base > 8 * MiB and time.monotonic() - t0 < 5:
+        time.sleep(0.05)
+    took = time.monotonic() - t0
+    timing("space of a pending 100 MiB file back after rm", "%.2f" % took, "s")
+    assert fs_used(fs) - base <= 8 * MiB, "%.1f MiB still used %.1f s after rm" % (
+        (fs_used(fs) - base) / MiB, took)
+    assert took < 1.0
+
+    write_random(mnt.guest("sent.bin"), 100 * MiB)
+    mnt.flush()
+    assert os.path.getsize(mnt.host("sent.bin")) == 100 * MiB
+    t0 = time.monotonic()
+    os.unlink(mnt.guest("sent.bin"))
+    while fs_used(fs) - base > 8 * MiB and time.monotonic() - t0 < 5:
+        time.sleep(0.05)
+    took = time.monotonic() - t0
+    timing("space of a flushed 100 MiB file back after rm", "%.2f" % took, "s")
+    assert took < 1.0
+    mnt.flush()
+    assert not os.path.exists(mnt.host("sent.bin"))
+    assert not os.path.exists(mnt.host("pending.bin"))
+
+
+@pytest.mark.timeout(180)
+def test_mount_on_full_cache_disk(hostshare_only, mount_factory, small_fs, timing):
+    """A cache whose file system is 100 % full: the next mount starts,
+    serves what is cached and sends what is pending."""
+    fs = small_fs(64)
+    opts = ["cache_dir=" + fs, "writeback_delay=600000"]
+    mnt = mount_factory(options=opts)
+    want = write_random(mnt.guest("pending.bin"), 8 * MiB)
+    with open(mnt.guest("note.txt"), "w") as f:
+        f.write("kept\n")
+    assert mnt.unmount() == 0
+    assert not os.path.exists(mnt.host("pending.bin"))
+    # another program fills the cache's disk to the last block
+    filler = os.path.join(fs, "filler")
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    for chunk in (MiB, 4096):
+        try:
+            while True:
+                os.write(fd, b"\0" * chunk)
+        except OSError:
+            pass
+    os.close(fd)
+    assert os.statvfs(fs).f_bavail == 0
+    t0 = time.monotonic()
+    mnt.mount()
+    timing("mount with the cache disk 100 % full", "%.2f" % (time.monotonic() - t0), "s")
+    with open(mnt.guest("note.txt")) as f:
+        assert f.read() == "kept\n"
+    assert sha_file(mnt.guest("pending.bin")) == want
+    t0 = time.monotonic()
+    mnt.flush()
+    timing("pending 8 MiB sent from a full cache disk", "%.2f" % (time.monotonic() - t0), "s")
+    assert sha_file(mnt.host("pending.bin")) == want
+    assert open(mnt.host("note.txt")).read() == "kept\n"
+    cp = mnt.ctl("pending", mnt.path)
+    assert cp.returncode == 0, cp.stderr
+    os.unlink(filler)
+
+
+@pytest.mark.xfail(strict=True, reason="clean blocks are evicted as whole "
+                   "files, not by the block while a file is read (issue: the "
+                   "guest's disk is finite, item 2)")
+@pytest.mark.timeout(300)
+def test_cold_read_larger_than_cache(hostshare_only, mount_factory, small_fs, timing):
+    """A host file 4x the cache's disk reads cold, byte-identical, and the
+    cache never fills its disk."""
+    fs = small_fs(128)
+    mnt = mount_factory(options=["cache_dir=" + fs])
+    size = 512 * MiB
+    want = write_random(mnt.host("big.iso"), size, chunk=4 * MiB)
+    drop_page_cache()
+    peak = 0
+    h = hashlib.sha256()
+    t0 = time.monotonic()
+    with open(mnt.guest("big.iso"), "rb") as f:
+        while True:
+            b = f.read(4 * MiB)
+            if not b:
+                break
+            h.update(b)
+            peak = max(peak, fs_used(fs))
+    took = time.monotonic() - t0
+    timing("cold read of 512 MiB through a 128 MiB cache disk",
+           "%.2f s, %.0f MiB/s, disk peak %.0f MiB" % (took, size / MiB / took, peak / MiB))
+    assert h.hexdigest() == want
+    sv = os.statvfs(fs)
+    assert peak < sv.f_blocks * sv.f_frsize, "the cache filled its disk"
