@@ -801,13 +801,17 @@ static int new_object(struct hs_cache *c, uint64_t parent, const char *name,
 	struct hs_inode n;
 	struct hs_jentry e;
 	sqlite3_stmt *st;
+	struct hs_inode pi;
 	uint64_t existing;
 	int64_t now = hs_wall_ns();
 	int r;
 
-	r = need_dir(c, parent);
+	r = hs_meta_get_inode(c, parent, &pi);
 	if (r < 0)
 		return r;
+	hs_inode_release(&pi);
+	if (!S_ISDIR(pi.mode))
+		return -ENOTDIR;
 	r = hs_meta_lookup(c, parent, name, &existing);
 	if (r == 0)
 		return -EEXIST;
@@ -819,6 +823,14 @@ static int new_object(struct hs_cache *c, uint64_t parent, const char *name,
 			c->cfg.local_uid : c->remote_uid;
 	n.gid = c->cfg.idmap_user || c->remote_gid == (uint32_t)-1 ?
 			c->cfg.local_gid : c->remote_gid;
+	if (pi.mode & S_ISGID) {
+		/* a setgid folder, as the kernel's own file systems do it (the
+		 * kernel leaves this to a FUSE file system): its group for
+		 * everything made in it, and its setgid bit for folders */
+		n.gid = pi.gid;
+		if (S_ISDIR(mode))
+			n.mode |= S_ISGID;
+	}
 	n.nlink = S_ISDIR(mode) ? 2 : 1;
 	n.size = target ? strlen(target) : 0;
 	n.atime = n.mtime = n.ctime = now;
@@ -839,7 +851,7 @@ static int new_object(struct hs_cache *c, uint64_t parent, const char *name,
 	memset(&e, 0, sizeof(e));
 	e.op = op;
 	e.ino = n.ino;
-	e.attr.mode = mode;
+	e.attr.mode = n.mode;
 	r = child_path(c, parent, name, &e.path);
 	if (r == 0 && target) {
 		e.path2 = strdup(target);

@@ -632,3 +632,33 @@ def test_nlink_of_removed_and_replaced_while_open(mnt):
     mnt.flush()
     assert sorted(os.listdir(mnt.host())) == ["a", "g"]
     assert get(mnt.host("g")) == b"h"
+
+
+def test_setgid_folder(mnt):
+    """In a setgid folder new files take the folder's group and new
+    subfolders its setgid bit too (Linux's rule for its own file systems),
+    in the guest and on the host."""
+    # a folder the host gave a group of its own
+    os.mkdir(mnt.host("team"))
+    os.chown(mnt.host("team"), -1, 4242)
+    os.chmod(mnt.host("team"), 0o2775)
+    st = os.stat(mnt.guest("team"))
+    assert st.st_gid == 4242 and st.st_mode & stat.S_ISGID
+    put(mnt.guest("team", "f"), b"x")
+    os.mkdir(mnt.guest("team", "sub"))
+    os.mkdir(mnt.guest("team", "sub", "deeper"))
+    for p in ("f", "sub", "sub/deeper"):
+        st = os.stat(mnt.guest("team", p))
+        assert st.st_gid == 4242, (p, st.st_gid)
+        if p != "f":
+            assert st.st_mode & stat.S_ISGID, (p, oct(st.st_mode))
+    # a folder the guest made setgid
+    os.mkdir(mnt.guest("mine"))
+    os.chmod(mnt.guest("mine"), 0o2755)
+    os.mkdir(mnt.guest("mine", "sub"))
+    assert os.stat(mnt.guest("mine", "sub")).st_mode & stat.S_ISGID
+    mnt.flush()
+    for p in ("f", "sub", "sub/deeper"):
+        assert os.stat(mnt.host("team", p)).st_gid == 4242, p
+    assert os.stat(mnt.host("team", "sub", "deeper")).st_mode & stat.S_ISGID
+    assert os.stat(mnt.host("mine", "sub")).st_mode & stat.S_ISGID
