@@ -546,6 +546,18 @@ static int touch_dir(struct hs_cache *c, uint64_t dir)
 	return hs_meta_step(c, st);
 }
 
+static int touch_ctime(struct hs_cache *c, uint64_t ino)
+{
+	static const char sql[] = "UPDATE inode SET ctime=?1 WHERE ino=?2";
+	sqlite3_stmt *st = hs_meta_prepare(c, sql);
+
+	if (!st)
+		return -EIO;
+	sqlite3_bind_int64(st, 1, hs_wall_ns());
+	sqlite3_bind_int64(st, 2, (int64_t)ino);
+	return hs_meta_step(c, st);
+}
+
 static int set_nlink(struct hs_cache *c, uint64_t ino, uint32_t nlink)
 {
 	static const char sql[] = "UPDATE inode SET nlink=?, ctime=? WHERE ino=?";
@@ -1262,6 +1274,8 @@ int hs_cache_rename(struct hs_cache *c, uint64_t parent, const char *name,
 	r = hs_meta_del_dentry(c, parent, name);
 	if (r == 0)
 		r = hs_meta_add_dentry(c, newparent, newname, ino);
+	if (r == 0)
+		r = touch_ctime(c, ino); /* as ext4 and tmpfs do */
 	if (r == 0 && !S_ISDIR(x.mode) && !x.hpath)
 		r = hs_journal_renamed(c, ino, to, replaced, &folded);
 	if (r == 0 && !folded) {

@@ -288,7 +288,7 @@ int hs_file_open_fd(struct hs_cache *c, struct hs_file *f)
 
 int hs_file_persist(struct hs_cache *c, struct hs_file *f)
 {
-	static const char sql[] = "UPDATE inode SET size=?, mtime=?, ctime=? WHERE ino=?";
+	static const char sql[] = "UPDATE inode SET size=?, mtime=?, ctime=MAX(ctime, ?) WHERE ino=?";
 	struct hs_bitmap all;
 	sqlite3_stmt *st;
 	int r = 0;
@@ -459,8 +459,14 @@ void hs_file_overlay(struct hs_cache *c, uint64_t ino, struct stat *st)
 			st->st_blocks = (blkcnt_t)((f->size + 511) / 512);
 			st->st_mtim.tv_sec = f->mtime / HS_NSEC_PER_SEC;
 			st->st_mtim.tv_nsec = f->mtime % HS_NSEC_PER_SEC;
-			st->st_ctim.tv_sec = f->ctime / HS_NSEC_PER_SEC;
-			st->st_ctim.tv_nsec = f->ctime % HS_NSEC_PER_SEC;
+			/* the later of the two: a change by path (chmod,
+			 * rename, link) sets the inode row's, a write or a
+			 * truncate the open file's */
+			if (f->ctime > (int64_t)st->st_ctim.tv_sec * HS_NSEC_PER_SEC +
+					       st->st_ctim.tv_nsec) {
+				st->st_ctim.tv_sec = f->ctime / HS_NSEC_PER_SEC;
+				st->st_ctim.tv_nsec = f->ctime % HS_NSEC_PER_SEC;
+			}
 		}
 		pthread_mutex_unlock(&f->lock);
 	}

@@ -662,3 +662,69 @@ def test_setgid_folder(mnt):
         assert os.stat(mnt.host("team", p)).st_gid == 4242, p
     assert os.stat(mnt.host("team", "sub", "deeper")).st_mode & stat.S_ISGID
     assert os.stat(mnt.host("mine", "sub")).st_mode & stat.S_ISGID
+
+
+class _Timespec(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+
+UTIME_OMIT = (1 << 30) - 2
+
+
+def futimens_atime_only(fd, atime_s):
+    """futimens(2) that sets atime and leaves mtime (UTIME_OMIT)."""
+    ts = (_Timespec * 2)(_Timespec(atime_s, 0), _Timespec(0, UTIME_OMIT))
+    if _libc.futimens(fd, ts) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e))
+
+
+def ctime_rules(d):
+    """Which changes move a file's ctime, in folder @d: {change: moved}."""
+    out = {}
+
+    def step(name, fn, path, after=None):
+        before = os.lstat(path).st_ctime_ns
+        time.sleep(0.02)
+        fn()
+        out[name] = os.lstat(after or path).st_ctime_ns > before
+
+    p, q, ln = (os.path.join(d, n) for n in ("f", "g", "h"))
+    put(p, b"x")
+    step("chmod", lambda: os.chmod(p, 0o600), p)
+    fd = os.open(p, os.O_RDWR)
+    try:
+        step("futimens atime only", lambda: futimens_atime_only(fd, 1000), p)
+        step("futimens both", lambda: os.utime(fd, ns=(2 * 10**9, 3 * 10**9)), p)
+        step("fchmod", lambda: os.fchmod(fd, 0o644), p)
+        step("write", lambda: os.pwrite(fd, b"y", 0), p)
+    finally:
+        os.close(fd)
+    step("rename", lambda: os.rename(p, q), p, q)
+    try:
+        step("link", lambda: os.link(q, ln), q)
+        step("unlink of a link", lambda: os.unlink(ln), q)
+    except PermissionError:
+        pass                 # no hard links on this wire (SFTP)
+    step("truncate", lambda: os.truncate(q, 0), q)
+    os.unlink(q)
+    return out
+
+
+def test_ctime_rules_as_ext4(mnt, test_dir):
+    """ctime moves on every attribute change, on rename, link and unlink
+    of a link, as on the machine's own disk (taken in the same test), and
+    a change through an open descriptor is not undone by its close."""
+    ref_dir = os.path.join(test_dir, "local-ref")
+    os.mkdir(ref_dir)
+    ref = ctime_rules(ref_dir)
+    assert all(ref.values()), ref          # the reference itself
+    got = ctime_rules(mnt.guest())
+    assert got == {k: v for k, v in ref.items() if k in got}, (got, ref)
+    put(mnt.guest("k"), b"k")
+    fd = os.open(mnt.guest("k"), os.O_RDWR)
+    time.sleep(0.02)
+    os.fchmod(fd, 0o600)
+    changed = os.fstat(fd).st_ctime_ns
+    os.close(fd)
+    assert os.stat(mnt.guest("k")).st_ctime_ns >= changed, "close undid the ctime"
