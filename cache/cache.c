@@ -621,6 +621,9 @@ int hs_cache_setattr(struct hs_cache *c, uint64_t ino, const struct stat *attr,
 	struct hs_inode x;
 	struct hs_file *f = NULL;
 	int64_t now = hs_wall_ns(), mt = -1, at = -1;
+	/* times before 1970 are negative: whether one is set is a flag */
+	int set_mt = !!(to_set & (HS_SET_MTIME | HS_SET_MTIME_NOW));
+	int set_at = !!(to_set & (HS_SET_ATIME | HS_SET_ATIME_NOW));
 	int r, deferred;
 
 	if (to_set & HS_SET_MTIME_NOW)
@@ -651,7 +654,7 @@ int hs_cache_setattr(struct hs_cache *c, uint64_t ino, const struct stat *attr,
 		r = hs_file_load(c, f);
 		if (r == 0 && (to_set & HS_SET_SIZE))
 			r = hs_file_truncate(c, f, (uint64_t)attr->st_size);
-		if (r == 0 && mt >= 0) {
+		if (r == 0 && set_mt) {
 			f->mtime = mt;
 			f->ctime = now;
 			f->attr_dirty = 1;
@@ -700,11 +703,11 @@ int hs_cache_setattr(struct hs_cache *c, uint64_t ino, const struct stat *attr,
 		e.attr.valid |= HS_ATTR_GID;
 		e.attr.gid = map_id_out(c, x.gid, c->remote_gid, c->cfg.local_gid);
 	}
-	if (at >= 0) {
+	if (set_at) {
 		x.atime = at;
 		e.attr.valid |= HS_ATTR_ATIME | HS_ATTR_MTIME;
 	}
-	if (mt >= 0) {
+	if (set_mt) {
 		if (!S_ISREG(x.mode))
 			x.mtime = mt;
 		e.attr.valid |= HS_ATTR_ATIME | HS_ATTR_MTIME;

@@ -499,7 +499,9 @@ static unsigned long ns_to_s(int64_t ns)
 
 	if (ns < 0 && sec * HS_NSEC_PER_SEC != ns)
 		sec--;
-	return sec < 0 ? 0 : (unsigned long)sec;
+	/* SFTP v3 carries 32-bit unsigned seconds: times beyond its range
+	 * reach the host as its nearest end, never wrapped */
+	return sec < 0 ? 0 : sec > UINT32_MAX ? UINT32_MAX : (unsigned long)sec;
 }
 
 /* ---- requests; all with lock held ---- */

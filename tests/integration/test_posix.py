@@ -728,3 +728,20 @@ def test_ctime_rules_as_ext4(mnt, test_dir):
     changed = os.fstat(fd).st_ctime_ns
     os.close(fd)
     assert os.stat(mnt.guest("k")).st_ctime_ns >= changed, "close undid the ctime"
+
+
+def test_times_outside_1970_to_2106(mnt, pytestconfig):
+    """Times before 1970 and after 2106 are kept in the guest as set; the
+    agent carries them to the host as they are, SFTP (32-bit unsigned
+    seconds) as the nearest end of its range, never a wrapped date."""
+    old, far = -315619200, 7258118400          # 1960-01-01, 2200-01-01
+    for name, t in (("old", old), ("far", far)):
+        put(mnt.guest(name), b"x")
+        os.utime(mnt.guest(name), (t, t))
+        st = os.stat(mnt.guest(name))
+        assert (int(st.st_mtime), int(st.st_atime)) == (t, t), (name, st)
+    mnt.flush()
+    sftp = pytestconfig.getoption("--transport") == "sftp"
+    for name, t in (("old", old), ("far", far)):
+        want = min(max(t, 0), 2**32 - 1) if sftp else t
+        assert int(os.stat(mnt.host(name)).st_mtime) == want, name
