@@ -36,6 +36,19 @@ struct hlist {
 	size_t n, cap;
 };
 
+static int collect(void *arg, const char *name, const struct hs_attr *attr);
+
+/* hs_tr_readdir_fn: an entry of a host listing; a name no folder can hold
+ * (from a broken or hostile host, on either wire) is never taken in */
+static int collect_listed(void *arg, const char *name, const struct hs_attr *attr)
+{
+	if (!hs_name_ok(name)) {
+		hs_warn("host listing: ignored an entry named '%.64s'", name);
+		return 0;
+	}
+	return collect(arg, name, attr);
+}
+
 static int collect(void *arg, const char *name, const struct hs_attr *attr)
 {
 	struct hlist *l = arg;
@@ -574,7 +587,7 @@ static int refresh_once(struct hs_cache *c, uint64_t dir, int need,
 		free(hpath);
 		return listed ? 0 : r;
 	}
-	r = hs_tr_readdir(t, hpath, collect, &l, dl);
+	r = hs_tr_readdir(t, hpath, collect_listed, &l, dl);
 	hs_link_put(c->link, t, r);
 	if (r < 0) {
 		hlist_release(&l);

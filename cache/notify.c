@@ -107,6 +107,14 @@ void hs_notify_push(void *arg, unsigned kind, const char *path,
 {
 	struct hs_cache *c = arg;
 
+	/* a path whose components a folder cannot hold ("..", ".", "",
+	 * from a broken or hostile agent) names nothing in the share */
+	if (kind != HS_NOTIFY_OVERFLOW &&
+	    (!path || !hs_path_ok(path) || (path2 && !hs_path_ok(path2)))) {
+		hs_warn("host notification: ignored a change of '%.64s'",
+			path ? path : "");
+		return;
+	}
 	/* the cache's own temporary names: an upload renamed into place is
 	 * a creation of its real name, the rest is not shown */
 	if (kind == HS_NOTIFY_MOVED && path2) {

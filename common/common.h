@@ -140,6 +140,13 @@ void hs_log(enum hs_log_level level, const char *fmt, ...)
 #define hs_info(...) hs_log(HS_LOG_INFO, __VA_ARGS__)
 #define hs_debug(...) hs_log(HS_LOG_DEBUG, __VA_ARGS__)
 
+/* common/names.c: 1 if @name is one a folder can hold (not empty, not
+ * "." or "..", no '/', at most 255 bytes), else 0. */
+int hs_name_ok(const char *name);
+/* 1 if every component of @path (an optional leading '/', then names
+ * joined by single '/') passes hs_name_ok(); "" and "/" are the root. */
+int hs_path_ok(const char *path);
+
 /* 64-bit FNV-1a of a NUL-terminated string; stable across versions (names
  * of cache folders and control sockets are derived from it). */
 uint64_t hs_fnv1a64(const char *s);

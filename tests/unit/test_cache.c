@@ -1177,6 +1177,18 @@ static void test_host_notifications(void)
 	hs_notify_push(c, HS_NOTIFY_CHANGED, "/g", NULL);
 	CHECK(!reported_within("/g", 400));
 
+	/* names no folder can hold, from a broken or hostile agent: ignored,
+	 * never a dentry named ".." (whose replay would reach the folder
+	 * above the mountpoint) nor one that breaks the listing */
+	hs_notify_push(c, HS_NOTIFY_MOVED, "/g", "/..");
+	hs_notify_push(c, HS_NOTIFY_CREATED, "/a/../../etc", NULL);
+	hs_notify_push(c, HS_NOTIFY_CREATED, "/.", NULL);
+	hs_notify_push(c, HS_NOTIFY_CREATED, "//x", NULL);
+	CHECK(!reported_within("..", 300));
+	CHECK(!reported_within("1/.;", 10));
+	CHECK_EQ(hs_cache_lookup(c, 1, "..", &st, dl()), -ENOENT);
+	CHECK_OK(hs_cache_lookup(c, 1, "g", &st, dl()));
+
 	/* a late move event: the host moved f to e and made a new f since;
 	 * the cache must not move its f (the new one) onto e */
 	host_write("f", "F1", 2);
