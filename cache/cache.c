@@ -217,6 +217,40 @@ static int ensure_root(struct hs_cache *c, int online, char *err, size_t errlen)
 	return r;
 }
 
+/* A cache folder that holds data but no database (missing, or emptied by
+ * a crash of the disk or a hand) would start afresh and forget what the
+ * host is owed without a word: refused, as a corrupt one is. */
+static int check_db_present(struct hs_cache *c, char *err, size_t errlen)
+{
+	char path[4096 + 16];
+	struct dirent *de;
+	struct stat st;
+	unsigned i;
+	int data = 0;
+	DIR *d;
+
+	snprintf(path, sizeof(path), "%s/meta.db", c->dir);
+	if (stat(path, &st) == 0 && st.st_size > 0)
+		return 0;
+	for (i = 0; i < 256 && !data; i++) {
+		snprintf(path, sizeof(path), "%s/%02x", c->datadir, i);
+		d = opendir(path);
+		if (!d)
+			continue;
+		while (!data && (de = readdir(d)))
+			data = de->d_name[0] != '.';
+		closedir(d);
+	}
+	if (!data)
+		return 0;
+	snprintf(err, errlen, "cache database '%s/meta.db' is missing or empty "
+		 "but the folder holds cached files: what the host is still "
+		 "owed cannot be known; to start over with an empty cache, move "
+		 "the folder '%s' aside (its files stay in its data/)", c->dir,
+		 c->dir);
+	return -EIO;
+}
+
 /* Deletes unlinked inodes nothing refers to any more, and the cached data
  * of unlinked files whose removal is still to be sent (left by a crash). */
 static void collect_garbage(struct hs_cache *c)
@@ -344,6 +378,9 @@ int hs_cache_open(const struct hs_cache_config *cfg, struct hs_cache **ret,
 	}
 	chmod(c->dir, 0700);
 	r = take_lock(c, err, errlen);
+	if (r < 0)
+		goto fail;
+	r = check_db_present(c, err, errlen);
 	if (r < 0)
 		goto fail;
 	hs_reserve_check(c); /* a full disk: the database takes its reserve */

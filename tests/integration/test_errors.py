@@ -159,7 +159,8 @@ def test_help():
 
 
 @SSH_SOURCE
-@pytest.mark.parametrize("damage", ["garbage", "truncated", "unreadable"])
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "unreadable",
+                                    "emptied", "missing"])
 def test_corrupt_cache_database(sshd, where, damage):
     """A damaged cache database: one line naming the file and saying how
     to recover, never a crash, and nothing mounted."""
@@ -186,6 +187,13 @@ def test_corrupt_cache_database(sshd, where, damage):
     elif damage == "truncated":
         with open(db, "r+b") as f:
             f.truncate(1000)
+    elif damage in ("emptied", "missing"):
+        # beside cached data: a fresh database would forget what the
+        # host is owed without a word
+        if damage == "emptied":
+            open(db, "wb").close()
+        else:
+            os.unlink(db)
     else:
         os.chmod(db, 0)
         os.chmod(os.path.dirname(db), 0o500)   # root ignores modes: take the folder too
