@@ -38,7 +38,8 @@
  *   6. cut, send_cut >= -1, sending >= 0;
  *   7. what is persisted as dirty (hs_blocks_saved_dirty()) is dirty|
  *      writing below the cut: a crash mid-send resends it, and never
- *      claims blocks the guest cut off as data.
+ *      claims blocks the guest cut off as data; the persisted cut is the
+ *      smaller of the cut and the send's (hs_blocks_saved_cut()).
  *
  * The next step (the bounded cache: an LRU evictor of single blocks, and
  * write-behind) needs: hs_blocks_may_drop() to ask whether a block's bytes
@@ -180,6 +181,11 @@ int hs_blocks_saved_dirty(const struct hs_blocks *b, struct hs_bitmap *ret)
 	if (r == 0)
 		r = hs_bitmap_or(ret, &b->dirty);
 	return r;
+}
+
+int64_t hs_blocks_saved_cut(const struct hs_blocks *b)
+{
+	return min_cut(b->cut, b->send_cut);
 }
 
 void hs_blocks_saved(struct hs_blocks *b)

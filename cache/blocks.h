@@ -50,6 +50,9 @@ void hs_blocks_load(struct hs_blocks *b, struct hs_bitmap *present,
  * (they hold none of its data; after a crash they would look like lost
  * data).  -ENOMEM. */
 int hs_blocks_saved_dirty(const struct hs_blocks *b, struct hs_bitmap *ret);
+/* The cut to persist: the smaller of the cut and the one the send in
+ * flight carries (not on the host before it ends), -1: none. */
+int64_t hs_blocks_saved_cut(const struct hs_blocks *b);
 /* The persisted copy now matches. */
 void hs_blocks_saved(struct hs_blocks *b);
 

@@ -299,7 +299,7 @@ int hs_file_persist(struct hs_cache *c, struct hs_file *f)
 		r = hs_blocks_saved_dirty(&f->blk, &all);
 		if (r == 0)
 			r = hs_meta_save_maps(c, f->ino, &f->blk.present, &all,
-					      f->blk.cut);
+					      hs_blocks_saved_cut(&f->blk));
 		hs_bitmap_release(&all);
 	}
 	/* callers that promise durability (close, fsync) flush the group */

@@ -140,6 +140,7 @@ static void test_transitions(void)
 	size = 5 * B + 10;
 	states(&b, "ccwccca");
 	CHECK_EQ(b.cut, (int64_t)size);
+	CHECK_EQ(hs_blocks_saved_cut(&b), (int64_t)size);
 	ok(&b);
 	saved_is(&b, "001");
 	CHECK(!hs_blocks_may_drop(&b, 5)); /* past the cut the host has old bytes */
@@ -158,6 +159,7 @@ static void test_transitions(void)
 	CHECK_EQ(cut, 5 * B + 10);
 	CHECK_EQ(b.send_cut, 5 * B + 10);
 	CHECK(!hs_blocks_may_drop(&b, 7)); /* the send's cut is not on the host */
+	CHECK_EQ(hs_blocks_saved_cut(&b), 5 * B + 10); /* nor in a crash */
 	hs_bitmap_init(&p);
 	hs_bitmap_init(&d);
 	CHECK_OK(hs_bitmap_or(&p, &b.present));
