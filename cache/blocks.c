@@ -25,8 +25,10 @@
  *                       busy), hs_blocks_evict() (per block)
  *
  * Invariants (hs_blocks_check(); debug builds, i.e. without NDEBUG, run it
- * from assert() after each transition, in full while the maps cover at
- * most CHECK_FULL_BLOCKS, so a huge file does not pay a walk per write):
+ * from assert() after each transition: in full after those that walk the
+ * whole file anyway (load, snapshot, end of a send, invalidate); after a
+ * fill, write, truncate or evict on the blocks it changed, with the O(1)
+ * invariants, so a write costs what it did):
  *   1. dirty is a subset of present;
  *   2. writing is a subset of present below the cut: a truncate during a
  *      send leaves the WRITING bits past the new end (the flusher reads
@@ -57,10 +59,6 @@
 
 #include "common/common.h"
 
-/* maps up to this many blocks (1 GiB of file) are checked whole after
- * every transition in debug builds */
-#define CHECK_FULL_BLOCKS (1ULL << 18)
-
 static uint64_t nblocks_of(uint64_t size)
 {
 	return (size + HS_BLOCK_SIZE - 1) / HS_BLOCK_SIZE;
@@ -81,23 +79,39 @@ static int64_t min_cut(int64_t a, int64_t b)
 	return a < b ? a : b;
 }
 
+static int check_words(const struct hs_blocks *b, uint64_t size, uint64_t w0,
+		       uint64_t w1, char *why, size_t whylen);
+static int check_global(const struct hs_blocks *b, uint64_t size, char *why,
+			size_t whylen);
+
 #ifndef NDEBUG
-/* After a transition: the checker, whole while the maps are small. */
-static int checked(const struct hs_blocks *b, uint64_t size)
+/* After a transition of blocks [from, to) (to = UINT64_MAX: of all): the
+ * checker on those blocks, the O(1) invariants, and the whole check only
+ * for transitions that walk the whole file anyway, so a write costs what
+ * it did. */
+static int checked(const struct hs_blocks *b, uint64_t size, uint64_t from,
+		   uint64_t to)
 {
 	char why[160];
+	int r;
 
-	if (b->present.nbits > CHECK_FULL_BLOCKS ||
-	    b->writing.nbits > CHECK_FULL_BLOCKS)
-		return 1;
-	if (hs_blocks_check(b, size, why, sizeof(why)) == 0)
+	if (to == UINT64_MAX)
+		r = hs_blocks_check(b, size, why, sizeof(why));
+	else
+		r = check_words(b, size, from / 64, (to + 63) / 64, why, sizeof(why));
+	if (r == 0)
+		r = check_global(b, size, why, sizeof(why));
+	if (r == 0)
 		return 1;
 	hs_err("block states broken: %s", why);
 	return 0;
 }
-#define CHECKED(b, size) assert(checked((b), (size)))
+#define CHECKED(b, size) assert(checked((b), (size), 0, UINT64_MAX))
+#define CHECKED_RANGE(b, size, from, to) assert(checked((b), (size), (from), (to)))
 #else
-#define CHECKED(b, size) ((void)0)
+#define CHECKED(b, size) ((void)(b), (void)(size))
+#define CHECKED_RANGE(b, size, from, to) \
+	((void)(b), (void)(size), (void)(from), (void)(to))
 #endif
 
 void hs_blocks_init(struct hs_blocks *b)
@@ -236,7 +250,7 @@ int hs_blocks_may_drop(const struct hs_blocks *b, uint64_t blk)
 int hs_blocks_fill(struct hs_blocks *b, uint64_t size, uint64_t first,
 		   uint64_t last, hs_blocks_fill_fn fn, void *arg)
 {
-	uint64_t nb = nblocks_of(size), e;
+	uint64_t nb = nblocks_of(size), e, from = first;
 	int r = 0;
 
 	if (last > nb)
@@ -256,7 +270,7 @@ int hs_blocks_fill(struct hs_blocks *b, uint64_t size, uint64_t first,
 		b->changed = 1;
 		first = e;
 	}
-	CHECKED(b, size);
+	CHECKED_RANGE(b, size, from, last);
 	return r;
 }
 
@@ -276,7 +290,7 @@ int hs_blocks_write(struct hs_blocks *b, uint64_t size, uint64_t off,
 	if (r == 0)
 		r = set_bits(&b->dirty, &b->ndirty, first, last);
 	b->changed = 1;
-	CHECKED(b, end > size ? end : size);
+	CHECKED_RANGE(b, end > size ? end : size, HS_MIN(first, nblocks_of(size)), last);
 	return r;
 }
 
@@ -295,7 +309,10 @@ int hs_blocks_truncate(struct hs_blocks *b, uint64_t old, uint64_t size)
 			     nblocks_of(size));
 	}
 	b->changed = 1;
-	CHECKED(b, size);
+	/* the blocks at both ends, and the end's word (check_global()) */
+	CHECKED_RANGE(b, size, HS_MIN(nblocks_of(old), nblocks_of(size)) -
+				       (old > 0 && size > 0),
+		      HS_MAX(nblocks_of(old), nblocks_of(size)) + 1);
 	return r;
 }
 
@@ -358,7 +375,7 @@ int64_t hs_blocks_invalidate(struct hs_blocks *b, uint64_t size)
 int64_t hs_blocks_evict(struct hs_blocks *b, uint64_t size, uint64_t from,
 			uint64_t to, hs_blocks_fill_fn fn, void *arg)
 {
-	uint64_t e;
+	uint64_t e, start = from;
 	int64_t n = 0;
 	int r;
 
@@ -380,7 +397,7 @@ int64_t hs_blocks_evict(struct hs_blocks *b, uint64_t size, uint64_t from,
 		n += (int64_t)(e - from);
 		from = e;
 	}
-	CHECKED(b, size);
+	CHECKED_RANGE(b, size, start, to);
 	return n;
 }
 
@@ -392,23 +409,23 @@ int64_t hs_blocks_evict(struct hs_blocks *b, uint64_t size, uint64_t from,
 		return -EUCLEAN;                                      \
 	} while (0)
 
-int hs_blocks_check(const struct hs_blocks *b, uint64_t size, char *why,
-		    size_t whylen)
+/* Invariants 1 and 2 on words [w0, w1) of the maps. */
+static int check_words(const struct hs_blocks *b, uint64_t size, uint64_t w0,
+		       uint64_t w1, char *why, size_t whylen)
 {
-	uint64_t nb = nblocks_of(size), cb = cut_block(b->cut), i, np, nd, nw;
-	uint64_t words = HS_MAX(HS_MAX(b->present.nbits, b->dirty.nbits),
-				b->writing.nbits) / 64;
+	uint64_t cb = cut_block(b->cut), i;
 
-	if (b->cut < -1 || b->send_cut < -1 || b->sending < 0)
-		BROKEN("cut %lld, send_cut %lld, sending %d",
-		       (long long)b->cut, (long long)b->send_cut, b->sending);
-	for (i = 0; i < words; i++) {
+	(void)size;
+	for (i = w0; i < w1; i++) {
 		uint64_t p = i < b->present.nbits / 64 ? b->present.words[i] : 0;
 		uint64_t d = i < b->dirty.nbits / 64 ? b->dirty.words[i] : 0;
 		uint64_t w = i < b->writing.nbits / 64 ? b->writing.words[i] : 0;
 		uint64_t below_cut = cb >= (i + 1) * 64 ? ~0ULL :
 				     cb <= i * 64 ? 0 : ~0ULL >> (64 - (cb - i * 64));
 
+		if (i >= b->present.nbits / 64 && i >= b->dirty.nbits / 64 &&
+		    i >= b->writing.nbits / 64)
+			break;
 		if (d & ~p)
 			BROKEN("block %llu is dirty but not present",
 			       (unsigned long long)(i * 64 + (uint64_t)__builtin_ctzll(d & ~p)));
@@ -416,6 +433,45 @@ int hs_blocks_check(const struct hs_blocks *b, uint64_t size, char *why,
 			BROKEN("block %llu is being sent but not present",
 			       (unsigned long long)(i * 64 + (uint64_t)__builtin_ctzll(w & ~p & below_cut)));
 	}
+	return 0;
+}
+
+/* The invariants that cost O(1): 5, 6 and bounds of the counts; the word
+ * at the end of the file for 3. */
+static int check_global(const struct hs_blocks *b, uint64_t size, char *why,
+			size_t whylen)
+{
+	uint64_t nb = nblocks_of(size), i;
+
+	if (b->cut < -1 || b->send_cut < -1 || b->sending < 0)
+		BROKEN("cut %lld, send_cut %lld, sending %d",
+		       (long long)b->cut, (long long)b->send_cut, b->sending);
+	if (b->nwriting > 0 && b->sending == 0)
+		BROKEN("%llu blocks are being sent but no snapshot is out",
+		       (unsigned long long)b->nwriting);
+	for (i = nb; i < (nb | 63) + 1; i++)
+		if (hs_bitmap_test(&b->present, i) || hs_bitmap_test(&b->dirty, i))
+			BROKEN("block %llu is present past the end (%llu blocks)",
+			       (unsigned long long)i, (unsigned long long)nb);
+	if (b->ndirty > b->npresent || b->npresent > nb)
+		BROKEN("counts present %llu dirty %llu for %llu blocks",
+		       (unsigned long long)b->npresent, (unsigned long long)b->ndirty,
+		       (unsigned long long)nb);
+	return 0;
+}
+
+int hs_blocks_check(const struct hs_blocks *b, uint64_t size, char *why,
+		    size_t whylen)
+{
+	uint64_t nb = nblocks_of(size), i, np, nd, nw;
+	uint64_t words = HS_MAX(HS_MAX(b->present.nbits, b->dirty.nbits),
+				b->writing.nbits) / 64;
+	int r = check_words(b, size, 0, words, why, whylen);
+
+	if (r == 0)
+		r = check_global(b, size, why, whylen);
+	if (r < 0)
+		return r;
 	i = hs_bitmap_next_set(&b->present, nb, UINT64_MAX);
 	if (i != HS_BITMAP_NONE)
 		BROKEN("block %llu is present past the end (%llu blocks)",
@@ -432,8 +488,5 @@ int hs_blocks_check(const struct hs_blocks *b, uint64_t size, char *why,
 		       (unsigned long long)b->npresent, (unsigned long long)b->ndirty,
 		       (unsigned long long)b->nwriting, (unsigned long long)np,
 		       (unsigned long long)nd, (unsigned long long)nw);
-	if (nw > 0 && b->sending == 0)
-		BROKEN("%llu blocks are being sent but no snapshot is out",
-		       (unsigned long long)nw);
 	return 0;
 }
