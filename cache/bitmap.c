@@ -151,6 +151,25 @@ uint64_t hs_bitmap_count(const struct hs_bitmap *b)
 	return n;
 }
 
+uint64_t hs_bitmap_count_range(const struct hs_bitmap *b, uint64_t from,
+			       uint64_t to)
+{
+	uint64_t n = 0, w;
+
+	if (to > b->nbits)
+		to = b->nbits;
+	while (from < to && (from & 63))
+		n += (uint64_t)hs_bitmap_test(b, from++);
+	while (from + 64 <= to) {
+		w = b->words[from / 64];
+		n += (uint64_t)__builtin_popcountll(w);
+		from += 64;
+	}
+	while (from < to)
+		n += (uint64_t)hs_bitmap_test(b, from++);
+	return n;
+}
+
 int hs_bitmap_empty(const struct hs_bitmap *b)
 {
 	uint64_t i;

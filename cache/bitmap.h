@@ -30,6 +30,9 @@ uint64_t hs_bitmap_next_set(const struct hs_bitmap *b, uint64_t from,
 uint64_t hs_bitmap_next_clear(const struct hs_bitmap *b, uint64_t from,
 			      uint64_t limit);
 uint64_t hs_bitmap_count(const struct hs_bitmap *b);
+/* Set bits in [from, to). */
+uint64_t hs_bitmap_count_range(const struct hs_bitmap *b, uint64_t from,
+			       uint64_t to);
 int hs_bitmap_empty(const struct hs_bitmap *b);
 /* @dst |= @src.  -ENOMEM. */
 int hs_bitmap_or(struct hs_bitmap *dst, const struct hs_bitmap *src);

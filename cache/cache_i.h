@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "bitmap.h"
+#include "blocks.h"
 #include "cache.h"
 
 #define HS_BLOCK 4096ULL
@@ -156,22 +157,8 @@ const char *hs_link_wire(struct hs_link *l);
 
 /* ---- file.c: in-memory state of a file's data ---- */
 
-/*
- * Block states of one cached file (one bit each in present/dirty/writing):
- *
- *   state      present dirty writing  meaning
- *   ABSENT        0      0      0     not in the cache file (a hole)
- *   CLEAN         1      0      0     same bytes as the host copy
- *   DIRTY         1      1      0     guest bytes the host has not seen
- *   WRITING       1      0      1     being sent by the flusher
- *   WRITING2      1      1      1     written again while being sent
- *
- * ABSENT->CLEAN only when a fetch lands (and only for blocks still ABSENT);
- * ->DIRTY only in hs_cache_write(); DIRTY->WRITING when the flusher takes a
- * snapshot; WRITING->CLEAN when the host acknowledged; a failed send puts
- * WRITING back to DIRTY.  Dirty and writing blocks are never dropped.
- * What is persisted as "dirty" is dirty|writing, so a crash mid-send resends.
- */
+/* The block states of a file's data (present/dirty/writing) and every
+ * transition between them are cache/blocks.c's (table there). */
 struct hs_file {
 	uint64_t ino;
 	int refs;              /* protected by c->files_lock */
@@ -180,12 +167,11 @@ struct hs_file {
 	pthread_mutex_t lock;  /* protects everything below */
 	int loaded;
 	int fd;                /* cache file, -1 until needed */
-	struct hs_bitmap present, dirty, writing;
+	struct hs_blocks blk;  /* block states (blocks.c; the only code that
+				* changes them) */
 	uint64_t size;         /* guest size */
 	int64_t mtime, ctime;  /* guest times (ns), newer than the row while attr_dirty */
-	int64_t trunc_min;     /* smallest size since the last data flush, -1 none */
 	int attr_dirty;        /* size/times differ from the row */
-	int map_dirty;         /* bitmaps differ from the row */
 	int writers;           /* open handles that may write */
 	int64_t last_write_ns; /* monotonic */
 	uint64_t jgen;         /* hs_jgen() when jpending was computed */

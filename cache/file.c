@@ -4,8 +4,9 @@
  *
  * Each regular file with cached data has a sparse cache file
  * <cache>/data/<xx>/<ino> whose size is always the guest size, and an
- * in-memory struct hs_file (block state table in cache_i.h) while it is open
- * or being flushed.  The bitmaps are persisted to the inode row on close,
+ * in-memory struct hs_file while it is open or being flushed, whose block
+ * states only blocks.c changes (this file does the cache-file I/O of each
+ * transition).  The bitmaps are persisted to the inode row on close,
  * fsync, and after the flusher's sends.
  *
  * Durability: write() puts the bytes in the cache file (page cache) and, on
@@ -87,13 +88,10 @@ struct hs_file *hs_file_get(struct hs_cache *c, uint64_t ino)
 		}
 		f->ino = ino;
 		f->fd = -1;
-		f->trunc_min = -1;
 		pthread_mutex_init(&f->lock, NULL);
 		hs_cond_init_monotonic(&f->fetched);
 		hs_cond_init_monotonic(&f->st_more);
-		hs_bitmap_init(&f->present);
-		hs_bitmap_init(&f->dirty);
-		hs_bitmap_init(&f->writing);
+		hs_blocks_init(&f->blk);
 		f->next = c->files[b];
 		c->files[b] = f;
 	}
@@ -203,9 +201,7 @@ void hs_file_put(struct hs_cache *c, struct hs_file *f)
 	pthread_mutex_unlock(&c->files_lock);
 	if (f->fd >= 0)
 		close(f->fd);
-	hs_bitmap_release(&f->present);
-	hs_bitmap_release(&f->dirty);
-	hs_bitmap_release(&f->writing);
+	hs_blocks_release(&f->blk);
 	pthread_mutex_destroy(&f->lock);
 	pthread_cond_destroy(&f->fetched);
 	pthread_cond_destroy(&f->st_more);
@@ -224,17 +220,27 @@ void hs_file_reclaim(struct hs_cache *c, uint64_t ino)
 
 int hs_file_load(struct hs_cache *c, struct hs_file *f)
 {
+	struct hs_bitmap present, dirty;
 	struct hs_inode in;
+	int64_t cut = -1;
 	int r;
 
 	if (f->loaded)
 		return 0;
+	hs_bitmap_init(&present);
+	hs_bitmap_init(&dirty);
 	pthread_mutex_lock(&c->db_lock);
 	r = hs_meta_get_inode(c, f->ino, &in);
-	if (r == 0)
-		r = hs_meta_load_maps(c, f->ino, &f->present, &f->dirty,
-				      &f->trunc_min);
+	if (r == 0) {
+		r = hs_meta_load_maps(c, f->ino, &present, &dirty, &cut);
+		if (r < 0)
+			hs_inode_release(&in);
+	}
 	pthread_mutex_unlock(&c->db_lock);
+	if (r == 0)
+		hs_blocks_load(&f->blk, &present, &dirty, cut, in.size);
+	hs_bitmap_release(&present);
+	hs_bitmap_release(&dirty);
 	if (r < 0)
 		return r;
 	f->size = in.size;
@@ -293,7 +299,7 @@ int hs_file_persist(struct hs_cache *c, struct hs_file *f)
 	sqlite3_stmt *st;
 	int r = 0;
 
-	if (!f->attr_dirty && !f->map_dirty)
+	if (!f->attr_dirty && !f->blk.changed)
 		return 0;
 	pthread_mutex_lock(&c->db_lock);
 	r = hs_meta_begin(c);
@@ -311,22 +317,14 @@ int hs_file_persist(struct hs_cache *c, struct hs_file *f)
 			sqlite3_reset(st);
 		}
 	}
-	if (r == 0 && f->map_dirty) {
-		/* "dirty" on disk is dirty|writing: a crash mid-send resends.
-		 * Not the blocks of the send the guest has cut off since
-		 * (trunc_min: the smallest size since the send's snapshot):
-		 * they hold none of its data any more, and after a crash
-		 * they would look like data the crash lost (holes). */
+	if (r == 0 && f->blk.changed) {
+		/* "dirty" on disk is dirty|writing: a crash mid-send resends
+		 * (hs_blocks_saved_dirty()) */
 		hs_bitmap_init(&all);
-		r = hs_bitmap_or(&all, &f->writing);
-		if (r == 0 && f->trunc_min >= 0)
-			hs_bitmap_truncate(&all, ((uint64_t)f->trunc_min +
-						  HS_BLOCK - 1) / HS_BLOCK);
+		r = hs_blocks_saved_dirty(&f->blk, &all);
 		if (r == 0)
-			r = hs_bitmap_or(&all, &f->dirty);
-		if (r == 0)
-			r = hs_meta_save_maps(c, f->ino, &f->present, &all,
-					      f->trunc_min);
+			r = hs_meta_save_maps(c, f->ino, &f->blk.present, &all,
+					      hs_blocks_saved_cut(&f->blk));
 		hs_bitmap_release(&all);
 	}
 	/* callers that promise durability (close, fsync) flush the group */
@@ -335,8 +333,10 @@ int hs_file_persist(struct hs_cache *c, struct hs_file *f)
 	if (r < 0)
 		hs_meta_rollback(c);
 	pthread_mutex_unlock(&c->db_lock);
-	if (r == 0)
-		f->attr_dirty = f->map_dirty = 0;
+	if (r == 0) {
+		f->attr_dirty = 0;
+		hs_blocks_saved(&f->blk);
+	}
 	return r;
 }
 
@@ -393,24 +393,14 @@ int hs_file_truncate(struct hs_cache *c, struct hs_file *f, uint64_t size)
 		return r;
 	if (ftruncate(f->fd, (off_t)size) < 0)
 		return -errno;
-	if (size < old) {
-		uint64_t keep = (size + HS_BLOCK - 1) / HS_BLOCK;
-
-		hs_bitmap_truncate(&f->present, keep);
-		hs_bitmap_truncate(&f->dirty, keep);
-		if (f->trunc_min < 0 || (int64_t)size < f->trunc_min)
-			f->trunc_min = (int64_t)size;
-	} else if (size > old) {
-		/* The new part reads as zeros, in the cache file as on the
-		 * host after the final size is sent. */
-		r = hs_bitmap_set(&f->present, (old + HS_BLOCK - 1) / HS_BLOCK,
-				  (size + HS_BLOCK - 1) / HS_BLOCK);
-		if (r < 0)
-			return r;
-	}
+	/* a new part reads as zeros, in the cache file as on the host
+	 * after the final size is sent */
+	r = hs_blocks_truncate(&f->blk, old, size);
+	if (r < 0)
+		return r;
 	f->size = size;
 	f->mtime = f->ctime = hs_wall_ns();
-	f->attr_dirty = f->map_dirty = 1;
+	f->attr_dirty = 1;
 	f->last_write_ns = hs_now_ns();
 	atomic_store(&c->last_change_ns, f->last_write_ns);
 	if (size != old || size == 0)
@@ -473,14 +463,14 @@ void hs_file_overlay(struct hs_cache *c, uint64_t ino, struct stat *st)
 	pthread_mutex_unlock(&c->files_lock);
 }
 
-/* Forgets every cached block of @f (none is dirty): the cache file
- * becomes a hole of the file's size.  f->lock held. */
+/* Forgets every cached block of @f (none is busy, hs_blocks_busy()): the
+ * cache file becomes a hole of the file's size.  f->lock held. */
 static int drop_data(struct hs_cache *c, struct hs_file *f)
 {
 	int r = 0;
 
-	hs_bitmap_release(&f->present);
-	f->map_dirty = 1;
+	if (hs_blocks_invalidate(&f->blk, f->size) < 0)
+		return -EBUSY;
 	f->ra_next = 0;
 	if (f->fd >= 0) {
 		if (ftruncate(f->fd, 0) < 0 || ftruncate(f->fd, (off_t)f->size) < 0)
@@ -504,8 +494,7 @@ int hs_file_invalidate(struct hs_cache *c, uint64_t ino)
 	r = hs_file_load(c, f);
 	if (r < 0)
 		goto out;
-	if (!hs_bitmap_empty(&f->dirty) || !hs_bitmap_empty(&f->writing) ||
-	    f->trunc_min >= 0 || f->attr_dirty)
+	if (hs_blocks_busy(&f->blk) || f->attr_dirty)
 		goto out; /* guest changes win; never dropped */
 	pthread_mutex_lock(&c->db_lock);
 	r = hs_meta_get_inode(c, ino, &in);
@@ -619,41 +608,36 @@ int hs_file_fetch(struct hs_cache *c, struct hs_file *f, uint64_t first,
 	return r;
 }
 
+struct land_arg {
+	struct hs_cache *c;
+	struct hs_file *f;
+	const char *buf;        /* the host bytes of blocks from @first */
+	uint64_t first;
+};
+
+/* hs_blocks_fill_fn: one run of blocks still ABSENT, one pwrite */
+static int land_run(void *arg, uint64_t from, uint64_t to)
+{
+	struct land_arg *a = arg;
+	uint64_t boff = from * HS_BLOCK;
+	uint64_t blen = HS_MIN(to * HS_BLOCK, a->f->size) - boff;
+
+	if (pwrite(a->f->fd, a->buf + (boff - a->first * HS_BLOCK), blen,
+		   (off_t)boff) != (ssize_t)blen)
+		return -errno;
+	if (a->c->cfg.cache_size)
+		hs_cache_added(a->c, blen);
+	return 0;
+}
+
 int hs_file_land(struct hs_cache *c, struct hs_file *f, uint64_t dver,
 		 const char *buf, uint64_t first, uint64_t last)
 {
-	uint64_t nb, b;
-	int r = 0;
+	struct land_arg a = { c, f, buf, first };
 
 	if (f->dver != dver || hs_file_open_fd(c, f) < 0)
 		return 0; /* the host copy changed meanwhile: not these bytes */
-	nb = HS_MIN(last, (f->size + HS_BLOCK - 1) / HS_BLOCK);
-	/* land each run of blocks still ABSENT with one pwrite */
-	for (b = first; b < nb;) {
-		uint64_t e, boff, blen;
-
-		b = hs_bitmap_next_clear(&f->present, b, nb);
-		if (b == HS_BITMAP_NONE)
-			break;
-		e = hs_bitmap_next_set(&f->present, b, nb);
-		if (e == HS_BITMAP_NONE)
-			e = nb;
-		boff = b * HS_BLOCK;
-		blen = HS_MIN(e * HS_BLOCK, f->size) - boff;
-		if (pwrite(f->fd, buf + (boff - first * HS_BLOCK), blen,
-			   (off_t)boff) != (ssize_t)blen) {
-			r = -errno;
-			break;
-		}
-		r = hs_bitmap_set(&f->present, b, e);
-		if (r < 0)
-			break;
-		if (c->cfg.cache_size)
-			hs_cache_added(c, blen);
-		f->map_dirty = 1;
-		b = e;
-	}
-	return r;
+	return hs_blocks_fill(&f->blk, f->size, first, last, land_run, &a);
 }
 
 /* ---- the public data path ---- */
@@ -751,7 +735,7 @@ ssize_t hs_cache_read(struct hs_cache *c, struct hs_handle *h, void *buf,
 		first = uoff / HS_BLOCK;
 		last = (uoff + size + HS_BLOCK - 1) / HS_BLOCK;
 		nblocks = (f->size + HS_BLOCK - 1) / HS_BLOCK;
-		miss = hs_bitmap_next_clear(&f->present, first, last);
+		miss = hs_blocks_next_absent(&f->blk, first, last);
 		if (miss == HS_BITMAP_NONE) {
 			n = pread(f->fd, buf, size, off);
 			pthread_mutex_unlock(&f->lock);
@@ -838,7 +822,7 @@ ssize_t hs_cache_read(struct hs_cache *c, struct hs_handle *h, void *buf,
 			end = nblocks;
 		/* stop the window at cached data past the request */
 		if (end > last) {
-			uint64_t p = hs_bitmap_next_set(&f->present, last, end);
+			uint64_t p = hs_blocks_next_present(&f->blk, last, end);
 
 			if (p != HS_BITMAP_NONE)
 				end = p;
@@ -866,7 +850,7 @@ out:
 static int need_block(struct hs_cache *c, struct hs_file *f, uint64_t b,
 		      hs_deadline_t dl, int *ret)
 {
-	if (hs_bitmap_test(&f->present, b) || b * HS_BLOCK >= f->size)
+	if (hs_blocks_state(&f->blk, b) != HS_BLK_ABSENT || b * HS_BLOCK >= f->size)
 		return 0;
 	pthread_mutex_unlock(&f->lock);
 	*ret = hs_file_fetch(c, f, b, b + 1, dl);
@@ -912,8 +896,8 @@ ssize_t hs_cache_write(struct hs_cache *c, struct hs_handle *h,
 		r = hs_file_open_fd(c, f);
 	if (r == 0 && (full || disk_short(c, f->fd, size)) &&
 	    (end > f->size ||
-	     hs_bitmap_next_clear(&f->present, uoff / HS_BLOCK,
-				  (end + HS_BLOCK - 1) / HS_BLOCK) != HS_BITMAP_NONE))
+	     hs_blocks_next_absent(&f->blk, uoff / HS_BLOCK,
+				   (end + HS_BLOCK - 1) / HS_BLOCK) != HS_BITMAP_NONE))
 		r = -ENOSPC; /* it needs new blocks and there is no room */
 	for (tries = 0; r == 0 && tries < 4; tries++) {
 		int dropped = 0;
@@ -936,22 +920,13 @@ ssize_t hs_cache_write(struct hs_cache *c, struct hs_handle *h,
 		}
 	}
 	old = f->size;
-	if (end > old) {
-		/* a gap between the old end and @off reads as zeros */
-		r = hs_bitmap_set(&f->present, (old + HS_BLOCK - 1) / HS_BLOCK,
-				  uoff / HS_BLOCK);
+	r = hs_blocks_write(&f->blk, old, uoff, size);
+	if (end > old)
 		f->size = end;
-	}
-	if (r == 0)
-		r = hs_bitmap_set(&f->present, uoff / HS_BLOCK,
-				  (end + HS_BLOCK - 1) / HS_BLOCK);
-	if (r == 0)
-		r = hs_bitmap_set(&f->dirty, uoff / HS_BLOCK,
-				  (end + HS_BLOCK - 1) / HS_BLOCK);
 	if (r < 0)
 		goto out;
 	f->mtime = f->ctime = hs_wall_ns();
-	f->attr_dirty = f->map_dirty = 1;
+	f->attr_dirty = 1;
 	f->last_write_ns = hs_now_ns();
 	atomic_store(&c->last_change_ns, f->last_write_ns);
 	r = hs_file_note_dirty(c, f);
@@ -1025,12 +1000,11 @@ int hs_file_evict(struct hs_cache *c, uint64_t ino, uint64_t *ret_bytes)
 	r = hs_file_load(c, f);
 	if (r < 0)
 		goto out;
-	if (!hs_bitmap_empty(&f->dirty) || !hs_bitmap_empty(&f->writing) ||
-	    f->trunc_min >= 0 || f->fetching || f->streaming) {
+	if (hs_blocks_busy(&f->blk) || f->fetching || f->streaming) {
 		r = -EBUSY; /* the guest's changes, or a read filling it */
 		goto out;
 	}
-	n = hs_bitmap_count(&f->present);
+	n = f->blk.npresent;
 	if (n == 0)
 		goto out;
 	r = drop_data(c, f);

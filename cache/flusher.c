@@ -259,7 +259,8 @@ struct snap {
 	unsigned rename_flags;  /* HS_RENAME_RESEND when the row is sent again */
 	struct hs_file *f;
 	uint64_t size;
-	int64_t trunc;
+	int64_t trunc;          /* the cut the send carries (-1: none) */
+	int snapped;            /* hs_blocks_snapshot() was taken */
 	int64_t mtime, atime;
 	uint32_t mode, uid, gid;
 	char *hpath;
@@ -273,7 +274,9 @@ struct snap {
 	struct hs_attr host;    /* what the host copy is now */
 };
 
-/* DIRTY -> WRITING for every dirty block; reads what the send needs. */
+/* DIRTY -> WRITING for every dirty block (hs_blocks_snapshot()); reads
+ * what the send needs.  The send reads s->f->blk.writing without the lock:
+ * only the end of the snapshot changes it. */
 static int take_snapshot(struct hs_cache *c, uint64_t ino, struct snap *s)
 {
 	struct hs_inode x;
@@ -288,13 +291,10 @@ static int take_snapshot(struct hs_cache *c, uint64_t ino, struct snap *s)
 	if (r == 0)
 		r = hs_file_open_fd(c, s->f);
 	if (r == 0) {
-		r = hs_bitmap_or(&s->f->writing, &s->f->dirty);
-		hs_bitmap_release(&s->f->dirty);
 		s->size = s->f->size;
-		s->trunc = s->f->trunc_min;
-		s->f->trunc_min = -1;
+		s->trunc = hs_blocks_snapshot(&s->f->blk, s->size);
+		s->snapped = 1;
 		s->mtime = s->f->mtime;
-		/* the persisted maps stay dirty|writing until the send ends */
 	}
 	pthread_mutex_unlock(&s->f->lock);
 	if (r < 0)
@@ -322,20 +322,12 @@ static void end_snapshot(struct hs_cache *c, struct snap *s, int ok)
 	if (!f)
 		return;
 	pthread_mutex_lock(&f->lock);
-	if (ok) {
-		hs_bitmap_release(&f->writing);
-	} else {
-		/* what the guest cut off meanwhile holds none of it (see
-		 * hs_file_persist()) */
-		if (f->trunc_min >= 0)
-			hs_bitmap_truncate(&f->writing, ((uint64_t)f->trunc_min +
-							 HS_BLOCK - 1) / HS_BLOCK);
-		hs_bitmap_or(&f->dirty, &f->writing);
-		hs_bitmap_release(&f->writing);
-		if (s->trunc >= 0 && (f->trunc_min < 0 || s->trunc < f->trunc_min))
-			f->trunc_min = s->trunc;
-	}
-	f->map_dirty = 1;
+	if (!s->snapped)
+		f->blk.changed = 1; /* (as a send always did) */
+	else if (ok)
+		hs_blocks_sent(&f->blk, f->size);
+	else
+		hs_blocks_send_failed(&f->blk, f->size, s->trunc);
 	hs_file_persist(c, f);
 	pthread_mutex_unlock(&f->lock);
 	hs_file_put(c, f);
@@ -442,10 +434,10 @@ static int read_whole(const struct snap *s, char **ret)
 		uint64_t off, len;
 		ssize_t n;
 
-		b = hs_bitmap_next_set(&s->f->writing, b, nblocks);
+		b = hs_bitmap_next_set(&s->f->blk.writing, b, nblocks);
 		if (b == HS_BITMAP_NONE)
 			break;
-		e = hs_bitmap_next_clear(&s->f->writing, b, nblocks);
+		e = hs_bitmap_next_clear(&s->f->blk.writing, b, nblocks);
 		if (e == HS_BITMAP_NONE)
 			e = nblocks;
 		off = b * HS_BLOCK;
@@ -497,7 +489,7 @@ static int send_create(struct hs_cache *c, struct hs_transport *t,
 	}
 	/* only what the guest wrote: the rest of a new file is holes, which
 	 * the final size leaves as zeros (a 10 GiB sparse file costs nothing) */
-	return upload_file(c, t, e->path, s, &s->f->writing, bytes);
+	return upload_file(c, t, e->path, s, &s->f->blk.writing, bytes);
 }
 
 /* "dir/NAME.conflict-<guest host>-<YYYYmmdd-HHMMSS>[.ext]" for @path. */
@@ -565,7 +557,7 @@ static int writes_all(const struct snap *s, uint64_t from, uint64_t to)
 {
 	uint64_t b = from / HS_BLOCK, e = (to + HS_BLOCK - 1) / HS_BLOCK;
 
-	return b >= e || hs_bitmap_next_clear(&s->f->writing, b, e) == HS_BITMAP_NONE;
+	return b >= e || hs_bitmap_next_clear(&s->f->blk.writing, b, e) == HS_BITMAP_NONE;
 }
 
 /* True if host copy @h is what an earlier send of DATA row @e left when it
@@ -699,11 +691,11 @@ static int send_data(struct hs_cache *c, struct hs_transport *t,
 		if (r < 0)
 			return r;
 	}
-	if (!hs_bitmap_empty(&s->f->writing)) {
+	if (!hs_bitmap_empty(&s->f->blk.writing)) {
 		r = hs_tr_fopen(t, s->hpath, O_WRONLY, 0, &rf, call_dl(c));
 		if (r < 0)
 			return r;
-		r = send_blocks(c, t, rf, s->hpath, s->f->fd, &s->f->writing,
+		r = send_blocks(c, t, rf, s->hpath, s->f->fd, &s->f->blk.writing,
 				s->size, bytes);
 		if (r < 0) {
 			hs_tr_fclose(t, rf, call_dl(c));

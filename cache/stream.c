@@ -102,14 +102,14 @@ static void *stream_main(void *arg)
 
 		if (f->dver != s->dver)
 			break; /* the host copy changed: the handle reads the old one */
-		b = hs_bitmap_next_clear(&f->present, HS_MIN(f->st_next, until),
+		b = hs_blocks_next_absent(&f->blk, HS_MIN(f->st_next, until),
 					 until);
 		if (b == HS_BITMAP_NONE) {
 			struct timespec ts = hs_deadline_ts(hs_deadline_in_ms(IDLE_MS));
 
 			f->st_next = until;
 			/* the last chunk may have reached past the goal */
-			if (until >= nb || hs_bitmap_next_clear(&f->present, until,
+			if (until >= nb || hs_blocks_next_absent(&f->blk, until,
 							       nb) == HS_BITMAP_NONE)
 				break; /* the whole file is here */
 			pthread_mutex_unlock(&f->lock);
@@ -125,7 +125,7 @@ static void *stream_main(void *arg)
 				break; /* nobody reads on: done */
 			continue;
 		}
-		e = hs_bitmap_next_set(&f->present, b, HS_MIN(b + CHUNK_BLOCKS, nb));
+		e = hs_blocks_next_present(&f->blk, b, HS_MIN(b + CHUNK_BLOCKS, nb));
 		if (e == HS_BITMAP_NONE)
 			e = HS_MIN(b + CHUNK_BLOCKS, nb);
 		f->st_next = b; /* in flight: readers of [b, e) wait for it */
