@@ -571,28 +571,24 @@ static int need_dir(struct hs_cache *c, uint64_t ino)
 	return r;
 }
 
-static int touch_dir(struct hs_cache *c, uint64_t dir)
+/* Sets @ino's ctime, and its mtime too with @mtime_too, to now. */
+static int touch(struct hs_cache *c, uint64_t ino, int mtime_too)
 {
-	static const char sql[] = "UPDATE inode SET mtime=?1, ctime=?1 WHERE ino=?2";
-	sqlite3_stmt *st = hs_meta_prepare(c, sql);
-
-	if (!st)
-		return -EIO;
-	sqlite3_bind_int64(st, 1, hs_wall_ns());
-	sqlite3_bind_int64(st, 2, (int64_t)dir);
-	return hs_meta_step(c, st);
-}
-
-static int touch_ctime(struct hs_cache *c, uint64_t ino)
-{
-	static const char sql[] = "UPDATE inode SET ctime=?1 WHERE ino=?2";
-	sqlite3_stmt *st = hs_meta_prepare(c, sql);
+	static const char both[] = "UPDATE inode SET mtime=?1, ctime=?1 WHERE ino=?2";
+	static const char ctime_only[] = "UPDATE inode SET ctime=?1 WHERE ino=?2";
+	sqlite3_stmt *st = hs_meta_prepare(c, mtime_too ? both : ctime_only);
 
 	if (!st)
 		return -EIO;
 	sqlite3_bind_int64(st, 1, hs_wall_ns());
 	sqlite3_bind_int64(st, 2, (int64_t)ino);
 	return hs_meta_step(c, st);
+}
+
+/* A folder whose entries changed. */
+static int touch_dir(struct hs_cache *c, uint64_t dir)
+{
+	return touch(c, dir, 1);
 }
 
 static int set_nlink(struct hs_cache *c, uint64_t ino, uint32_t nlink)
@@ -1315,7 +1311,7 @@ int hs_cache_rename(struct hs_cache *c, uint64_t parent, const char *name,
 	if (r == 0)
 		r = hs_meta_add_dentry(c, newparent, newname, ino);
 	if (r == 0)
-		r = touch_ctime(c, ino); /* as ext4 and tmpfs do */
+		r = touch(c, ino, 0); /* its ctime, as ext4 and tmpfs do */
 	if (r == 0 && !S_ISDIR(x.mode) && !x.hpath)
 		r = hs_journal_renamed(c, ino, to, replaced, &folded);
 	if (r == 0 && !folded) {

@@ -13,6 +13,8 @@ import time
 
 import pytest
 
+from harness import sha256_file as sha_file
+
 MiB = 1 << 20
 
 
@@ -54,16 +56,6 @@ def write_random(path, size, chunk=MiB):
             h.update(piece)
             left -= len(piece)
     return h.hexdigest()
-
-
-def sha_file(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            b = f.read(MiB)
-            if not b:
-                return h.hexdigest()
-            h.update(b)
 
 
 def drop_page_cache():
