@@ -2,8 +2,12 @@
  * cache/cache_i.h - what the files of cache/ share.  Not for fs/.
  *
  * Lock order (outer first), written once here:
- *     files_lock  ->  hs_file.lock  ->  db_lock
- *     link->lock is a leaf: nothing else is taken while it is held.
+ *     files_lock  ->  hs_file.lock  ->  db_lock  ->  flush_lock
+ * (a journal append wakes the flusher under db_lock: hs_journal_wake*()).
+ * Leaves, under which no other lock is taken: flush_lock, pool_lock (the
+ * flusher's batch pool, dropped while a job is sent), stat_lock (statfs
+ * cache and open listings), kver_lock, stream_lock, nq_lock, bg_lock and
+ * link->lock.  flush_lock and pool_lock are never held together.
  * No lock is held across transport I/O.
  */
 #ifndef HS_CACHE_I_H
