@@ -104,7 +104,8 @@ int hs_cache_pending(struct hs_cache *c, hs_pending_fn fn, void *arg)
 	 * (the dirty map would say exactly, but a listing does not load it) */
 	static const char sql[] =
 		"SELECT j.seq, j.op, j.state, j.path, j.path2, j.created, j.error,"
-		" CASE WHEN j.op IN (2,3) THEN coalesce(i.size, 0) ELSE 0 END,"
+		" CASE WHEN j.op IN (" HS_SQL(HS_J_CREATE) "," HS_SQL(HS_J_DATA) ")"
+		" THEN coalesce(i.size, 0) ELSE 0 END,"
 		" i.hpath FROM journal j LEFT JOIN inode i ON i.ino=j.ino"
 		" ORDER BY j.seq";
 	int64_t now = hs_wall_ns();

@@ -1449,18 +1449,10 @@ static void update_rate(struct hs_cache *c, uint64_t sent, uint64_t pending)
 
 static int64_t oldest_pending_ms(struct hs_cache *c)
 {
-	static const char sql[] = "SELECT min(created) FROM journal WHERE state<>2";
-	sqlite3_stmt *st;
-	int64_t age = -1;
+	int64_t age;
 
 	pthread_mutex_lock(&c->db_lock);
-	st = hs_meta_prepare(c, sql);
-	if (st && sqlite3_step(st) == SQLITE_ROW &&
-	    sqlite3_column_type(st, 0) != SQLITE_NULL)
-		age = HS_MAX(0, (hs_wall_ns() - sqlite3_column_int64(st, 0)) /
-				       HS_NSEC_PER_MSEC);
-	if (st)
-		sqlite3_reset(st);
+	age = hs_journal_oldest_ms(c);
 	pthread_mutex_unlock(&c->db_lock);
 	return age;
 }

@@ -335,16 +335,26 @@ int hs_cache_evict(struct hs_cache *c, const char *path,
  * entry (it stays counted in failed_ops). */
 int hs_cache_sync(struct hs_cache *c, hs_deadline_t dl);
 
-/* For `hostsharectl doctor` (cache/doctor.c): the age of the oldest
- * pending journal entry, entries left by an earlier mount, and the last
- * entries the host refused ("'path': error; ...").  Never touches the
- * network. */
+/* For `hostsharectl doctor` (cache/doctor.c): what the journal holds,
+ * the age of its oldest pending entry, how many pending entries an earlier
+ * mount left (appended before the latest mount of the folder opened it:
+ * the cache records where each mount's entries begin), and the last
+ * entries the host refused ("'path': error; ...").  Read-only; never
+ * touches the network. */
 struct hs_cache_journal_info {
-	int64_t oldest_age_ms;      /* -1: none pending (or all from before) */
+	uint64_t pending_ops;       /* entries not yet on the host */
+	uint64_t failed_ops;        /* entries the host refused */
+	int64_t oldest_age_ms;      /* of the oldest pending entry; -1: none */
 	uint64_t earlier_mount_ops; /* pending entries of an earlier mount */
 	char refused[512];
 };
-int hs_cache_journal_info(struct hs_cache *c,
-			  struct hs_cache_journal_info *ret);
+/* From the open cache @c (the mount's daemon); or, with @c NULL, from the
+ * cache folder @dir of a source that is not mounted, its meta.db opened
+ * read-only.  0 or -errno: -ENOENT no database in @dir, -EBUSY a running
+ * hostshare holds it (run the doctor on its mountpoint), else a message
+ * in @err. */
+int hs_cache_journal_info(struct hs_cache *c, const char *dir,
+			  struct hs_cache_journal_info *ret, char *err,
+			  size_t errlen);
 
 #endif

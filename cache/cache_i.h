@@ -2,8 +2,12 @@
  * cache/cache_i.h - what the files of cache/ share.  Not for fs/.
  *
  * Lock order (outer first), written once here:
- *     files_lock  ->  hs_file.lock  ->  db_lock
- *     link->lock is a leaf: nothing else is taken while it is held.
+ *     files_lock  ->  hs_file.lock  ->  db_lock  ->  flush_lock
+ * (a journal append wakes the flusher under db_lock: hs_journal_wake*()).
+ * Leaves, under which no other lock is taken: flush_lock, pool_lock (the
+ * flusher's batch pool, dropped while a job is sent), stat_lock (statfs
+ * cache and open listings), kver_lock, stream_lock, nq_lock, bg_lock and
+ * link->lock.  flush_lock and pool_lock are never held together.
  * No lock is held across transport I/O.
  */
 #ifndef HS_CACHE_I_H
@@ -37,42 +41,41 @@ static inline int hs_internal_name(const char *name)
 
 /* ---- meta.c: the sqlite database ---- */
 
-/* Journal operations.  The numbers are stored in the database: never
- * renumber. */
-enum hs_jop {
-	HS_J_MKDIR = 1,   /* path, mode */
-	HS_J_CREATE = 2,  /* new file: upload whole content to a temp name, rename to path */
-	HS_J_DATA = 3,    /* dirty blocks (and size, times) of a file on the host */
-	HS_J_SETATTR = 4, /* path, valid + fields */
-	HS_J_UNLINK = 5,  /* path */
-	HS_J_RMDIR = 6,   /* path */
-	HS_J_RENAME = 7,  /* path -> path2, flags */
-	HS_J_SYMLINK = 8, /* path, path2 = target */
-	HS_J_LINK = 9,    /* path (existing) -> path2 (new name) */
-};
+/* Journal operations, states and flags.  The numbers are stored in the
+ * database: never renumber.  They are macros, not enums, so that SQL text
+ * spells them by name: "... WHERE state<>" HS_SQL(HS_JS_FAILED) (sqlite
+ * reads the "(1 << 3)" of a flag as C does). */
+#define HS_SQL_(x) #x
+#define HS_SQL(x) HS_SQL_(x)
+
+#define HS_J_MKDIR 1   /* path, mode */
+#define HS_J_CREATE 2  /* new file: upload whole content to a temp name, rename to path */
+#define HS_J_DATA 3    /* dirty blocks (and size, times) of a file on the host */
+#define HS_J_SETATTR 4 /* path, valid + fields */
+#define HS_J_UNLINK 5  /* path */
+#define HS_J_RMDIR 6   /* path */
+#define HS_J_RENAME 7  /* path -> path2, flags */
+#define HS_J_SYMLINK 8 /* path, path2 = target */
+#define HS_J_LINK 9    /* path (existing) -> path2 (new name) */
 
 /* Journal entry states (column "state"). */
-enum hs_jstate {
-	HS_JS_PENDING = 0, /* waiting; may still be coalesced */
-	HS_JS_RUNNING = 1, /* being sent by the flusher; never coalesced */
-	HS_JS_FAILED = 2,  /* the host refused it; kept for the user, skipped */
-};
+#define HS_JS_PENDING 0 /* waiting; may still be coalesced */
+#define HS_JS_RUNNING 1 /* being sent by the flusher; never coalesced */
+#define HS_JS_FAILED 2  /* the host refused it; kept for the user, skipped */
 
-/* Journal entry flags. */
-enum hs_jflags {
-	HS_JF_REPLACED = 1 << 0, /* a rename that replaced an existing name */
-	HS_JF_NOREPLACE = 1 << 1,
-	HS_JF_VERSIONED = 1 << 2, /* unlink: attr.size/mtime_ns are the host
-				   * version the guest deleted */
-	HS_JF_STARTED = 1 << 3,   /* the row was claimed for sending before
-				   * (create: its upload may be on the host,
-				   * half done under its temporary name, or
-				   * done with the answer lost) */
-	HS_JF_SENDING = 1 << 4,   /* data: a send began changing the host copy;
-				   * until it is done the copy has size
-				   * attr.size, or attr.atime_ns after its
-				   * truncate (-1: none) (cache/flusher.c) */
-};
+/* Journal entry flags (column "flags"). */
+#define HS_JF_REPLACED (1 << 0)  /* a rename that replaced an existing name */
+#define HS_JF_NOREPLACE (1 << 1)
+#define HS_JF_VERSIONED (1 << 2) /* unlink: attr.size/mtime_ns are the host
+				  * version the guest deleted */
+#define HS_JF_STARTED (1 << 3)   /* the row was claimed for sending before
+				  * (create: its upload may be on the host,
+				  * half done under its temporary name, or
+				  * done with the answer lost) */
+#define HS_JF_SENDING (1 << 4)   /* data: a send began changing the host copy;
+				  * until it is done the copy has size
+				  * attr.size, or attr.atime_ns after its
+				  * truncate (-1: none) (cache/flusher.c) */
 
 struct hs_jentry {
 	int64_t seq;
@@ -435,6 +438,14 @@ void hs_journal_wake(struct hs_cache *c);
 void hs_journal_wake_for(struct hs_cache *c, uint64_t ino);
 /* 1 while rows wait to be sent (cheap), else 0 with the refused count. */
 int hs_journal_busy(struct hs_cache *c, uint64_t *ret_failed);
+/* The facts of struct hs_cache_journal_info from database @db, which is
+ * the cache's own (db_lock held) or one opened read-only by the doctor:
+ * statements prepared for this call only.  0, or -EIO with the message in
+ * @err. */
+int hs_journal_info(sqlite3 *db, struct hs_cache_journal_info *ret,
+		    char *err, size_t errlen);
+/* Age of the oldest pending entry in ms, -1 when none; db_lock held. */
+int64_t hs_journal_oldest_ms(struct hs_cache *c);
 
 /* file.c */
 struct hs_file *hs_file_get(struct hs_cache *c, uint64_t ino);

@@ -114,7 +114,9 @@ static int same_version(const struct hs_inode *x, const struct hs_attr *a)
 static int removal_pending(struct hs_cache *c, const char *hp)
 {
 	static const char sql[] = "SELECT 1 FROM journal WHERE path=? AND"
-				  " op IN (5,6,7) AND state<>2 LIMIT 1";
+				  " op IN (" HS_SQL(HS_J_UNLINK) "," HS_SQL(HS_J_RMDIR) ","
+				  HS_SQL(HS_J_RENAME) ")"
+				  " AND state<>" HS_SQL(HS_JS_FAILED) " LIMIT 1";
 	sqlite3_stmt *st = hs_meta_prepare(c, sql);
 	int found;
 

@@ -1,66 +1,87 @@
 /* SPDX-License-Identifier: MIT
  * cache/doctor.c - read-only facts about the journal for `hostsharectl
- * doctor` (through the control socket): how old the oldest pending entry
- * is, how many entries predate this mount, and the last entries the host
- * refused.  The daemon holds the database in exclusive locking mode, so
- * no other process can read it while the folder is mounted.
+ * doctor`: how much is pending, how old the oldest pending entry is, how
+ * many pending entries an earlier mount left, and the last entries the
+ * host refused.  One call serves both doctors: the daemon's answer to the
+ * control socket's "doctor" request (fs/ctl_doctor.c) passes its open
+ * cache; tools/doctor.c, for a source that is not mounted, passes the
+ * cache folder, whose meta.db is opened read-only here.  The queries
+ * themselves are journal.c's (hs_journal_info()).
  *
- * Locking: takes db_lock for the two queries; no network, no writes.
+ * A mounted folder cannot be read from outside: the daemon holds its
+ * database in exclusive locking mode, so the read-only open finds it
+ * locked (-EBUSY).
+ *
+ * Locking: takes db_lock of an open cache for the queries; no network, no
+ * writes.
  */
 #include "cache_i.h"
 
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
-int hs_cache_journal_info(struct hs_cache *c,
-			  struct hs_cache_journal_info *ret)
+/* "file:" URI of @path opened read-only (a URI, so that a path with '?'
+ * or '#' is not misread). */
+static void ro_uri(const char *path, char *uri, size_t size)
 {
-	static const char age_sql[] =
-		"SELECT min(CASE WHEN created > 0 THEN created END),"
-		" coalesce(sum(created = 0), 0) FROM journal WHERE state <> 2";
-	static const char refused_sql[] =
-		"SELECT coalesce(path, ''), coalesce(error, '') FROM journal"
-		" WHERE state = 2 ORDER BY seq DESC LIMIT 3";
-	sqlite3_stmt *st;
-	int64_t now = hs_now_ns(), oldest;
-	size_t n;
-	int rc, r = 0;
+	size_t i, n = (size_t)snprintf(uri, size, "file:");
 
-	memset(ret, 0, sizeof(*ret));
-	ret->oldest_age_ms = -1;
-	pthread_mutex_lock(&c->db_lock);
-	st = hs_meta_prepare(c, age_sql);
-	if (!st) {
+	for (i = 0; path[i] && n + 4 < size; i++) {
+		unsigned char ch = (unsigned char)path[i];
+
+		if (isalnum(ch) || strchr("/-_.~@", ch))
+			uri[n++] = (char)ch;
+		else
+			n += (size_t)snprintf(uri + n, size - n, "%%%02X", ch);
+	}
+	snprintf(uri + n, size - n, "?mode=ro");
+}
+
+static int info_of_folder(const char *dir, struct hs_cache_journal_info *ret,
+			  char *err, size_t errlen)
+{
+	char path[PATH_MAX + 32], uri[PATH_MAX * 3 + 64];
+	sqlite3 *db = NULL;
+	struct stat sb;
+	int r;
+
+	snprintf(path, sizeof(path), "%s/meta.db", dir);
+	if (!dir[0] || stat(path, &sb) < 0) {
+		snprintf(err, errlen, "no cache database in '%s'", dir);
+		return -ENOENT;
+	}
+	ro_uri(path, uri, sizeof(uri));
+	if (sqlite3_open_v2(uri, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI,
+			    NULL) != SQLITE_OK) {
+		snprintf(err, errlen, "%s",
+			 db ? sqlite3_errmsg(db) : "out of memory");
 		r = -EIO;
-		goto out;
-	}
-	rc = sqlite3_step(st);
-	if (rc == SQLITE_ROW) {
-		oldest = sqlite3_column_int64(st, 0);
-		/* created is CLOCK_MONOTONIC at append, 0 for rows of an
-		 * earlier mount */
-		if (sqlite3_column_type(st, 0) != SQLITE_NULL && oldest > 0 &&
-		    oldest <= now)
-			ret->oldest_age_ms = (now - oldest) / HS_NSEC_PER_MSEC;
-		ret->earlier_mount_ops = (uint64_t)sqlite3_column_int64(st, 1);
 	} else {
-		r = hs_meta_errno(c, rc);
+		r = hs_journal_info(db, ret, err, errlen);
 	}
-	sqlite3_reset(st);
-	if (r < 0)
-		goto out;
-	st = hs_meta_prepare(c, refused_sql);
-	if (!st)
-		goto out;
-	while (sqlite3_step(st) == SQLITE_ROW) {
-		n = strlen(ret->refused);
-		snprintf(ret->refused + n, sizeof(ret->refused) - n,
-			 "%s'%.150s': %.150s", n ? "; " : "",
-			 (const char *)sqlite3_column_text(st, 0),
-			 (const char *)sqlite3_column_text(st, 1));
+	if (r < 0 && strstr(err, "locked")) {
+		snprintf(err, errlen, "the cache is in use by a running "
+			 "hostshare: run the doctor on its mountpoint");
+		r = -EBUSY;
 	}
-	sqlite3_reset(st);
-out:
+	sqlite3_close(db);
+	return r;
+}
+
+int hs_cache_journal_info(struct hs_cache *c, const char *dir,
+			  struct hs_cache_journal_info *ret, char *err,
+			  size_t errlen)
+{
+	int r;
+
+	if (!c)
+		return info_of_folder(dir, ret, err, errlen);
+	pthread_mutex_lock(&c->db_lock);
+	r = hs_journal_info(c->db, ret, err, errlen);
 	pthread_mutex_unlock(&c->db_lock);
 	return r;
 }

@@ -97,12 +97,27 @@ char *hs_journal_temp_name(struct hs_cache *c, const char *path, int64_t seq)
 	return p;
 }
 
+/* Rows of @ino that leave the removal of a host name in their place when
+ * dropped or moved (hs_journal_unlinked(), hs_journal_renamed()): a
+ * pending CREATE, RENAME or SYMLINK that replaced a name or was sent
+ * before becomes an UNLINK of its name (a RENAME's: its target). */
+static const char sql_convert_to_unlink[] =
+	"UPDATE journal SET op=" HS_SQL(HS_J_UNLINK) ", ino=0,"
+	" path=CASE op WHEN " HS_SQL(HS_J_RENAME) " THEN path2 ELSE path END,"
+	" path2=NULL, flags=0"
+	" WHERE ino=? AND state=" HS_SQL(HS_JS_PENDING)
+	" AND op IN (" HS_SQL(HS_J_CREATE) "," HS_SQL(HS_J_RENAME) ","
+	HS_SQL(HS_J_SYMLINK) ")"
+	" AND (flags & (" HS_SQL(HS_JF_REPLACED) " | " HS_SQL(HS_JF_STARTED) "))";
+
 /* Rows of @ino about to be dropped: an upload one of them began may have
  * left its temporary file on the host, which a new row removes. */
 static int forget_started(struct hs_cache *c, uint64_t ino)
 {
 	static const char sql[] = "SELECT seq, path FROM journal WHERE ino=? AND"
-				  " state=0 AND op=2 AND (flags & 8)";
+				  " state=" HS_SQL(HS_JS_PENDING)
+				  " AND op=" HS_SQL(HS_J_CREATE)
+				  " AND (flags & " HS_SQL(HS_JF_STARTED) ")";
 	struct { int64_t seq; char *path; } v[16];
 	sqlite3_stmt *st = hs_meta_prepare(c, sql);
 	int n = 0, i, r = 0;
@@ -168,15 +183,19 @@ int hs_journal_append(struct hs_cache *c, const struct hs_jentry *e)
 
 int hs_journal_has_data(struct hs_cache *c, uint64_t ino)
 {
-	static const char sql[] = "SELECT 1 FROM journal WHERE ino=? AND state=0"
-				  " AND op IN (2,3) LIMIT 1";
+	static const char sql[] = "SELECT 1 FROM journal WHERE ino=?"
+				  " AND state=" HS_SQL(HS_JS_PENDING)
+				  " AND op IN (" HS_SQL(HS_J_CREATE) ","
+				  HS_SQL(HS_J_DATA) ") LIMIT 1";
 	return hs_meta_exists(c, sql, (int64_t)ino);
 }
 
 int hs_journal_has_pending_create(struct hs_cache *c, uint64_t ino)
 {
-	static const char sql[] = "SELECT 1 FROM journal WHERE ino=? AND state=0"
-				  " AND op IN (2,8) LIMIT 1";
+	static const char sql[] = "SELECT 1 FROM journal WHERE ino=?"
+				  " AND state=" HS_SQL(HS_JS_PENDING)
+				  " AND op IN (" HS_SQL(HS_J_CREATE) ","
+				  HS_SQL(HS_J_SYMLINK) ") LIMIT 1";
 	return hs_meta_exists(c, sql, (int64_t)ino);
 }
 
@@ -185,7 +204,8 @@ int hs_journal_has_pending_create(struct hs_cache *c, uint64_t ino)
 static int has_blocker(struct hs_cache *c, uint64_t ino)
 {
 	static const char sql[] = "SELECT 1 FROM journal WHERE ino=? AND"
-				  " (state<>0 OR op=9) LIMIT 1";
+				  " (state<>" HS_SQL(HS_JS_PENDING)
+				  " OR op=" HS_SQL(HS_J_LINK) ") LIMIT 1";
 	return hs_meta_exists(c, sql, (int64_t)ino);
 }
 
@@ -194,11 +214,8 @@ int hs_journal_unlinked(struct hs_cache *c, uint64_t ino, int *ret_dropped)
 	/* what replaced another name must still remove it from the host, and
 	 * so must a row sent before (STARTED): its answer may have been lost
 	 * after the host made the name */
-	static const char conv[] =
-		"UPDATE journal SET op=5, ino=0, path=CASE op WHEN 7 THEN path2"
-		" ELSE path END, path2=NULL, flags=0"
-		" WHERE ino=? AND state=0 AND op IN (2,7,8) AND (flags & 9)";
-	static const char del[] = "DELETE FROM journal WHERE ino=? AND state=0";
+	static const char del[] = "DELETE FROM journal WHERE ino=?"
+				  " AND state=" HS_SQL(HS_JS_PENDING);
 	sqlite3_stmt *st;
 	int r, n;
 
@@ -212,7 +229,7 @@ int hs_journal_unlinked(struct hs_cache *c, uint64_t ino, int *ret_dropped)
 	r = forget_started(c, ino);
 	if (r < 0)
 		return r;
-	st = hs_meta_prepare(c, conv);
+	st = hs_meta_prepare(c, sql_convert_to_unlink);
 	if (!st)
 		return -EIO;
 	sqlite3_bind_int64(st, 1, (int64_t)ino);
@@ -273,14 +290,15 @@ int hs_journal_renamed(struct hs_cache *c, uint64_t ino, const char *to,
 	 * from a rename made while the CREATE was being sent (the CREATE
 	 * could not move then; now it moves past the RENAME, which would
 	 * find no source) */
-	static const char conv[] =
-		"UPDATE journal SET op=5, ino=0, path=CASE op WHEN 7 THEN path2"
-		" ELSE path END, path2=NULL, flags=0"
-		" WHERE ino=? AND state=0 AND op IN (2,7,8) AND (flags & 9)";
 	static const char get[] = "SELECT op, path2, mode FROM journal WHERE ino=?"
-				  " AND state=0 AND op IN (2,8) ORDER BY seq LIMIT 1";
-	static const char del[] = "DELETE FROM journal WHERE ino=? AND state=0"
-				  " AND op IN (2,3,4,7,8)";
+				  " AND state=" HS_SQL(HS_JS_PENDING)
+				  " AND op IN (" HS_SQL(HS_J_CREATE) ","
+				  HS_SQL(HS_J_SYMLINK) ") ORDER BY seq LIMIT 1";
+	static const char del[] = "DELETE FROM journal WHERE ino=?"
+				  " AND state=" HS_SQL(HS_JS_PENDING)
+				  " AND op IN (" HS_SQL(HS_J_CREATE) ","
+				  HS_SQL(HS_J_DATA) "," HS_SQL(HS_J_SETATTR) ","
+				  HS_SQL(HS_J_RENAME) "," HS_SQL(HS_J_SYMLINK) ")";
 	struct hs_jentry e;
 	sqlite3_stmt *st;
 	int r, rc, n;
@@ -316,7 +334,7 @@ int hs_journal_renamed(struct hs_cache *c, uint64_t ino, const char *to,
 		hs_jentry_release(&e);
 		return r;
 	}
-	st = hs_meta_prepare(c, conv);
+	st = hs_meta_prepare(c, sql_convert_to_unlink);
 	if (!st) {
 		hs_jentry_release(&e);
 		return -EIO;
@@ -349,7 +367,7 @@ int hs_journal_next(struct hs_cache *c, int64_t after, struct hs_jentry *ret)
 	static const char sql[] =
 		"SELECT seq, op, state, flags, ino, path, path2, valid, mode, uid,"
 		" gid, size, atime, mtime, created FROM journal"
-		" WHERE seq>? AND state<>2 ORDER BY seq LIMIT 1";
+		" WHERE seq>? AND state<>" HS_SQL(HS_JS_FAILED) " ORDER BY seq LIMIT 1";
 	sqlite3_stmt *st = hs_meta_prepare(c, sql);
 	const unsigned char *s;
 	int64_t age;
@@ -426,10 +444,11 @@ int hs_journal_counts(struct hs_cache *c, uint64_t *ret_pending,
 		      uint64_t *ret_bytes, uint64_t *ret_failed)
 {
 	static const char sql[] =
-		"SELECT (SELECT count(*) FROM journal WHERE state<>2),"
-		" (SELECT count(*) FROM journal WHERE state=2),"
+		"SELECT (SELECT count(*) FROM journal WHERE state<>" HS_SQL(HS_JS_FAILED) "),"
+		" (SELECT count(*) FROM journal WHERE state=" HS_SQL(HS_JS_FAILED) "),"
 		" (SELECT coalesce(sum(i.size),0) FROM inode i WHERE i.ino IN"
-		"  (SELECT ino FROM journal WHERE op IN (2,3) AND state<>2))";
+		"  (SELECT ino FROM journal WHERE op IN (" HS_SQL(HS_J_CREATE) "," HS_SQL(HS_J_DATA) ")"
+		"   AND state<>" HS_SQL(HS_JS_FAILED) "))";
 	sqlite3_stmt *st = hs_meta_prepare(c, sql);
 	int rc;
 
@@ -449,8 +468,9 @@ int hs_journal_counts(struct hs_cache *c, uint64_t *ret_pending,
 
 int hs_journal_claim(struct hs_cache *c, struct hs_jentry *e)
 {
-	static const char sql[] = "UPDATE journal SET state=1, flags=flags|8"
-				  " WHERE seq=? AND state=0";
+	static const char sql[] = "UPDATE journal SET state=" HS_SQL(HS_JS_RUNNING) ","
+				  " flags=flags | " HS_SQL(HS_JF_STARTED)
+				  " WHERE seq=? AND state=" HS_SQL(HS_JS_PENDING);
 	sqlite3_stmt *st = hs_meta_prepare(c, sql);
 	int64_t seq = e->seq;
 	int r;
@@ -478,8 +498,10 @@ int hs_journal_claim(struct hs_cache *c, struct hs_jentry *e)
 
 int hs_journal_busy(struct hs_cache *c, uint64_t *ret_failed)
 {
-	static const char any[] = "SELECT EXISTS(SELECT 1 FROM journal WHERE state<>2)";
-	static const char failed[] = "SELECT count(*) FROM journal WHERE state=2";
+	static const char any[] = "SELECT EXISTS(SELECT 1 FROM journal"
+				  " WHERE state<>" HS_SQL(HS_JS_FAILED) ")";
+	static const char failed[] = "SELECT count(*) FROM journal"
+				     " WHERE state=" HS_SQL(HS_JS_FAILED);
 	sqlite3_stmt *st = hs_meta_prepare(c, any);
 	int busy = 0, rc;
 
@@ -498,6 +520,80 @@ int hs_journal_busy(struct hs_cache *c, uint64_t *ret_failed)
 		sqlite3_reset(st);
 	}
 	return busy;
+}
+
+/* The age of a row appended at wall-clock time @created, in ms (a wall
+ * clock that went back makes it new, not negative). */
+static int64_t age_ms(int64_t created, int64_t now)
+{
+	return HS_MAX(now - created, 0) / HS_NSEC_PER_MSEC;
+}
+
+int64_t hs_journal_oldest_ms(struct hs_cache *c)
+{
+	static const char sql[] = "SELECT min(created) FROM journal"
+				  " WHERE state<>" HS_SQL(HS_JS_FAILED);
+	sqlite3_stmt *st = hs_meta_prepare(c, sql);
+	int64_t age = -1;
+
+	if (!st)
+		return -1;
+	if (sqlite3_step(st) == SQLITE_ROW &&
+	    sqlite3_column_type(st, 0) != SQLITE_NULL)
+		age = age_ms(sqlite3_column_int64(st, 0), hs_wall_ns());
+	sqlite3_reset(st);
+	return age;
+}
+
+int hs_journal_info(sqlite3 *db, struct hs_cache_journal_info *ret,
+		    char *err, size_t errlen)
+{
+	/* "created" is wall-clock time (the row may outlive a reboot); a
+	 * row of an earlier mount has a seq at or below the mount_seq that
+	 * hs_meta_open() recorded when the latest mount began */
+	static const char facts_sql[] =
+		"SELECT coalesce(sum(state<>" HS_SQL(HS_JS_FAILED) "), 0),"
+		" coalesce(sum(state=" HS_SQL(HS_JS_FAILED) "), 0),"
+		" min(CASE WHEN state<>" HS_SQL(HS_JS_FAILED) " THEN created END),"
+		" coalesce(sum(state<>" HS_SQL(HS_JS_FAILED) " AND seq <="
+		"  coalesce((SELECT value FROM meta WHERE key='mount_seq'), 0)), 0)"
+		" FROM journal";
+	static const char refused_sql[] =
+		"SELECT coalesce(path, ''), coalesce(error, '') FROM journal"
+		" WHERE state=" HS_SQL(HS_JS_FAILED) " ORDER BY seq DESC LIMIT 3";
+	sqlite3_stmt *st = NULL;
+	size_t n;
+	int rc;
+
+	memset(ret, 0, sizeof(*ret));
+	ret->oldest_age_ms = -1;
+	rc = sqlite3_prepare_v2(db, facts_sql, -1, &st, NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_step(st);
+	if (rc != SQLITE_ROW) {
+		snprintf(err, errlen, "%s", sqlite3_errmsg(db));
+		sqlite3_finalize(st);
+		return -EIO;
+	}
+	ret->pending_ops = (uint64_t)sqlite3_column_int64(st, 0);
+	ret->failed_ops = (uint64_t)sqlite3_column_int64(st, 1);
+	if (sqlite3_column_type(st, 2) != SQLITE_NULL)
+		ret->oldest_age_ms = age_ms(sqlite3_column_int64(st, 2),
+					    hs_wall_ns());
+	ret->earlier_mount_ops = (uint64_t)sqlite3_column_int64(st, 3);
+	sqlite3_finalize(st);
+	st = NULL;
+	if (sqlite3_prepare_v2(db, refused_sql, -1, &st, NULL) != SQLITE_OK)
+		return 0; /* the counts stand without the names */
+	while (sqlite3_step(st) == SQLITE_ROW) {
+		n = strlen(ret->refused);
+		snprintf(ret->refused + n, sizeof(ret->refused) - n,
+			 "%s'%.150s': %.150s", n ? "; " : "",
+			 (const char *)sqlite3_column_text(st, 0),
+			 (const char *)sqlite3_column_text(st, 1));
+	}
+	sqlite3_finalize(st);
+	return 0;
 }
 
 /* True if a block of @dirty lies in a hole of cache file @fd: its data was
@@ -536,7 +632,9 @@ int hs_journal_check_data(struct hs_cache *c)
 {
 	static const char sql[] =
 		"SELECT j.seq, j.ino, coalesce(j.path, i.hpath), i.size FROM journal j"
-		" JOIN inode i ON i.ino=j.ino WHERE j.op IN (2,3) AND j.state=0"
+		" JOIN inode i ON i.ino=j.ino"
+		" WHERE j.op IN (" HS_SQL(HS_J_CREATE) "," HS_SQL(HS_J_DATA) ")"
+		" AND j.state=" HS_SQL(HS_JS_PENDING)
 		/* a file gone from the guest sends no data (send_create(),
 		 * send_data()): its cache file may be gone with it */
 		" AND i.nlink > 0";

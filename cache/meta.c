@@ -15,7 +15,10 @@
  *   dentry(parent, name, ino)            - the guest namespace
  *   journal(seq, op, state, flags, ino, path, path2, valid, mode, uid, gid,
  *           size, atime, mtime, created, error)
- *   meta(key, value)                     - schema version, source
+ *   meta(key, value)                     - schema version; instance (random,
+ *                                          part of temporary host names);
+ *                                          mount_seq (the last journal seq
+ *                                          before the latest mount began)
  * Invariants: every dentry names an inode row; a directory has exactly one
  * dentry (the root none); inode.local = number of journal rows naming it;
  * hpath is unique among inodes (a host path holds one object).
@@ -308,12 +311,20 @@ int hs_meta_open(struct hs_cache *c, char *err, size_t errlen)
 			  "UPDATE inode SET listed_at=0 WHERE listed_at>0;"
 			  "UPDATE inode SET checked_at=0;"
 			  /* a send cut short by a crash is resent */
-			  "UPDATE journal SET state=0 WHERE state=1;",
+			  "UPDATE journal SET state=" HS_SQL(HS_JS_PENDING)
+			  " WHERE state=" HS_SQL(HS_JS_RUNNING) ";",
 			  NULL, NULL, NULL);
 	if (rc != SQLITE_OK)
 		goto fail;
 	rc = sqlite3_exec(c->db, "INSERT OR IGNORE INTO meta VALUES('instance',"
 			  " abs(random() % 4294967296));", NULL, NULL, NULL);
+	if (rc != SQLITE_OK)
+		goto fail;
+	/* where this mount's journal rows begin: rows up to this seq are
+	 * from an earlier mount (hs_journal_info(), the doctor) */
+	rc = sqlite3_exec(c->db, "INSERT OR REPLACE INTO meta VALUES('mount_seq',"
+			  " coalesce((SELECT seq FROM sqlite_sequence"
+			  " WHERE name='journal'), 0));", NULL, NULL, NULL);
 	if (rc != SQLITE_OK)
 		goto fail;
 	rc = sqlite3_prepare_v2(c->db, "SELECT value FROM meta WHERE key='instance'",

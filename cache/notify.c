@@ -435,7 +435,7 @@ static int relist(struct hs_cache *c, const char *hdir, struct strset *created,
 static int guest_pending(struct hs_cache *c, const char *p)
 {
 	static const char rows[] =
-		"SELECT 1 FROM journal WHERE state<>2 AND"
+		"SELECT 1 FROM journal WHERE state<>" HS_SQL(HS_JS_FAILED) " AND"
 		" (path=?1 OR path2=?1 OR (path>=?1||'/' AND path<?1||'0') OR"
 		" (path2>=?1||'/' AND path2<?1||'0')) LIMIT 1";
 	static const char inodes[] =

@@ -151,4 +151,15 @@ int hs_path_ok(const char *path);
  * of cache folders and control sockets are derived from it). */
 uint64_t hs_fnv1a64(const char *s);
 
+/* The one list of "the link failed" errors: the connection is not usable
+ * and a reconnect is needed (transport/: hs_tr_err_is_link()); fs/reply.c
+ * answers these with EIO. */
+#include <errno.h>
+static inline int hs_errno_is_link(int r)
+{
+	return r == -ENOTCONN || r == -ETIMEDOUT || r == -ECONNRESET ||
+	       r == -EPROTO || r == -EPIPE || r == -ECONNREFUSED ||
+	       r == -EHOSTUNREACH || r == -ENETUNREACH;
+}
+
 #endif

@@ -109,6 +109,7 @@ void hs_ctl_doctor(struct hs_fs *fs, int fd)
 {
 	const struct hs_opts *o = fs->opts;
 	struct hs_cache_journal_info ji;
+	char err[256];
 	struct dbuf b = { .n = 0 };
 	char k[48];
 	size_t i, off = 0;
@@ -136,7 +137,8 @@ void hs_ctl_doctor(struct hs_fs *fs, int fd)
 	str(&b, "agent_command", o->agent_command ? o->agent_command : "");
 	key(&b, "compression");
 	put(&b, o->compression ? "true" : "false", o->compression ? 4 : 5);
-	if (hs_cache_journal_info(fs->cache, &ji) == 0) {
+	if (hs_cache_journal_info(fs->cache, NULL, &ji, err,
+				  sizeof(err)) == 0) {
 		num(&b, "oldest_pending_age_ms", ji.oldest_age_ms);
 		num(&b, "earlier_mount_ops", (int64_t)ji.earlier_mount_ops);
 		str(&b, "refused", ji.refused);

@@ -15,20 +15,13 @@
 
 #include <errno.h>
 
+#include "../common/common.h"
+
 int hs_reply_errno(int r)
 {
-	switch (r) {
-	case -ETIMEDOUT:
-	case -ENOTCONN:
-	case -ECONNRESET:
-	case -EPROTO:
-	case -EHOSTUNREACH:
-	case -ECONNREFUSED:
-	case -EPIPE:
+	if (hs_errno_is_link(r))
 		return EIO; /* host unreachable or the wire broke (DESIGN.md) */
-	default:
-		if (r > 0)
-			return EIO; /* a bug: internal codes are never positive */
-		return -r;
-	}
+	if (r > 0)
+		return EIO; /* a bug: internal codes are never positive */
+	return -r;
 }

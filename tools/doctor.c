@@ -69,7 +69,6 @@
 #include <poll.h>
 #include <pwd.h>
 #include <signal.h>
-#include <sqlite3.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -81,6 +80,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cache/cache.h"
 #include "common/common.h"
 #include "common/ctl.h"
 #include "transport/dial.h"
@@ -1283,76 +1283,23 @@ static void shared_folders(struct doctor *d)
 }
 
 /* Reads the journal facts of an unmounted source's cache database,
- * opened read-only.  1 read, 0 no database, -1 could not (message in
- * @err). */
+ * opened read-only (hs_cache_journal_info(), the call the daemon answers
+ * with too).  1 read, 0 no database, -1 could not (message in @err). */
 static int read_db(struct doctor *d, char *err, size_t errlen)
 {
-	char path[PATH_MAX + 32], uri[PATH_MAX * 3 + 64];
-	sqlite3 *db = NULL;
-	sqlite3_stmt *st = NULL;
-	int64_t oldest, now = hs_now_ns();
-	struct stat sb;
-	size_t i, n;
-	int r = -1;
+	struct hs_cache_journal_info ji;
+	int r = hs_cache_journal_info(NULL, d->cache_dir, &ji, err, errlen);
 
-	snprintf(path, sizeof(path), "%s/meta.db", d->cache_dir);
-	if (!d->cache_dir[0] || stat(path, &sb) < 0)
+	if (r == -ENOENT)
 		return 0;
-	/* a URI, so a path with '?' or '#' is not misread */
-	n = (size_t)snprintf(uri, sizeof(uri), "file:");
-	for (i = 0; path[i] && n + 4 < sizeof(uri); i++) {
-		unsigned char ch = (unsigned char)path[i];
-
-		if (isalnum(ch) || strchr("/-_.~@", ch))
-			uri[n++] = (char)ch;
-		else
-			n += (size_t)snprintf(uri + n, sizeof(uri) - n, "%%%02X",
-					      ch);
-	}
-	snprintf(uri + n, sizeof(uri) - n, "?mode=ro");
-	if (sqlite3_open_v2(uri, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI,
-			    NULL) != SQLITE_OK ||
-	    sqlite3_prepare_v2(db,
-			       "SELECT coalesce(sum(state <> 2), 0),"
-			       " coalesce(sum(state = 2), 0),"
-			       " min(CASE WHEN state <> 2 AND created > 0 THEN created END),"
-			       " coalesce(sum(state <> 2 AND created = 0), 0)"
-			       " FROM journal", -1, &st, NULL) != SQLITE_OK ||
-	    sqlite3_step(st) != SQLITE_ROW) {
-		const char *m = db ? sqlite3_errmsg(db) : "out of memory";
-
-		snprintf(err, errlen, "%s", strstr(m, "locked") ?
-			 "the cache is in use by a running hostshare: run the doctor on its mountpoint" :
-			 m);
-		goto out;
-	}
-	d->pending_ops = (uint64_t)sqlite3_column_int64(st, 0);
-	d->failed_ops = (uint64_t)sqlite3_column_int64(st, 1);
-	oldest = sqlite3_column_int64(st, 2);
-	/* created is CLOCK_MONOTONIC of the daemon: comparable on this boot */
-	d->oldest_age_ms = oldest > 0 && oldest <= now ?
-			   (now - oldest) / HS_NSEC_PER_MSEC : -1;
-	d->earlier_mount_ops = (uint64_t)sqlite3_column_int64(st, 3);
-	sqlite3_finalize(st);
-	st = NULL;
-	if (sqlite3_prepare_v2(db,
-			       "SELECT coalesce(path, ''), coalesce(error, '')"
-			       " FROM journal WHERE state = 2"
-			       " ORDER BY seq DESC LIMIT 3",
-			       -1, &st, NULL) == SQLITE_OK) {
-		while (sqlite3_step(st) == SQLITE_ROW) {
-			n = strlen(d->refused);
-			snprintf(d->refused + n, sizeof(d->refused) - n,
-				 "%s'%.150s': %.150s", n ? "; " : "",
-				 (const char *)sqlite3_column_text(st, 0),
-				 (const char *)sqlite3_column_text(st, 1));
-		}
-	}
-	r = 1;
-out:
-	sqlite3_finalize(st);
-	sqlite3_close(db);
-	return r;
+	if (r < 0)
+		return -1;
+	d->pending_ops = ji.pending_ops;
+	d->failed_ops = ji.failed_ops;
+	d->oldest_age_ms = ji.oldest_age_ms;
+	d->earlier_mount_ops = ji.earlier_mount_ops;
+	snprintf(d->refused, sizeof(d->refused), "%s", ji.refused);
+	return 1;
 }
 
 /* Pending work and refused entries: from the daemon for a mountpoint,

@@ -2,8 +2,8 @@
  * transport/agent_i.h - private interface of the agent wire, shared by
  * open.c (the dispatcher) and agent.c.
  */
-#ifndef HS_AGENT_I_H
-#define HS_AGENT_I_H
+#ifndef HS_TRANSPORT_AGENT_I_H
+#define HS_TRANSPORT_AGENT_I_H
 
 #include "transport.h"
 

@@ -318,9 +318,7 @@ void hs_tr_global_exit(void);
  * usable and a reconnect is needed. */
 static inline int hs_tr_err_is_link(int r)
 {
-	return r == -ENOTCONN || r == -ETIMEDOUT || r == -ECONNRESET ||
-	       r == -EPROTO || r == -EPIPE || r == -ECONNREFUSED ||
-	       r == -EHOSTUNREACH || r == -ENETUNREACH;
+	return hs_errno_is_link(r); /* the list is in common/common.h */
 }
 
 /* ---- calling wrappers: check the deadline, map a NULL slot to -ENOTSUP ---- */

@@ -317,7 +317,9 @@ def test_doctor_host_gone(hostshare_only, make_proxy, host_server, test_dir,
     socket) goes away under a mount (every connection closed, new ones
     refused): connect fails as refused (a unix socket: gone), its fix
     names the server to start, link fails once the mount noticed, and the
-    journal shows the work waiting for it."""
+    journal shows the work waiting for it with its real age; mounted again
+    while the host is still gone, the journal warns of the work an earlier
+    mount left."""
     proxy = make_proxy()
     try:
         mnt = mount_factory(**via_proxy(proxy, host_server, test_dir,
@@ -329,6 +331,7 @@ def test_doctor_host_gone(hostshare_only, make_proxy, host_server, test_dir,
         proxy.stop()
         with open(mnt.guest("after"), "w") as f:
             f.write("y\n")
+        written = time.monotonic()
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and mnt.status()["link"] == "connected":
             time.sleep(0.3)
@@ -343,6 +346,24 @@ def test_doctor_host_gone(hostshare_only, make_proxy, host_server, test_dir,
         assert pending >= 1
         assert checks["journal"]["detail"].startswith(
             "%d operations pending" % pending), checks["journal"]
+        time.sleep(max(0.0, written + 2.5 - time.monotonic()))
+        rep, checks = doctor_json("--no-write", mnt.path, timeout=60)
+        age = time.monotonic() - written
+        j = checks["journal"]
+        m = re.search(r"the oldest (\d+) s old", j["detail"])
+        assert m, j
+        assert 2 <= int(m.group(1)) <= age + 1, (j, age)
+        assert j["value"] == int(m.group(1)), j
+        assert "earlier mount" not in j["detail"], j
+
+        assert mnt.unmount() == 0       # the work stays in the cache
+        mnt.mount()                     # offline: the host is still gone
+        rep, checks = doctor_json("--no-write", mnt.path, timeout=60)
+        j = checks["journal"]
+        assert j["detail"].startswith("%d operations pending" % pending), j
+        assert ", %d from an earlier mount" % pending in j["detail"], j
+        assert j["verdict"] == "warn", j
+        assert "hostsharectl flush --wait" in j["fix"], j
     finally:
         mount_factory.teardown()
         mount_factory.mounts.clear()

@@ -481,6 +481,64 @@ static void test_replay_after_close(void)
 	hs_cache_close(c);
 }
 
+/* The doctor's journal facts (hs_cache_journal_info()), from the open
+ * cache and from the folder once closed: the real age of the oldest
+ * pending entry, and the entries an earlier mount left. */
+static void test_journal_info(void)
+{
+	struct hs_cache_journal_info ji;
+	struct hs_cache *c = open_cache(600000);
+	struct hs_handle *h;
+	char err[256];
+	int64_t t0 = hs_now_ns(), took_ms;
+
+	h = create(c, 1, "info-a", "aaa", NULL);
+	hs_cache_release(c, h);
+	h = create(c, 1, "info-b", "bbb", NULL);
+	hs_cache_release(c, h);
+	usleep(300 * 1000);
+	CHECK_OK(hs_cache_journal_info(c, NULL, &ji, err, sizeof(err)));
+	took_ms = (hs_now_ns() - t0) / HS_NSEC_PER_MSEC;
+	CHECK_EQ(ji.pending_ops, 2);
+	CHECK_EQ(ji.failed_ops, 0);
+	CHECK(ji.oldest_age_ms >= 300 && ji.oldest_age_ms <= took_ms);
+	CHECK_EQ(ji.earlier_mount_ops, 0);  /* written by this mount */
+	/* the daemon holds the database: no one else reads it meanwhile */
+	CHECK_EQ(hs_cache_journal_info(NULL, cachedir, &ji, err, sizeof(err)),
+		 -EBUSY);
+	CHECK(strstr(err, "in use"));
+	hs_cache_close(c);
+
+	/* not mounted: read from the folder, read-only */
+	CHECK_OK(hs_cache_journal_info(NULL, cachedir, &ji, err, sizeof(err)));
+	CHECK_EQ(ji.pending_ops, 2);
+	CHECK(ji.oldest_age_ms >= 300);
+	CHECK_EQ(ji.earlier_mount_ops, 0); /* the latest mount wrote them */
+
+	c = open_cache(600000);
+	h = create(c, 1, "info-c", "ccc", NULL);
+	hs_cache_release(c, h);
+	CHECK_OK(hs_cache_journal_info(c, NULL, &ji, err, sizeof(err)));
+	CHECK_EQ(ji.pending_ops, 3);
+	CHECK_EQ(ji.earlier_mount_ops, 2);
+	CHECK(ji.oldest_age_ms >= 300);
+	hs_cache_close(c);
+	CHECK_OK(hs_cache_journal_info(NULL, cachedir, &ji, err, sizeof(err)));
+	CHECK_EQ(ji.pending_ops, 3);
+	CHECK_EQ(ji.earlier_mount_ops, 2);
+
+	c = open_cache(0);
+	CHECK_OK(hs_cache_sync(c, dl()));
+	CHECK_OK(hs_cache_journal_info(c, NULL, &ji, err, sizeof(err)));
+	CHECK_EQ(ji.pending_ops, 0);
+	CHECK_EQ(ji.oldest_age_ms, -1);
+	CHECK_EQ(ji.earlier_mount_ops, 0);
+	CHECK(host_exists("info-a") && host_exists("info-c"));
+	hs_cache_close(c);
+	CHECK_EQ(hs_cache_journal_info(NULL, "/nonexistent-hs", &ji, err,
+				       sizeof(err)), -ENOENT);
+}
+
 /* Names in the host folder that contain @part. */
 static int host_names_with(const char *part)
 {
@@ -1293,6 +1351,7 @@ int main(void)
 	test_read_and_coherence();
 	test_stream_ends_at_eof();
 	test_replay_after_close();
+	test_journal_info();
 	test_cut_send_is_no_conflict();
 	test_lost_create_answer();
 	test_resend_says_so();

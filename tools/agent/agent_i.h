@@ -2,8 +2,8 @@
  * tools/agent/agent_i.h - what main.c (options, listeners) and serve.c
  * (one client connection) share inside hostshare-agent.
  */
-#ifndef HS_AGENT_I_H
-#define HS_AGENT_I_H
+#ifndef HS_TOOLS_AGENT_I_H
+#define HS_TOOLS_AGENT_I_H
 
 #include <stddef.h>
 #include <stdint.h>
