@@ -259,8 +259,8 @@ static void collect_garbage(struct hs_cache *c)
 		"SELECT ino FROM inode WHERE nlink=0 AND ino<>1 AND"
 		" (local=0 OR present IS NOT NULL) AND"
 		" NOT EXISTS (SELECT 1 FROM dentry WHERE dentry.ino=inode.ino) AND"
-		" NOT EXISTS (SELECT 1 FROM journal WHERE journal.ino=inode.ino"
-		" AND op IN (2,3))";
+		" NOT EXISTS (SELECT 1 FROM journal WHERE journal.ino=inode.ino AND"
+		" op IN (" HS_SQL(HS_J_CREATE) "," HS_SQL(HS_J_DATA) "))";
 	sqlite3_stmt *st;
 	uint64_t *v = NULL;
 	size_t n = 0, cap = 0, i;
@@ -286,8 +286,8 @@ static void collect_garbage(struct hs_cache *c)
 	hs_meta_exec(c, "UPDATE inode SET present=NULL, dirty=NULL, trunc_min=-1"
 		     " WHERE nlink=0 AND ino<>1 AND present IS NOT NULL AND"
 		     " NOT EXISTS (SELECT 1 FROM dentry WHERE dentry.ino=inode.ino) AND"
-		     " NOT EXISTS (SELECT 1 FROM journal WHERE journal.ino=inode.ino"
-		     " AND op IN (2,3))");
+		     " NOT EXISTS (SELECT 1 FROM journal WHERE journal.ino=inode.ino AND"
+		     " op IN (" HS_SQL(HS_J_CREATE) "," HS_SQL(HS_J_DATA) "))");
 	pthread_mutex_unlock(&c->db_lock);
 	for (i = 0; i < n; i++)
 		hs_file_remove_data(c, v[i]);

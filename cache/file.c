@@ -138,7 +138,8 @@ static int drop_unneeded(struct hs_cache *c, uint64_t ino)
 		"UPDATE inode SET present=NULL, dirty=NULL, trunc_min=-1"
 		" WHERE ino=? AND nlink=0 AND present IS NOT NULL AND NOT EXISTS"
 		" (SELECT 1 FROM dentry WHERE ino=?1) AND NOT EXISTS"
-		" (SELECT 1 FROM journal WHERE ino=?1 AND op IN (2,3))";
+		" (SELECT 1 FROM journal WHERE ino=?1 AND"
+		" op IN (" HS_SQL(HS_J_CREATE) "," HS_SQL(HS_J_DATA) "))";
 	sqlite3_stmt *st = hs_meta_prepare(c, sql);
 	int gone = 0;
 

@@ -209,6 +209,22 @@ static int has_blocker(struct hs_cache *c, uint64_t ino)
 	return hs_meta_exists(c, sql, (int64_t)ino);
 }
 
+/* Runs @sql (one statement, @ino its parameter); *ret_n: rows it changed. */
+static int run_for(struct hs_cache *c, const char *sql, uint64_t ino, int *ret_n)
+{
+	sqlite3_stmt *st = hs_meta_prepare(c, sql);
+	int r;
+
+	*ret_n = 0;
+	if (!st)
+		return -EIO;
+	sqlite3_bind_int64(st, 1, (int64_t)ino);
+	r = hs_meta_step(c, st);
+	if (r == 0)
+		*ret_n = sqlite3_changes(c->db);
+	return r;
+}
+
 int hs_journal_unlinked(struct hs_cache *c, uint64_t ino, int *ret_dropped)
 {
 	/* what replaced another name must still remove it from the host, and
@@ -216,8 +232,7 @@ int hs_journal_unlinked(struct hs_cache *c, uint64_t ino, int *ret_dropped)
 	 * after the host made the name */
 	static const char del[] = "DELETE FROM journal WHERE ino=?"
 				  " AND state=" HS_SQL(HS_JS_PENDING);
-	sqlite3_stmt *st;
-	int r, n;
+	int r, n, m;
 
 	*ret_dropped = 0;
 	r = hs_journal_has_pending_create(c, ino);
@@ -229,23 +244,12 @@ int hs_journal_unlinked(struct hs_cache *c, uint64_t ino, int *ret_dropped)
 	r = forget_started(c, ino);
 	if (r < 0)
 		return r;
-	st = hs_meta_prepare(c, sql_convert_to_unlink);
-	if (!st)
-		return -EIO;
-	sqlite3_bind_int64(st, 1, (int64_t)ino);
-	r = hs_meta_step(c, st);
+	r = run_for(c, sql_convert_to_unlink, ino, &n);
+	if (r == 0)
+		r = run_for(c, del, ino, &m);
 	if (r < 0)
 		return r;
-	n = sqlite3_changes(c->db);
-	st = hs_meta_prepare(c, del);
-	if (!st)
-		return -EIO;
-	sqlite3_bind_int64(st, 1, (int64_t)ino);
-	r = hs_meta_step(c, st);
-	if (r < 0)
-		return r;
-	n += sqlite3_changes(c->db);
-	r = add_local(c, ino, -n);
+	r = add_local(c, ino, -(n + m));
 	hs_jgen_bump(c, ino);
 	*ret_dropped = 1;
 	return r;
@@ -258,26 +262,18 @@ int hs_journal_drop_data(struct hs_cache *c, uint64_t ino, int *ret_n)
 	 * began changing the host copy (SENDING) must finish first, or the
 	 * removal's version check would take that half-sent copy for
 	 * someone else's edit and keep it. */
-	static const char del[] = "DELETE FROM journal WHERE ino=? AND state=0"
-				  " AND op=3 AND (flags & 16)=0";
-	sqlite3_stmt *st = hs_meta_prepare(c, del);
-	int r;
+	static const char del[] =
+		"DELETE FROM journal WHERE ino=? AND state=" HS_SQL(HS_JS_PENDING)
+		" AND op=" HS_SQL(HS_J_DATA) " AND (flags & " HS_SQL(HS_JF_SENDING) ")=0";
+	int r = run_for(c, del, ino, ret_n);
 
-	*ret_n = 0;
-	if (!st)
-		return -EIO;
-	sqlite3_bind_int64(st, 1, (int64_t)ino);
-	r = hs_meta_step(c, st);
-	if (r < 0)
-		return r;
-	*ret_n = sqlite3_changes(c->db);
-	return *ret_n ? add_local(c, ino, -*ret_n) : 0;
+	return r == 0 && *ret_n ? add_local(c, ino, -*ret_n) : r;
 }
 
 int hs_journal_needs_data(struct hs_cache *c, uint64_t ino)
 {
 	static const char sql[] = "SELECT 1 FROM journal WHERE ino=? AND"
-				  " op IN (2,3) LIMIT 1";
+		" op IN (" HS_SQL(HS_J_CREATE) "," HS_SQL(HS_J_DATA) ") LIMIT 1";
 	return hs_meta_exists(c, sql, (int64_t)ino);
 }
 
