@@ -57,6 +57,8 @@ static void usage(FILE *f)
 		"ADDR: vsock:PORT | tcp:HOST:PORT | unix:PATH | stdio\n"
 		"options:\n"
 		"  --read-only       refuse every change (EROFS)\n"
+		"  --allow-setid     let clients set the setuid and setgid "
+		"bits (stripped by default)\n"
 		"  --token-file F    clients must present the token in F "
 		"(required for tcp and unix)\n"
 		"  --allow-cid N     vsock: accept only this peer CID "
@@ -306,6 +308,7 @@ int main(int argc, char **argv)
 		{ "listen", required_argument, NULL, 'l' },
 		{ "stdio", no_argument, NULL, 's' },
 		{ "read-only", no_argument, NULL, 'R' },
+		{ "allow-setid", no_argument, NULL, 'S' },
 		{ "token-file", required_argument, NULL, 't' },
 		{ "allow-cid", required_argument, NULL, 'c' },
 		{ "verbose", no_argument, NULL, 'v' },
@@ -324,6 +327,7 @@ int main(int argc, char **argv)
 		case 'l': listen_spec = optarg; break;
 		case 's': listen_spec = "stdio"; break;
 		case 'R': agent.read_only = 1; break;
+		case 'S': agent.allow_setid = 1; break;
 		case 't': token_file = optarg; break;
 		case 'v': hs_log_set_level(HS_LOG_INFO); break;
 		case 'c': {

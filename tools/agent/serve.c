@@ -213,6 +213,14 @@ static int reply(struct conn *c, const struct hs_proto_hdr *q, int status)
 
 /* ---- attributes ---- */
 
+/* The permission bits a guest may set: never set-user-ID or set-group-ID
+ * (a guest could plant a setuid program a host user then runs) unless the
+ * agent was started with --allow-setid. */
+static unsigned mode_bits(const struct conn *c, uint32_t mode)
+{
+	return mode & (c->a->allow_setid ? 07777u : 01777u);
+}
+
 static void attr_from_stat(const struct stat *st, struct hs_attr *a)
 {
 	a->valid = HS_ATTR_SIZE | HS_ATTR_MODE | HS_ATTR_UID | HS_ATTR_GID |
@@ -450,7 +458,7 @@ static int op_setattr(struct conn *c, const char *path,
 		goto out;
 	}
 	if ((a->valid & HS_ATTR_MODE) &&
-	    fchmodat(t.dfd, t.name, a->mode & 07777, AT_SYMLINK_NOFOLLOW) < 0) {
+	    fchmodat(t.dfd, t.name, mode_bits(c, a->mode), AT_SYMLINK_NOFOLLOW) < 0) {
 		r = -errno;
 		goto out;
 	}
@@ -528,7 +536,7 @@ static int op_put(struct conn *c, const struct hs_proto_req *q,
 	}
 	ts[0] = ts_of(q->atime_ns);
 	ts[1] = ts_of(q->mtime_ns);
-	if (r == 0 && fchmod(fd, q->mode & 07777) < 0)
+	if (r == 0 && fchmod(fd, mode_bits(c, q->mode)) < 0)
 		r = -errno;
 	if (r == 0 && futimens(fd, ts) < 0)
 		r = -errno;
@@ -607,7 +615,7 @@ static int answer(struct conn *c, const struct hs_proto_hdr *h,
 	case HS_OP_OPEN: {
 		uint64_t fh;
 
-		fd = open_rel(c, q->path, oflags_of(q->flags), q->mode & 07777);
+		fd = open_rel(c, q->path, oflags_of(q->flags), mode_bits(c, q->mode));
 		if (fd < 0) {
 			r = fd;
 			break;
@@ -695,7 +703,7 @@ static int answer(struct conn *c, const struct hs_proto_hdr *h,
 		if (r < 0)
 			break;
 		if (q->op == HS_OP_MKDIR)
-			r = mkdirat(t.dfd, t.name, q->mode & 07777);
+			r = mkdirat(t.dfd, t.name, mode_bits(c, q->mode));
 		else if (q->op == HS_OP_RMDIR)
 			r = unlinkat(t.dfd, t.name, AT_REMOVEDIR);
 		else if (q->op == HS_OP_UNLINK)
