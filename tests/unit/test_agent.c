@@ -1113,6 +1113,12 @@ int main(void)
 	f = fopen(token_file, "w");
 	fputs("tok-123\n", f);
 	fclose(f);
+	/* a token file others may read is refused (issue 16, finding 15) */
+	CHECK_OK(chmod(token_file, 0644));
+	agent_start(&ag, "unix", NULL, NULL, 0);
+	CHECK_EQ(ag.pid, 0);
+	CHECK(log_has(&ag, "accessible by group or others"));
+	CHECK_OK(chmod(token_file, 0600));
 
 	agent_start(&ag, "unix", NULL, NULL, 0);
 	CHECK(ag.pid > 0);

@@ -69,12 +69,22 @@ static void usage(FILE *f)
 static int read_token(const char *path, char **ret)
 {
 	char buf[HS_PROTO_MAX_STR + 2];
+	struct stat st;
 	size_t n;
 	FILE *f = fopen(path, "re");
 
 	if (!f) {
 		fprintf(stderr, "hostshare-agent: cannot read token file "
 				"'%s': %s\n", path, strerror(errno));
+		return -1;
+	}
+	/* a token others can read is no secret (issue 16, finding 15) */
+	if (fstat(fileno(f), &st) == 0 && (st.st_mode & 077)) {
+		fprintf(stderr, "hostshare-agent: token file '%s' is "
+				"accessible by group or others (mode %04o): "
+				"chmod 600 it\n", path,
+			(unsigned)(st.st_mode & 07777));
+		fclose(f);
 		return -1;
 	}
 	n = fread(buf, 1, sizeof(buf) - 1, f);
