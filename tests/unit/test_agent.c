@@ -290,6 +290,20 @@ static void test_slots(struct hs_transport *t)
 			      .atime_ns = 5 };
 	CHECK_OK(hs_tr_setattr(t, "/d/rnd", &a, dl()));
 
+	/* a FIFO is refused at once, never blocks a worker (finding 14) */
+	{
+		char p[400];
+
+		snprintf(p, sizeof(p), "%s/d/fifo", root);
+		CHECK_OK(mkfifo(p, 0600));
+		CHECK_EQ(hs_tr_fopen(t, "/d/fifo", O_RDONLY, 0, &f,
+				     hs_deadline_in_ms(3000)), -ENXIO);
+		CHECK_EQ(hs_tr_fopen(t, "/d/fifo", O_WRONLY, 0, &f,
+				     hs_deadline_in_ms(3000)), -ENXIO);
+		CHECK(!hs_tr_broken(t));
+		CHECK_OK(hs_tr_unlink(t, "/d/fifo", dl()));
+	}
+
 	/* rename */
 	CHECK_EQ(hs_tr_rename(t, "/d/rnd", "/d/big", HS_RENAME_NOREPLACE,
 			      dl()), -EEXIST);

@@ -437,7 +437,8 @@ static int op_setattr(struct conn *c, const char *path,
 	if (r < 0)
 		goto out;
 	if (a->valid & HS_ATTR_SIZE) {
-		int fd = open_rel(c, path, O_WRONLY, 0);
+		int fd = open_rel(c, path, O_WRONLY | O_NONBLOCK | O_NOCTTY,
+				  0);
 
 		if (fd < 0) {
 			r = fd;
@@ -615,17 +616,26 @@ static int answer(struct conn *c, const struct hs_proto_hdr *h,
 	case HS_OP_OPEN: {
 		uint64_t fh;
 
-		fd = open_rel(c, q->path, oflags_of(q->flags), mode_bits(c, q->mode));
+		/* O_NONBLOCK: a FIFO in the share must not hold a worker
+		 * (issue 16, finding 14); only files and folders are served */
+		fd = open_rel(c, q->path, oflags_of(q->flags) | O_NONBLOCK |
+			      O_NOCTTY, mode_bits(c, q->mode));
 		if (fd < 0) {
 			r = fd;
 			break;
 		}
-		if (fstat(fd, &st) == 0 && S_ISDIR(st.st_mode) &&
-		    (q->flags & HS_POPEN_WRITE)) {
+		if (fstat(fd, &st) < 0 ||
+		    (!S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode))) {
+			close(fd);
+			r = -ENXIO;
+			break;
+		}
+		if (S_ISDIR(st.st_mode) && (q->flags & HS_POPEN_WRITE)) {
 			close(fd);
 			r = -EISDIR;
 			break;
 		}
+		fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
 		r = fh_add(c, fd, &fh);
 		if (r < 0)
 			close(fd);
