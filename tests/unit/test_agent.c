@@ -267,6 +267,43 @@ static void test_slots(struct hs_transport *t)
 	CHECK_EQ(a.atime_ns, 5);
 	CHECK_EQ(hs_tr_setattr(t, "/d/none", &a, dl()), -ENOENT);
 
+	/* no setuid / setgid planting (issue 16, finding 1): the bits are
+	 * stripped on setattr, create, mkdir and put_file by default */
+	a = (struct hs_attr){ .valid = HS_ATTR_MODE, .mode = 06755 };
+	CHECK_OK(hs_tr_setattr(t, "/d/rnd", &a, dl()));
+	CHECK_OK(hs_tr_lstat(t, "/d/rnd", &a, dl()));
+	CHECK_EQ(a.mode & 07777, 0755);
+	CHECK_OK(hs_tr_put_file(t, "/d/suid", 04755, 0, 0, 0, "x", 1, &a,
+				dl()));
+	CHECK_EQ(a.mode & 07777, 0755);
+	CHECK_OK(hs_tr_fopen(t, "/d/suid2", O_WRONLY | O_CREAT, 04700, &f,
+			     dl()));
+	CHECK_OK(hs_tr_fclose(t, f, dl()));
+	CHECK_OK(hs_tr_lstat(t, "/d/suid2", &a, dl()));
+	CHECK_EQ(a.mode & 06000, 0);
+	CHECK_OK(hs_tr_unlink(t, "/d/suid", dl()));
+	CHECK_OK(hs_tr_unlink(t, "/d/suid2", dl()));
+	a = (struct hs_attr){ .valid = HS_ATTR_SIZE | HS_ATTR_MODE |
+				       HS_ATTR_MTIME | HS_ATTR_ATIME,
+			      .size = 10, .mode = 0604,
+			      .mtime_ns = 1000000000LL * 1700000000 + 123,
+			      .atime_ns = 5 };
+	CHECK_OK(hs_tr_setattr(t, "/d/rnd", &a, dl()));
+
+	/* a FIFO is refused at once, never blocks a worker (finding 14) */
+	{
+		char p[400];
+
+		snprintf(p, sizeof(p), "%s/d/fifo", root);
+		CHECK_OK(mkfifo(p, 0600));
+		CHECK_EQ(hs_tr_fopen(t, "/d/fifo", O_RDONLY, 0, &f,
+				     hs_deadline_in_ms(3000)), -ENXIO);
+		CHECK_EQ(hs_tr_fopen(t, "/d/fifo", O_WRONLY, 0, &f,
+				     hs_deadline_in_ms(3000)), -ENXIO);
+		CHECK(!hs_tr_broken(t));
+		CHECK_OK(hs_tr_unlink(t, "/d/fifo", dl()));
+	}
+
 	/* rename */
 	CHECK_EQ(hs_tr_rename(t, "/d/rnd", "/d/big", HS_RENAME_NOREPLACE,
 			      dl()), -EEXIST);
@@ -1090,6 +1127,12 @@ int main(void)
 	f = fopen(token_file, "w");
 	fputs("tok-123\n", f);
 	fclose(f);
+	/* a token file others may read is refused (issue 16, finding 15) */
+	CHECK_OK(chmod(token_file, 0644));
+	agent_start(&ag, "unix", NULL, NULL, 0);
+	CHECK_EQ(ag.pid, 0);
+	CHECK(log_has(&ag, "accessible by group or others"));
+	CHECK_OK(chmod(token_file, 0600));
 
 	agent_start(&ag, "unix", NULL, NULL, 0);
 	CHECK(ag.pid > 0);

@@ -12,6 +12,7 @@
 struct hs_agent {
 	int rootfd;          /* O_PATH|O_DIRECTORY of --root */
 	int read_only;       /* --read-only */
+	int allow_setid;     /* --allow-setid: modes keep S_ISUID/S_ISGID */
 	const char *token;   /* NULL: no token asked (vsock, stdio) */
 	uint32_t features;   /* what this agent offers */
 };

@@ -57,6 +57,8 @@ static void usage(FILE *f)
 		"ADDR: vsock:PORT | tcp:HOST:PORT | unix:PATH | stdio\n"
 		"options:\n"
 		"  --read-only       refuse every change (EROFS)\n"
+		"  --allow-setid     let clients set the setuid and setgid "
+		"bits (stripped by default)\n"
 		"  --token-file F    clients must present the token in F "
 		"(required for tcp and unix)\n"
 		"  --allow-cid N     vsock: accept only this peer CID "
@@ -67,12 +69,22 @@ static void usage(FILE *f)
 static int read_token(const char *path, char **ret)
 {
 	char buf[HS_PROTO_MAX_STR + 2];
+	struct stat st;
 	size_t n;
 	FILE *f = fopen(path, "re");
 
 	if (!f) {
 		fprintf(stderr, "hostshare-agent: cannot read token file "
 				"'%s': %s\n", path, strerror(errno));
+		return -1;
+	}
+	/* a token others can read is no secret (issue 16, finding 15) */
+	if (fstat(fileno(f), &st) == 0 && (st.st_mode & 077)) {
+		fprintf(stderr, "hostshare-agent: token file '%s' is "
+				"accessible by group or others (mode %04o): "
+				"chmod 600 it\n", path,
+			(unsigned)(st.st_mode & 07777));
+		fclose(f);
 		return -1;
 	}
 	n = fread(buf, 1, sizeof(buf) - 1, f);
@@ -306,6 +318,7 @@ int main(int argc, char **argv)
 		{ "listen", required_argument, NULL, 'l' },
 		{ "stdio", no_argument, NULL, 's' },
 		{ "read-only", no_argument, NULL, 'R' },
+		{ "allow-setid", no_argument, NULL, 'S' },
 		{ "token-file", required_argument, NULL, 't' },
 		{ "allow-cid", required_argument, NULL, 'c' },
 		{ "verbose", no_argument, NULL, 'v' },
@@ -324,6 +337,7 @@ int main(int argc, char **argv)
 		case 'l': listen_spec = optarg; break;
 		case 's': listen_spec = "stdio"; break;
 		case 'R': agent.read_only = 1; break;
+		case 'S': agent.allow_setid = 1; break;
 		case 't': token_file = optarg; break;
 		case 'v': hs_log_set_level(HS_LOG_INFO); break;
 		case 'c': {

@@ -213,6 +213,14 @@ static int reply(struct conn *c, const struct hs_proto_hdr *q, int status)
 
 /* ---- attributes ---- */
 
+/* The permission bits a guest may set: never set-user-ID or set-group-ID
+ * (a guest could plant a setuid program a host user then runs) unless the
+ * agent was started with --allow-setid. */
+static unsigned mode_bits(const struct conn *c, uint32_t mode)
+{
+	return mode & (c->a->allow_setid ? 07777u : 01777u);
+}
+
 static void attr_from_stat(const struct stat *st, struct hs_attr *a)
 {
 	a->valid = HS_ATTR_SIZE | HS_ATTR_MODE | HS_ATTR_UID | HS_ATTR_GID |
@@ -429,7 +437,8 @@ static int op_setattr(struct conn *c, const char *path,
 	if (r < 0)
 		goto out;
 	if (a->valid & HS_ATTR_SIZE) {
-		int fd = open_rel(c, path, O_WRONLY, 0);
+		int fd = open_rel(c, path, O_WRONLY | O_NONBLOCK | O_NOCTTY,
+				  0);
 
 		if (fd < 0) {
 			r = fd;
@@ -450,7 +459,7 @@ static int op_setattr(struct conn *c, const char *path,
 		goto out;
 	}
 	if ((a->valid & HS_ATTR_MODE) &&
-	    fchmodat(t.dfd, t.name, a->mode & 07777, AT_SYMLINK_NOFOLLOW) < 0) {
+	    fchmodat(t.dfd, t.name, mode_bits(c, a->mode), AT_SYMLINK_NOFOLLOW) < 0) {
 		r = -errno;
 		goto out;
 	}
@@ -528,7 +537,7 @@ static int op_put(struct conn *c, const struct hs_proto_req *q,
 	}
 	ts[0] = ts_of(q->atime_ns);
 	ts[1] = ts_of(q->mtime_ns);
-	if (r == 0 && fchmod(fd, q->mode & 07777) < 0)
+	if (r == 0 && fchmod(fd, mode_bits(c, q->mode)) < 0)
 		r = -errno;
 	if (r == 0 && futimens(fd, ts) < 0)
 		r = -errno;
@@ -607,17 +616,26 @@ static int answer(struct conn *c, const struct hs_proto_hdr *h,
 	case HS_OP_OPEN: {
 		uint64_t fh;
 
-		fd = open_rel(c, q->path, oflags_of(q->flags), q->mode & 07777);
+		/* O_NONBLOCK: a FIFO in the share must not hold a worker
+		 * (issue 16, finding 14); only files and folders are served */
+		fd = open_rel(c, q->path, oflags_of(q->flags) | O_NONBLOCK |
+			      O_NOCTTY, mode_bits(c, q->mode));
 		if (fd < 0) {
 			r = fd;
 			break;
 		}
-		if (fstat(fd, &st) == 0 && S_ISDIR(st.st_mode) &&
-		    (q->flags & HS_POPEN_WRITE)) {
+		if (fstat(fd, &st) < 0 ||
+		    (!S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode))) {
+			close(fd);
+			r = -ENXIO;
+			break;
+		}
+		if (S_ISDIR(st.st_mode) && (q->flags & HS_POPEN_WRITE)) {
 			close(fd);
 			r = -EISDIR;
 			break;
 		}
+		fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
 		r = fh_add(c, fd, &fh);
 		if (r < 0)
 			close(fd);
@@ -695,7 +713,7 @@ static int answer(struct conn *c, const struct hs_proto_hdr *h,
 		if (r < 0)
 			break;
 		if (q->op == HS_OP_MKDIR)
-			r = mkdirat(t.dfd, t.name, q->mode & 07777);
+			r = mkdirat(t.dfd, t.name, mode_bits(c, q->mode));
 		else if (q->op == HS_OP_RMDIR)
 			r = unlinkat(t.dfd, t.name, AT_REMOVEDIR);
 		else if (q->op == HS_OP_UNLINK)
