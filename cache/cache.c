@@ -402,7 +402,11 @@ int hs_cache_open(const struct hs_cache_config *cfg, struct hs_cache **ret,
 	hs_link_on_connect(c->link, hs_notify_on_connect, c);
 	r = hs_link_connect(c->link, HS_SLOT_FETCH, err, errlen);
 	online = r == 0;
-	if (!online && !cfg->allow_offline)
+	/* a host that answered and was refused (its key does not match
+	 * known_hosts, or it refused ours: -EPERM) is no outage: the mount
+	 * fails with that line, populated cache or not (offline it started
+	 * without a word, and every redial failed the same way) */
+	if (!online && (!cfg->allow_offline || r == -EPERM))
 		goto fail;
 	hs_link_remote_ids(c->link, &c->remote_uid, &c->remote_gid);
 	{

@@ -111,6 +111,19 @@ def test_wrong_host_key(sshd, where, test_dir):
         f.write(sshd.known_hosts_line(pub) + "\n")
     r = hs(opts(sshd, cache, known_hosts=kh) + [sshd.source(host), mnt])
     one_line_failure(r, mnt, "host key")
+    # the same with a cache that could serve offline: still one line and
+    # no mount, never an offline mount that says nothing
+    ok = hs(opts(sshd, cache) + [sshd.source(host), mnt])
+    assert ok[0] == 0, ok
+    with open(os.path.join(mnt, "kept"), "wb") as f:
+        f.write(b"x")
+    subprocess.run(["fusermount3", "-u", mnt], check=True)
+    for _ in range(100):                   # the daemon exits after unmount
+        if not leftover_daemons(mnt):
+            break
+        time.sleep(0.1)
+    r = hs(opts(sshd, cache, known_hosts=kh) + [sshd.source(host), mnt])
+    one_line_failure(r, mnt, "host key")
 
 
 @SSH_SOURCE
