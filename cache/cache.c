@@ -402,8 +402,8 @@ int hs_cache_open(const struct hs_cache_config *cfg, struct hs_cache **ret,
 	hs_link_on_connect(c->link, hs_notify_on_connect, c);
 	r = hs_link_connect(c->link, HS_SLOT_FETCH, err, errlen);
 	online = r == 0;
-	/* a host that answered and was refused (its key does not match
-	 * known_hosts, or it refused ours: -EPERM) is no outage: the mount
+	/* a host whose key known_hosts does not vouch for (a mismatch, or
+	 * none under StrictHostKeyChecking=yes: -EPERM) is no outage: the mount
 	 * fails with that line, populated cache or not (offline it started
 	 * without a word, and every redial failed the same way) */
 	if (!online && (!cfg->allow_offline || r == -EPERM))
