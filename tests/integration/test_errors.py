@@ -92,6 +92,21 @@ def where(test_dir):
     return mnt, cache, host
 
 
+def populate_cache(sshd, where):
+    """Mounts once, writes a file, unmounts and waits for the daemon to
+    exit: the cache folder then holds data and a database."""
+    mnt, cache, host = where
+    ok = hs(opts(sshd, cache) + [sshd.source(host), mnt])
+    assert ok[0] == 0, ok
+    with open(os.path.join(mnt, "kept"), "wb") as f:
+        f.write(b"x")
+    subprocess.run(["fusermount3", "-u", mnt], check=True)
+    for _ in range(100):                   # the daemon exits after unmount
+        if not leftover_daemons(mnt):
+            break
+        time.sleep(0.1)
+
+
 @SSH_SOURCE
 def test_unreachable_host(sshd, where):
     mnt, cache, host = where
@@ -113,15 +128,7 @@ def test_wrong_host_key(sshd, where, test_dir):
     one_line_failure(r, mnt, "host key")
     # the same with a cache that could serve offline: still one line and
     # no mount, never an offline mount that says nothing
-    ok = hs(opts(sshd, cache) + [sshd.source(host), mnt])
-    assert ok[0] == 0, ok
-    with open(os.path.join(mnt, "kept"), "wb") as f:
-        f.write(b"x")
-    subprocess.run(["fusermount3", "-u", mnt], check=True)
-    for _ in range(100):                   # the daemon exits after unmount
-        if not leftover_daemons(mnt):
-            break
-        time.sleep(0.1)
+    populate_cache(sshd, where)
     r = hs(opts(sshd, cache, known_hosts=kh) + [sshd.source(host), mnt])
     one_line_failure(r, mnt, "host key")
 
@@ -178,15 +185,7 @@ def test_corrupt_cache_database(sshd, where, damage):
     """A damaged cache database: one line naming the file and saying how
     to recover, never a crash, and nothing mounted."""
     mnt, cache, host = where
-    ok = hs(opts(sshd, cache) + [sshd.source(host), mnt])
-    assert ok[0] == 0, ok
-    with open(os.path.join(mnt, "kept"), "wb") as f:
-        f.write(b"x")
-    subprocess.run(["fusermount3", "-u", mnt], check=True)
-    for _ in range(100):                   # the daemon exits after unmount
-        if not leftover_daemons(mnt):
-            break
-        time.sleep(0.1)
+    populate_cache(sshd, where)
     dbs = [os.path.join(d, "meta.db") for d, _, fs in os.walk(cache) if "meta.db" in fs]
     assert len(dbs) == 1, dbs
     db = dbs[0]
