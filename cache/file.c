@@ -41,7 +41,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/statvfs.h>
 #include <unistd.h>
 
 #define RA_MIN (1ULL << 20)
@@ -859,23 +858,6 @@ static int need_block(struct hs_cache *c, struct hs_file *f, uint64_t b,
 	return 1;
 }
 
-/* True if writing @size more bytes would eat into the cache disk's
- * free-space floor (min_free=, admin.c), which the cache never fills; the
- * database has a reserve of its own below that (reserve.c), so a full
- * disk fails a write with ENOSPC, never the commit of changes already
- * acknowledged. */
-static int disk_short(struct hs_cache *c, int fd, size_t size)
-{
-	struct statvfs sv;
-	uint64_t total, avail;
-
-	if (fstatvfs(fd, &sv) < 0)
-		return 0;
-	total = (uint64_t)sv.f_blocks * sv.f_frsize;
-	avail = (uint64_t)sv.f_bavail * sv.f_frsize;
-	return avail < hs_cache_min_free(c, total) + size;
-}
-
 ssize_t hs_cache_write(struct hs_cache *c, struct hs_handle *h,
 		       const void *buf, size_t size, off_t off,
 		       hs_deadline_t dl)
@@ -888,14 +870,17 @@ ssize_t hs_cache_write(struct hs_cache *c, struct hs_handle *h,
 
 	if (size == 0)
 		return 0;
-	/* cache_size and the disk's floor: room is made before the file is
-	 * locked (evicting takes other files' locks) */
+	/* cache_size and the disk's free-space floor (admin.c), which the
+	 * cache never fills; the database has a reserve below it
+	 * (reserve.c), so a full disk fails a write, never the commit of
+	 * changes already acknowledged.  Room is made before the file is
+	 * locked (evicting takes other files' locks). */
 	full = hs_cache_reserve(c, f->ino, size) < 0;
 	pthread_mutex_lock(&f->lock);
 	r = hs_file_load(c, f);
 	if (r == 0)
 		r = hs_file_open_fd(c, f);
-	if (r == 0 && (full || disk_short(c, f->fd, size)) &&
+	if (r == 0 && full &&
 	    (end > f->size ||
 	     hs_blocks_next_absent(&f->blk, uoff / HS_BLOCK,
 				   (end + HS_BLOCK - 1) / HS_BLOCK) != HS_BITMAP_NONE))
