@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT
  * cache/admin.c - what hostsharectl asks of a mount besides its status:
  * the conflicts found, the journal rows still owed to the host, and
- * dropping clean cached data.
+ * dropping clean cached data on request (the limits are evict.c's).
  *
  * Locking: the listings hold db_lock while they step through their query
  * and call the caller's function for each row, so that function must not
@@ -14,7 +14,6 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/statvfs.h>
 
 int hs_cache_conflicts(struct hs_cache *c, hs_conflict_fn fn, void *arg)
 {
@@ -221,102 +220,4 @@ int hs_cache_evict(struct hs_cache *c, const char *path,
 	if (r == 0)
 		hs_cache_forget_usage(c);
 	return r;
-}
-
-/* ---- cache_size: staying below the limit ---- */
-
-/* Bytes the cache data takes: the last walk of the data folder plus what
- * was added since (cache.c: hs_cache_usage()). */
-
-/* Evicts clean files, least recently checked first, until the data takes
- * at most @target bytes or nothing clean is left.  Returns the usage
- * reached. */
-static uint64_t trim_to(struct hs_cache *c, uint64_t target, uint64_t skip_ino)
-{
-	static const char sql[] =
-		"SELECT ino FROM inode WHERE (mode & 61440) = 32768 AND"
-		" present IS NOT NULL AND local=0 AND ino<>?1"
-		" ORDER BY checked_at, ino LIMIT 64 OFFSET ?2";
-	uint64_t used = hs_cache_usage(c, 1), v[64], bytes;
-	int64_t offset = 0;
-	size_t n, k;
-	sqlite3_stmt *st;
-
-	while (used > target) {
-		n = 0;
-		pthread_mutex_lock(&c->db_lock);
-		st = hs_meta_prepare(c, sql);
-		if (st) {
-			sqlite3_bind_int64(st, 1, (int64_t)skip_ino);
-			sqlite3_bind_int64(st, 2, offset);
-			while (n < HS_ARRAY_SIZE(v) && sqlite3_step(st) == SQLITE_ROW)
-				v[n++] = (uint64_t)sqlite3_column_int64(st, 0);
-			sqlite3_reset(st);
-		}
-		pthread_mutex_unlock(&c->db_lock);
-		if (n == 0)
-			break;
-		for (k = 0; k < n && used > target; k++) {
-			if (hs_file_evict(c, v[k], &bytes) == 0 && bytes)
-				used -= HS_MIN(used, bytes);
-			else
-				offset++; /* still there next time: skip it */
-		}
-	}
-	hs_cache_forget_usage(c);
-	return hs_cache_usage(c, 1);
-}
-
-void hs_cache_trim(struct hs_cache *c)
-{
-	uint64_t limit = c->cfg.cache_size;
-
-	if (limit && hs_cache_usage(c, 0) > limit)
-		trim_to(c, limit / 10 * 9, 0);
-}
-
-uint64_t hs_cache_min_free(const struct hs_cache *c, uint64_t total)
-{
-	if (c->cfg.min_free_pct)
-		return total / 100 * HS_MIN(c->cfg.min_free_pct, 100U);
-	if (c->cfg.min_free)
-		return HS_MIN(c->cfg.min_free, total);
-	return HS_MIN(total / 10, (uint64_t)2 << 30);
-}
-
-/* Bytes of clean data to drop so that @bytes more leave the cache disk's
- * floor free (0: there is room). */
-static uint64_t disk_deficit(struct hs_cache *c, uint64_t bytes)
-{
-	struct statvfs sv;
-	uint64_t avail, floor;
-
-	if (statvfs(c->datadir, &sv) < 0)
-		return 0;
-	avail = (uint64_t)sv.f_bavail * sv.f_frsize;
-	floor = hs_cache_min_free(c, (uint64_t)sv.f_blocks * sv.f_frsize);
-	return avail >= floor + bytes ? 0 : floor + bytes - avail;
-}
-
-int hs_cache_reserve(struct hs_cache *c, uint64_t ino, uint64_t bytes)
-{
-	uint64_t limit = c->cfg.cache_size, short_by = disk_deficit(c, bytes);
-	uint64_t used;
-
-	if (short_by) {
-		/* the disk's floor: drop clean data down to what leaves it,
-		 * and a tenth of that more, so that not every write has to */
-		used = hs_cache_usage(c, 1);
-		short_by += short_by / 10 + (1 << 20);
-		trim_to(c, used > short_by ? used - short_by : 0, ino);
-		if (disk_deficit(c, bytes))
-			return -ENOSPC;
-	}
-	if (!limit || hs_cache_usage(c, 0) + bytes <= limit)
-		return 0;
-	/* make room down to 90 %, so that not every write has to */
-	if (trim_to(c, limit / 10 * 9 > bytes ? limit / 10 * 9 - bytes : 0, ino) +
-	    bytes <= limit)
-		return 0;
-	return -ENOSPC;
 }

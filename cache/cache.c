@@ -1089,9 +1089,10 @@ static int drop_name(struct hs_cache *c, struct hs_inode *x, const char *path,
 	int dropped = 0, ndata = 0, r;
 
 	r = set_nlink(c, x->ino, nlink);
-	if (r == 0 && nlink == 0 && !x->hpath && !S_ISDIR(x->mode))
+	if (r == 0 && nlink == 0 && !S_ISDIR(x->mode) &&
+	    (!x->hpath || hs_journal_has_staged(c, x->ino) > 0))
 		r = hs_journal_unlinked(c, x->ino, &dropped);
-	else if (r == 0 && nlink == 0 && S_ISREG(x->mode))
+	if (r == 0 && !dropped && nlink == 0 && S_ISREG(x->mode))
 		/* its unsent changes go, and so does its cached data once
 		 * nothing holds it open (hs_file_reclaim) */
 		r = hs_journal_drop_data(c, x->ino, &ndata);
@@ -1305,7 +1306,8 @@ int hs_cache_rename(struct hs_cache *c, uint64_t parent, const char *name,
 		r = hs_meta_del_dentry(c, newparent, newname);
 		if (r == 0)
 			r = set_nlink(c, tino, nl);
-		if (r == 0 && nl == 0 && !t.hpath && !S_ISDIR(t.mode))
+		if (r == 0 && nl == 0 && !S_ISDIR(t.mode) &&
+		    (!t.hpath || hs_journal_has_staged(c, tino) > 0))
 			r = hs_journal_unlinked(c, tino, &dropped);
 		replaced = !dropped;
 		if (r < 0)
@@ -1382,13 +1384,16 @@ static uint64_t walk_bytes(struct hs_cache *c, int64_t ttl);
 
 uint64_t hs_cache_usage(struct hs_cache *c, int fresh)
 {
-	return walk_bytes(c, fresh ? HS_NSEC_PER_SEC / 2 : CACHE_BYTES_TTL) +
-	       atomic_load(&c->added);
+	uint64_t walked = walk_bytes(c, fresh ? HS_NSEC_PER_SEC / 2 : CACHE_BYTES_TTL);
+	int64_t delta = (int64_t)atomic_load(&c->added);
+
+	/* more evicted than the walk saw (it raced an eviction): nothing */
+	return delta < 0 && (uint64_t)-delta > walked ? 0 : walked + (uint64_t)delta;
 }
 
-void hs_cache_added(struct hs_cache *c, uint64_t bytes)
+void hs_cache_added(struct hs_cache *c, int64_t bytes)
 {
-	atomic_fetch_add(&c->added, bytes);
+	atomic_fetch_add(&c->added, (uint64_t)bytes);
 }
 
 static uint64_t cache_bytes(struct hs_cache *c)

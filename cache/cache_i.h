@@ -48,6 +48,10 @@ static inline int hs_internal_name(const char *name)
 #define HS_SQL_(x) #x
 #define HS_SQL(x) HS_SQL_(x)
 
+/* Write-behind: a file open for writing is sent while it is written once
+ * it holds this much unsent data (flusher.c). */
+#define HS_WB_BYTES (32ULL << 20)
+
 #define HS_J_MKDIR 1   /* path, mode */
 #define HS_J_CREATE 2  /* new file: upload whole content to a temp name, rename to path */
 #define HS_J_DATA 3    /* dirty blocks (and size, times) of a file on the host */
@@ -76,6 +80,11 @@ static inline int hs_internal_name(const char *name)
 				  * until it is done the copy has size
 				  * attr.size, or attr.atime_ns after its
 				  * truncate (-1: none) (cache/flusher.c) */
+#define HS_JF_STAGED (1 << 5)    /* create: written behind while open; the
+				  * host holds the blocks sent so far under
+				  * the row's temporary name, which is the
+				  * inode's hpath until the row is done (the
+				  * row never moves or folds then) */
 
 struct hs_jentry {
 	int64_t seq;
@@ -194,6 +203,8 @@ struct hs_file {
 	int st_err;            /* how the last stream ended: 0 or -errno */
 	int64_t st_fail_at;    /* monotonic ns a stream could not start */
 	pthread_cond_t st_more; /* a reader moved st_until */
+	uint64_t *use;         /* evict.c: use clock per extent of 1 MiB */
+	uint64_t nuse;         /* entries in use[] */
 };
 
 struct hs_handle {
@@ -301,7 +312,12 @@ struct hs_cache {
 	pthread_cond_t stream_cond; /* a stream ended */
 	int nstreams, stream_stop;
 
-	atomic_uint_fast64_t added; /* bytes cached since that walk */
+	atomic_uint_fast64_t added; /* bytes cached since that walk, less
+				     * those evicted (mod 2^64) */
+	atomic_uint_fast64_t use_clock; /* evict.c: the extents' use clock */
+	atomic_int_fast64_t pressed_at; /* a writer waited for room (mono ns) */
+	atomic_int_fast64_t progress_at; /* the host last took data (mono ns) */
+	int punch_warned;           /* a hole could not be punched: said once */
 	uint64_t cache_bytes;       /* last walk of the data folder, and */
 	int64_t cache_bytes_at;     /* when (monotonic ns); see cache_bytes() */
 
@@ -420,6 +436,13 @@ int hs_journal_set_state(struct hs_cache *c, int64_t seq, int state, const char 
  * says whether an earlier claim sent it (this send is a replay). */
 int hs_journal_claim(struct hs_cache *c, struct hs_jentry *e);
 int hs_journal_done(struct hs_cache *c, const struct hs_jentry *e);
+/* A staged send of @seq's CREATE is on the host: the row is PENDING again,
+ * STAGED (db_lock held, in a transaction). */
+int hs_journal_staged(struct hs_cache *c, int64_t seq);
+/* True if @ino's create was written behind (its hpath is the temporary
+ * name): deleting it drops the row, as for a file not on the host, and
+ * leaves the removal of that name (hs_journal_unlinked()); db_lock held. */
+int hs_journal_has_staged(struct hs_cache *c, uint64_t ino);
 const char *hs_jop_name(int op); /* "create", "write", ... */
 /* At open: rows whose dirty blocks are holes in their cache file (the data
  * never reached the cache disk before a power cut) are marked refused
@@ -469,6 +492,8 @@ void hs_file_remove_data(struct hs_cache *c, uint64_t ino);
 int hs_file_evict(struct hs_cache *c, uint64_t ino, uint64_t *ret_bytes);
 /* True while @ino is open for writing; caller holds nothing. */
 int hs_file_writing(struct hs_cache *c, uint64_t ino);
+/* True if @ino is loaded (open, or being read or sent). */
+int hs_file_is_open(struct hs_cache *c, uint64_t ino);
 /* If @ino is loaded, overlays its in-memory size/times on @st. */
 void hs_file_overlay(struct hs_cache *c, uint64_t ino, struct stat *st);
 /* Fetches blocks [first, last) from the host into the cache file. */
@@ -536,16 +561,32 @@ int hs_reserve_release(struct hs_cache *c);
 void hs_reserve_check(struct hs_cache *c);
 /* Makes the reserve again where the disk has room for it above the floor. */
 void hs_reserve_refill(struct hs_cache *c);
-/* cache_size: makes room for @bytes more cached data (evicting clean files
- * other than @ino); -ENOSPC when there is none to make.  No locks held. */
-int hs_cache_reserve(struct hs_cache *c, uint64_t ino, uint64_t bytes);
+/* evict.c: the bounded cache */
+/* Extents [first, last) of @f (blocks) were used now; @unread: landed by a
+ * fetch, not read yet.  f->lock held. */
+void hs_evict_touch(struct hs_cache *c, struct hs_file *f, uint64_t first,
+		    uint64_t last, int unread);
+/* Makes room for @bytes more cached data within cache_size and the disk's
+ * floor, evicting clean data (never @ino's whole file; its clean blocks
+ * may go); -ENOSPC when what is left is the guest's changes.  No locks. */
+int hs_cache_room(struct hs_cache *c, uint64_t ino, uint64_t bytes);
+/* A writer that found no room waits a moment for the flusher (and marks
+ * the cache pressed); -ENOSPC once the host took nothing for op_timeout
+ * since @since (monotonic ns the writer began waiting).  No locks. */
+int hs_cache_wait_room(struct hs_cache *c, int64_t since);
+/* True while a writer waits for room: the flusher sends at once. */
+int hs_cache_pressed(struct hs_cache *c);
+/* The host acknowledged data (flusher). */
+void hs_cache_progress(struct hs_cache *c);
+/* How far ahead of its readers a stream may read: a quarter of the room. */
+uint64_t hs_cache_ahead_max(struct hs_cache *c);
 /* Evicts clean data while the cache is above cache_size (flusher, idle). */
 void hs_cache_trim(struct hs_cache *c);
 /* cache.c: bytes the cached data takes (@fresh: walk again if the last
  * walk is older than 0.5 s rather than 5 s) */
 uint64_t hs_cache_usage(struct hs_cache *c, int fresh);
 /* cache.c: note @bytes newly cached (counted until the next walk) */
-void hs_cache_added(struct hs_cache *c, uint64_t bytes);
+void hs_cache_added(struct hs_cache *c, int64_t bytes);
 /* cache.c: the next status walks the data folder again */
 void hs_cache_forget_usage(struct hs_cache *c);
 

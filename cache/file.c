@@ -128,7 +128,8 @@ static void kver_set(struct hs_cache *c, uint64_t ino, uint64_t dver)
 }
 
 /* The cached data of a file the guest deleted that no row needs any more
- * (its removal is still to be sent, or a rename replaced it): 1 when its
+ * (its removal is still to be sent, or a rename replaced it; a staged
+ * create of it only removes its temporary file): 1 when its
  * maps were cleared, so that the caller removes the cache file.  db_lock
  * held; nothing holds the file open (its last put, or no put at all). */
 static int drop_unneeded(struct hs_cache *c, uint64_t ino)
@@ -138,7 +139,8 @@ static int drop_unneeded(struct hs_cache *c, uint64_t ino)
 		" WHERE ino=? AND nlink=0 AND present IS NOT NULL AND NOT EXISTS"
 		" (SELECT 1 FROM dentry WHERE ino=?1) AND NOT EXISTS"
 		" (SELECT 1 FROM journal WHERE ino=?1 AND"
-		" op IN (" HS_SQL(HS_J_CREATE) "," HS_SQL(HS_J_DATA) "))";
+		" op IN (" HS_SQL(HS_J_CREATE) "," HS_SQL(HS_J_DATA) ") AND NOT"
+		" (op=" HS_SQL(HS_J_CREATE) " AND (flags & " HS_SQL(HS_JF_STAGED) ")))";
 	sqlite3_stmt *st = hs_meta_prepare(c, sql);
 	int gone = 0;
 
@@ -202,6 +204,7 @@ void hs_file_put(struct hs_cache *c, struct hs_file *f)
 	if (f->fd >= 0)
 		close(f->fd);
 	hs_blocks_release(&f->blk);
+	free(f->use);
 	pthread_mutex_destroy(&f->lock);
 	pthread_cond_destroy(&f->fetched);
 	pthread_cond_destroy(&f->st_more);
@@ -436,6 +439,16 @@ int hs_file_writing(struct hs_cache *c, uint64_t ino)
 	return w;
 }
 
+int hs_file_is_open(struct hs_cache *c, uint64_t ino)
+{
+	int open;
+
+	pthread_mutex_lock(&c->files_lock);
+	open = loaded_file(c, ino) != NULL;
+	pthread_mutex_unlock(&c->files_lock);
+	return open;
+}
+
 void hs_file_overlay(struct hs_cache *c, uint64_t ino, struct stat *st)
 {
 	struct hs_file *f;
@@ -583,6 +596,13 @@ int hs_file_fetch(struct hs_cache *c, struct hs_file *f, uint64_t first,
 		hs_inode_release(&in);
 		return -EIO;
 	}
+	/* room for it first (evicting clean data); none: the reader gets
+	 * the bytes without caching them (read_through()) */
+	if (hs_cache_room(c, f->ino, len) < 0) {
+		free(buf);
+		hs_inode_release(&in);
+		return -ENOSPC;
+	}
 	if (in.hpath && in.host_size != 0) {
 		ts = hs_deadline_ts(dl);
 		if (sem_clockwait(&c->fetch_sem, CLOCK_MONOTONIC, &ts) < 0) {
@@ -637,6 +657,7 @@ int hs_file_land(struct hs_cache *c, struct hs_file *f, uint64_t dver,
 
 	if (f->dver != dver || hs_file_open_fd(c, f) < 0)
 		return 0; /* the host copy changed meanwhile: not these bytes */
+	hs_evict_touch(c, f, first, last, 1);
 	return hs_blocks_fill(&f->blk, f->size, first, last, land_run, &a);
 }
 
@@ -701,6 +722,57 @@ int hs_cache_open_file(struct hs_cache *c, uint64_t ino, int flags,
 	return 0;
 }
 
+/* A read the cache has no room for (what it holds is the guest's changes,
+ * not on the host yet): the bytes go from the host copy to @buf without
+ * being cached, with the file's cached blocks in the range (its changes
+ * among them) laid over them.  Returns the bytes read or -errno. */
+static ssize_t read_through(struct hs_cache *c, struct hs_file *f, char *buf,
+			    size_t size, uint64_t off, hs_deadline_t dl)
+{
+	uint64_t b, e, first = off / HS_BLOCK, last = (off + size + HS_BLOCK - 1) / HS_BLOCK;
+	struct hs_inode in;
+	struct timespec ts = hs_deadline_ts(dl);
+	ssize_t got = 0;
+	int r;
+
+	pthread_mutex_lock(&c->db_lock);
+	r = hs_meta_get_inode(c, f->ino, &in);
+	pthread_mutex_unlock(&c->db_lock);
+	if (r < 0)
+		return r;
+	if (in.hpath && in.host_size != 0) {
+		if (sem_clockwait(&c->fetch_sem, CLOCK_MONOTONIC, &ts) < 0) {
+			hs_inode_release(&in);
+			return -ETIMEDOUT;
+		}
+		got = host_read(c, in.hpath, buf, size, off, dl);
+		sem_post(&c->fetch_sem);
+	}
+	hs_inode_release(&in);
+	if (got < 0)
+		return got;
+	memset(buf + got, 0, size - (size_t)got); /* past the host's end */
+	pthread_mutex_lock(&f->lock);
+	for (b = first; b < last; b = e) {
+		uint64_t from, to;
+
+		b = hs_blocks_next_present(&f->blk, b, last);
+		if (b == HS_BITMAP_NONE)
+			break;
+		e = hs_blocks_next_absent(&f->blk, b, last);
+		if (e == HS_BITMAP_NONE)
+			e = last;
+		from = HS_MAX(b * HS_BLOCK, off);
+		to = HS_MIN(e * HS_BLOCK, off + size);
+		if (pread(f->fd, buf + (from - off), to - from, (off_t)from) < 0) {
+			pthread_mutex_unlock(&f->lock);
+			return -errno;
+		}
+	}
+	pthread_mutex_unlock(&f->lock);
+	return (ssize_t)size;
+}
+
 /* A stream (stream.c) reads ahead while reads stay sequential: readers
  * move its goal this far beyond what they ask for, the distance doubling
  * from the readahead window up to STREAM_AHEAD; a miss further from it
@@ -737,6 +809,7 @@ ssize_t hs_cache_read(struct hs_cache *c, struct hs_handle *h, void *buf,
 		nblocks = (f->size + HS_BLOCK - 1) / HS_BLOCK;
 		miss = hs_blocks_next_absent(&f->blk, first, last);
 		if (miss == HS_BITMAP_NONE) {
+			hs_evict_touch(c, f, first, last, 0);
 			n = pread(f->fd, buf, size, off);
 			pthread_mutex_unlock(&f->lock);
 			r = n < 0 ? -errno : 0;
@@ -752,7 +825,12 @@ ssize_t hs_cache_read(struct hs_cache *c, struct hs_handle *h, void *buf,
 
 			if (goal > f->st_until) {
 				f->st_until = goal;
-				f->ra_size = HS_MIN(f->ra_size * 2, STREAM_AHEAD);
+				/* at most a quarter of what the cache may
+				 * hold ahead of the readers */
+				f->ra_size = HS_MIN(f->ra_size * 2,
+						    HS_MAX(HS_MIN(STREAM_AHEAD,
+								  hs_cache_ahead_max(c)),
+							   RA_MIN));
 				pthread_cond_signal(&f->st_more);
 			}
 			if (!have_sem) {
@@ -835,6 +913,11 @@ ssize_t hs_cache_read(struct hs_cache *c, struct hs_handle *h, void *buf,
 		f->fetching = 0;
 		pthread_cond_broadcast(&f->fetched);
 		pthread_mutex_unlock(&f->lock);
+		if (r == -ENOSPC) {
+			n = read_through(c, f, (char *)buf, size, uoff, dl);
+			r = n < 0 ? (int)n : 0;
+			goto out;
+		}
 		if (r < 0)
 			goto out;
 	}
@@ -843,6 +926,55 @@ out:
 	if (have_sem)
 		sem_post(&c->fetch_sem);
 	return r < 0 ? r : n;
+}
+
+/* True if a write of [@off, @off+@len) needs blocks the cache does not
+ * hold yet (past the end, or holes).  Takes f->lock. */
+static int needs_blocks(struct hs_cache *c, struct hs_file *f, uint64_t off,
+			uint64_t len)
+{
+	int needs = 1;
+
+	pthread_mutex_lock(&f->lock);
+	if (hs_file_load(c, f) == 0)
+		needs = off + len > f->size ||
+			hs_blocks_next_absent(&f->blk, off / HS_BLOCK,
+					      (off + len + HS_BLOCK - 1) / HS_BLOCK) !=
+				HS_BITMAP_NONE;
+	pthread_mutex_unlock(&f->lock);
+	return needs;
+}
+
+/* Room for a write that needs new blocks: evicts clean data, and when only
+ * the guest's changes are left waits for the flusher to send some (counted
+ * among the workers waiting on the host, so cached requests always find a
+ * free one) for as long as the host takes data; -ENOSPC once it took
+ * nothing for op_timeout.  No lock held. */
+static int room_for_write(struct hs_cache *c, struct hs_file *f, uint64_t off,
+			  uint64_t len)
+{
+	int64_t since = 0;
+	int r = 0, have_sem = 0;
+
+	while (hs_cache_room(c, f->ino, len) < 0 && needs_blocks(c, f, off, len)) {
+		if (!since) {
+			struct timespec ts = hs_deadline_ts(
+				hs_deadline_in_ms(c->cfg.op_timeout_ms));
+
+			since = hs_now_ns();
+			if (sem_clockwait(&c->fetch_sem, CLOCK_MONOTONIC, &ts) < 0) {
+				r = -ENOSPC;
+				break;
+			}
+			have_sem = 1;
+		}
+		r = hs_cache_wait_room(c, since);
+		if (r < 0)
+			break;
+	}
+	if (have_sem)
+		sem_post(&c->fetch_sem);
+	return r;
 }
 
 /* Makes block @b present before a partial overwrite; caller holds f->lock,
@@ -863,28 +995,25 @@ ssize_t hs_cache_write(struct hs_cache *c, struct hs_handle *h,
 		       hs_deadline_t dl)
 {
 	struct hs_file *f = h->f;
-	uint64_t uoff = (uint64_t)off, end = uoff + size, old;
-	int r = 0, tries, full;
+	uint64_t uoff = (uint64_t)off, end = uoff + size, old, dirty_before;
+	int r = 0, tries;
 	size_t done;
 	ssize_t n;
 
 	if (size == 0)
 		return 0;
-	/* cache_size and the disk's free-space floor (admin.c), which the
+	/* cache_size and the disk's free-space floor (evict.c), which the
 	 * cache never fills; the database has a reserve below it
 	 * (reserve.c), so a full disk fails a write, never the commit of
 	 * changes already acknowledged.  Room is made before the file is
 	 * locked (evicting takes other files' locks). */
-	full = hs_cache_reserve(c, f->ino, size) < 0;
+	r = room_for_write(c, f, uoff, size);
+	if (r < 0)
+		return r;
 	pthread_mutex_lock(&f->lock);
 	r = hs_file_load(c, f);
 	if (r == 0)
 		r = hs_file_open_fd(c, f);
-	if (r == 0 && full &&
-	    (end > f->size ||
-	     hs_blocks_next_absent(&f->blk, uoff / HS_BLOCK,
-				   (end + HS_BLOCK - 1) / HS_BLOCK) != HS_BITMAP_NONE))
-		r = -ENOSPC; /* it needs new blocks and there is no room */
 	for (tries = 0; r == 0 && tries < 4; tries++) {
 		int dropped = 0;
 
@@ -906,11 +1035,16 @@ ssize_t hs_cache_write(struct hs_cache *c, struct hs_handle *h,
 		}
 	}
 	old = f->size;
+	dirty_before = f->blk.ndirty * HS_BLOCK;
 	r = hs_blocks_write(&f->blk, old, uoff, size);
 	if (end > old)
 		f->size = end;
 	if (r < 0)
 		goto out;
+	hs_evict_touch(c, f, uoff / HS_BLOCK, (end + HS_BLOCK - 1) / HS_BLOCK, 0);
+	/* enough to send while it is written (write-behind, flusher.c) */
+	if (dirty_before < HS_WB_BYTES && f->blk.ndirty * HS_BLOCK >= HS_WB_BYTES)
+		hs_journal_wake_for(c, f->ino);
 	f->mtime = f->ctime = hs_wall_ns();
 	f->attr_dirty = 1;
 	f->last_write_ns = hs_now_ns();

@@ -59,6 +59,10 @@
 
 #define CHUNK (4U << 20)
 #define OPEN_FILE_MAX_WAIT_NS (30 * HS_NSEC_PER_SEC)
+/* A new file written behind while open (staged) is finished under its name
+ * at its close, or once it was not written for OPEN_FILE_MAX_WAIT_NS, or
+ * at the latest this long after its creation (the rows after it wait). */
+#define STAGED_MAX_NS (600 * HS_NSEC_PER_SEC)
 
 static hs_deadline_t call_dl(struct hs_cache *c)
 {
@@ -84,6 +88,7 @@ static void note_sent(struct hs_cache *c, uint64_t len, uint64_t *ret_bytes)
 	*ret_bytes += len;
 	atomic_fetch_add(&c->sent_bytes, len);
 	atomic_fetch_add(&c->inflight_sent, len);
+	hs_cache_progress(c); /* a writer waiting for room goes on waiting */
 }
 
 /* One piece of a file to send: at most CHUNK bytes of one run. */
@@ -272,17 +277,48 @@ struct snap {
 	int conflict_gone;      /* ... because the host copy was deleted */
 	int host_valid;         /* @host was read after a setattr of times */
 	struct hs_attr host;    /* what the host copy is now */
+	int staged;             /* create: the host holds what earlier staged
+				 * sends sent, under the temporary name */
+	int partial;            /* create: a staged send (the file is still
+				 * written): no rename, the row stays */
+	char *tmp;              /* a partial send's temporary name */
 };
+
+/* Write-behind: may @e's file (@f, f->lock held), still open for writing,
+ * be sent now?  Once it holds HS_WB_BYTES of unsent data, or any while a
+ * writer waits for room (evict.c). */
+static int wb_due(struct hs_cache *c, const struct hs_file *f)
+{
+	return f->writers > 0 && f->blk.ndirty > 0 &&
+	       (f->blk.ndirty * HS_BLOCK >= HS_WB_BYTES || hs_cache_pressed(c));
+}
+
+/* Is a send of create row @e a staged one (f->lock held): its file is
+ * still being written and either was staged before or is due for
+ * write-behind. */
+static int staged_send(struct hs_cache *c, const struct hs_file *f,
+		       const struct hs_jentry *e)
+{
+	int64_t now = hs_now_ns();
+
+	return e->op == HS_J_CREATE && f->writers > 0 &&
+	       ((e->flags & HS_JF_STAGED) || wb_due(c, f)) &&
+	       now - f->last_write_ns < OPEN_FILE_MAX_WAIT_NS &&
+	       (!e->created_ns || now - e->created_ns < STAGED_MAX_NS);
+}
 
 /* DIRTY -> WRITING for every dirty block (hs_blocks_snapshot()); reads
  * what the send needs.  The send reads s->f->blk.writing without the lock:
  * only the end of the snapshot changes it. */
-static int take_snapshot(struct hs_cache *c, uint64_t ino, struct snap *s)
+static int take_snapshot(struct hs_cache *c, const struct hs_jentry *e,
+			 struct snap *s)
 {
+	uint64_t ino = e->ino;
 	struct hs_inode x;
 	int r;
 
 	memset(s, 0, sizeof(*s));
+	s->staged = e->op == HS_J_CREATE && (e->flags & HS_JF_STAGED);
 	s->f = hs_file_get(c, ino);
 	if (!s->f)
 		return -ENOMEM;
@@ -291,6 +327,8 @@ static int take_snapshot(struct hs_cache *c, uint64_t ino, struct snap *s)
 	if (r == 0)
 		r = hs_file_open_fd(c, s->f);
 	if (r == 0) {
+		s->partial = staged_send(c, s->f, e); /* (before the snapshot
+						       * empties the dirty set) */
 		s->size = s->f->size;
 		s->trunc = hs_blocks_snapshot(&s->f->blk, s->size);
 		s->snapped = 1;
@@ -333,7 +371,8 @@ static void end_snapshot(struct hs_cache *c, struct snap *s, int ok)
 	hs_file_put(c, f);
 	free(s->hpath);
 	free(s->conflict_copy);
-	s->conflict_copy = NULL;
+	free(s->tmp);
+	s->conflict_copy = s->tmp = NULL;
 	s->f = NULL;
 }
 
@@ -362,9 +401,22 @@ static int send_owner(struct hs_cache *c, struct hs_transport *t,
 	return r;
 }
 
+static int set_size(struct hs_cache *c, struct hs_transport *t,
+		    const char *path, uint64_t size)
+{
+	struct hs_attr a = { 0 };
+
+	a.valid = HS_ATTR_SIZE;
+	a.size = size;
+	return hs_tr_setattr(t, path, &a, call_dl(c));
+}
+
 /* Uploads the blocks @runs of the snapshot's file to a temporary name
  * beside @path, sets size, mode, times and owner, and renames it over
- * @path: the host never holds a partly written file under @path. */
+ * @path: the host never holds a partly written file under @path.  A
+ * staged send (s->partial) stops after the blocks; once staged, the
+ * temporary file holds blocks the cache may have evicted, so it is
+ * written into, cut to the guest's truncate first, and never removed. */
 static int upload_file(struct hs_cache *c, struct hs_transport *t,
 		       const char *path, struct snap *s,
 		       const struct hs_bitmap *runs, uint64_t *bytes)
@@ -377,9 +429,14 @@ static int upload_file(struct hs_cache *c, struct hs_transport *t,
 	tmp = hs_journal_temp_name(c, path, s->seq);
 	if (!tmp)
 		return -ENOMEM;
+	if (s->staged && s->trunc >= 0) {
+		r = set_size(c, t, tmp, (uint64_t)s->trunc);
+		if (r < 0)
+			goto out;
+	}
 	/* not O_EXCL: what a cut attempt of this row left is overwritten */
-	r = hs_tr_fopen(t, tmp, O_WRONLY | O_CREAT | O_TRUNC, 0600, &rf,
-			call_dl(c));
+	r = hs_tr_fopen(t, tmp, O_WRONLY | O_CREAT | (s->staged ? 0 : O_TRUNC),
+			0600, &rf, call_dl(c));
 	if (r < 0)
 		goto out;
 	r = send_blocks(c, t, rf, tmp, s->f->fd, runs, s->size, bytes);
@@ -390,10 +447,14 @@ static int upload_file(struct hs_cache *c, struct hs_transport *t,
 	r = hs_tr_fclose(t, rf, call_dl(c));
 	if (r < 0)
 		goto out_unlink;
+	if (s->partial) {
+		s->tmp = tmp;
+		return 0;
+	}
 	a.valid = HS_ATTR_MODE | HS_ATTR_ATIME | HS_ATTR_MTIME;
 	/* the size only if the file ends in blocks never written (a hole):
 	 * otherwise the writes made it, and the host saves a truncate */
-	if (s->size && !hs_bitmap_test(runs, (s->size - 1) / HS_BLOCK))
+	if (s->staged || (s->size && !hs_bitmap_test(runs, (s->size - 1) / HS_BLOCK)))
 		a.valid |= HS_ATTR_SIZE;
 	a.size = s->size;
 	a.mode = s->mode & 07777;
@@ -409,7 +470,7 @@ static int upload_file(struct hs_cache *c, struct hs_transport *t,
 	if (r == 0)
 		goto out;
 out_unlink:
-	if (!t->broken)
+	if (!t->broken && !s->staged)
 		hs_tr_unlink(t, tmp, call_dl(c));
 out:
 	free(tmp);
@@ -480,9 +541,18 @@ static int send_create(struct hs_cache *c, struct hs_transport *t,
 {
 	int r;
 
+	if (s->nlink == 0 && s->staged && !s->partial) {
+		/* written behind, then deleted: only its temporary file goes
+		 * (its cached data went at its last close) */
+		char *tmp = hs_journal_temp_name(c, e->path, s->seq);
+
+		r = tmp ? hs_tr_unlink(t, tmp, call_dl(c)) : -ENOMEM;
+		free(tmp);
+		return r == -ENOENT ? 0 : r;
+	}
 	if (s->nlink == 0)
 		return 0;
-	if (t->ops->put_file && s->size <= PUT_MAX) {
+	if (t->ops->put_file && s->size <= PUT_MAX && !s->staged && !s->partial) {
 		r = put_whole(c, t, e->path, s, bytes);
 		if (r != -ENOTSUP && r != -EFBIG)
 			return r;
@@ -613,16 +683,6 @@ static int mark_sending(struct hs_cache *c, const struct hs_jentry *e,
 		hs_meta_rollback(c);
 	pthread_mutex_unlock(&c->db_lock);
 	return r;
-}
-
-static int set_size(struct hs_cache *c, struct hs_transport *t,
-		    const char *path, uint64_t size)
-{
-	struct hs_attr a = { 0 };
-
-	a.valid = HS_ATTR_SIZE;
-	a.size = size;
-	return hs_tr_setattr(t, path, &a, call_dl(c));
 }
 
 static int send_data(struct hs_cache *c, struct hs_transport *t,
@@ -932,7 +992,15 @@ static int record(struct hs_cache *c, const struct hs_jentry *e,
 		r = hs_meta_set_hpath(c, e->ino, e->path);
 		break;
 	case HS_J_CREATE:
-		r = hs_meta_set_hpath(c, e->ino, e->path);
+		if (s->partial) {
+			/* on the host under its temporary name for now: fetches
+			 * of what the cache evicts read it from there */
+			r = hs_meta_set_hpath(c, e->ino, s->tmp);
+			if (r == 0)
+				r = set_version(c, e->ino, s->size, 0);
+			break;
+		}
+		r = hs_meta_set_hpath(c, e->ino, s->nlink ? e->path : NULL);
 		__attribute__((fallthrough));
 	case HS_J_DATA:
 		if (r == 0 && s->f && !s->conflict)
@@ -973,8 +1041,10 @@ static int record(struct hs_cache *c, const struct hs_jentry *e,
 #define QUIET_NS (200 * HS_NSEC_PER_MSEC)
 #define BURST_FACTOR 10
 
-/* When @e may be sent, monotonic ns (0: now). */
-static int64_t ready_at(struct hs_cache *c, const struct hs_jentry *e)
+/* When @e may be sent, monotonic ns (0: now); *@hold (may be NULL): not
+ * even a forced flush sends it before then (a staged file still being
+ * written, with nothing new to send). */
+static int64_t ready_at(struct hs_cache *c, const struct hs_jentry *e, int *hold)
 {
 	int64_t delay = (int64_t)c->cfg.writeback_delay_ms * HS_NSEC_PER_MSEC;
 	int64_t at = e->created_ns ? e->created_ns + delay : 0;
@@ -982,6 +1052,8 @@ static int64_t ready_at(struct hs_cache *c, const struct hs_jentry *e)
 	struct hs_file *f;
 	unsigned b;
 
+	if (hold)
+		*hold = 0;
 	if (quiet > 0 && e->created_ns)
 		at = HS_MAX(at, HS_MIN(atomic_load(&c->last_change_ns) + quiet,
 				       e->created_ns + BURST_FACTOR * delay));
@@ -996,10 +1068,20 @@ static int64_t ready_at(struct hs_cache *c, const struct hs_jentry *e)
 		pthread_mutex_lock(&f->lock);
 		if (f->last_write_ns)
 			at = HS_MAX(at, f->last_write_ns + delay);
-		if (f->writers > 0 && e->created_ns &&
-		    hs_now_ns() - e->created_ns < OPEN_FILE_MAX_WAIT_NS)
+		if (wb_due(c, f)) {
+			at = 0; /* write-behind: while it is written */
+		} else if (f->writers > 0 && (e->flags & HS_JF_STAGED) &&
+			   staged_send(c, f, e)) {
+			/* finished at its close (which wakes us) */
+			at = HS_MIN(f->last_write_ns + OPEN_FILE_MAX_WAIT_NS,
+				    e->created_ns + STAGED_MAX_NS);
+			if (hold)
+				*hold = 1;
+		} else if (f->writers > 0 && e->created_ns &&
+			   hs_now_ns() - e->created_ns < OPEN_FILE_MAX_WAIT_NS) {
 			at = HS_MAX(at, HS_MIN(e->created_ns + OPEN_FILE_MAX_WAIT_NS,
 					       hs_now_ns() + HS_NSEC_PER_SEC));
+		}
 		pthread_mutex_unlock(&f->lock);
 	}
 	pthread_mutex_unlock(&c->files_lock);
@@ -1162,7 +1244,7 @@ static void send_row(struct flush_job *j)
 
 	set_current(c, e->path);
 	if (e->op == HS_J_CREATE || e->op == HS_J_DATA) {
-		r = take_snapshot(c, e->ino, s);
+		r = take_snapshot(c, e, s);
 		s->seq = e->seq;
 		s->rename_flags = resend_flag(e);
 		if (r == 0 && s->hpath && !e->path)
@@ -1225,7 +1307,8 @@ static void record_job(struct flush_job *j)
 		if (rr == 0 && s->kept_host)
 			rr = relist_parent(c, e->path);
 		if (rr == 0)
-			rr = hs_journal_done(c, e);
+			rr = s->partial ? hs_journal_staged(c, e->seq) :
+					  hs_journal_done(c, e);
 		if (rr == 0)
 			rr = hs_meta_commit_deferred(c);
 		if (rr < 0) {
@@ -1367,7 +1450,7 @@ static int joins(const struct flush_job *jobs, int n, const struct hs_jentry *e,
 {
 	int k;
 
-	if (!e->path || e->state != HS_JS_PENDING)
+	if (!e->path || e->state != HS_JS_PENDING || (e->flags & HS_JF_STAGED))
 		return 0;
 	if (jobs[0].e.op == HS_J_SETATTR ? e->op != HS_J_SETATTR :
 	    e->op != HS_J_CREATE && e->op != HS_J_MKDIR)
@@ -1389,8 +1472,10 @@ static int joins(const struct flush_job *jobs, int n, const struct hs_jentry *e,
 /* Whether a batch may start with @e. */
 static int starts_batch(const struct hs_jentry *e)
 {
-	return e->path && (e->op == HS_J_CREATE || e->op == HS_J_MKDIR ||
-			   e->op == HS_J_SETATTR);
+	/* a staged file's rest goes into its temporary file, on its own */
+	return e->path && !(e->flags & HS_JF_STAGED) &&
+	       (e->op == HS_J_CREATE || e->op == HS_J_MKDIR ||
+		e->op == HS_J_SETATTR);
 }
 
 /* Extends @jobs[0] with the rows right after it that may join it (see
@@ -1417,8 +1502,8 @@ static int gather(struct hs_cache *c, struct flush_job *jobs, int force,
 		pthread_mutex_unlock(&c->db_lock);
 		if (r < 0)
 			break;
-		if (!joins(jobs, n, &e, seq) ||
-		    (!force && ready_at(c, &e) > hs_now_ns()) ||
+		if (!joins(jobs, n, &e, seq) || hs_file_writing(c, e.ino) ||
+		    (!force && ready_at(c, &e, NULL) > hs_now_ns()) ||
 		    hs_link_get(c->link, pipe ? HS_SLOT_FLUSH :
 				HS_SLOT_FLUSH + n % conns,
 				0, HS_DEADLINE_NEVER, &jobs[n].t) < 0) {
@@ -1457,7 +1542,7 @@ static int seq_op(struct flush_job *j, struct hs_tr_op *o, char **buf)
 		o->mode = e->attr.mode & 07777;
 		return 1;
 	}
-	r = take_snapshot(c, e->ino, s);
+	r = take_snapshot(c, e, s);
 	s->seq = e->seq;
 	if (r < 0) {
 		j->r = r;
@@ -1649,7 +1734,7 @@ static void *flusher_thread(void *arg)
 	while (!stopping(c)) {
 		struct flush_job jobs[HS_FLUSH_BATCH_MAX];
 		int64_t at;
-		int r, force, n, k, par = 1, link_failed = 0;
+		int r, force, n, k, par = 1, link_failed = 0, hold;
 
 		memset(jobs, 0, sizeof(jobs));
 		for (k = 0; k < HS_FLUSH_BATCH_MAX; k++) {
@@ -1666,8 +1751,8 @@ static void *flusher_thread(void *arg)
 		pthread_mutex_lock(&c->flush_lock);
 		force = c->force;
 		pthread_mutex_unlock(&c->flush_lock);
-		at = ready_at(c, &jobs[0].e);
-		if (!force && at > hs_now_ns()) {
+		at = ready_at(c, &jobs[0].e, &hold);
+		if ((!force || hold) && at > hs_now_ns()) {
 			/* newer rows are due later still: only this file's
 			 * close or new rows of it wake us before @at */
 			pthread_mutex_lock(&c->flush_lock);
@@ -1686,7 +1771,9 @@ static void *flusher_thread(void *arg)
 			wait_until(c, hs_now_ns() + HS_NSEC_PER_SEC);
 			continue;
 		}
-		n = starts_batch(&jobs[0].e) ? gather(c, jobs, force, &par) : 1;
+		/* a file still open for writing goes on its own (write-behind) */
+		n = starts_batch(&jobs[0].e) && !hs_file_writing(c, jobs[0].e.ino) ?
+			    gather(c, jobs, force, &par) : 1;
 		run_batch(c, jobs, n, par);
 
 		pthread_mutex_lock(&c->flush_lock);
@@ -1695,7 +1782,7 @@ static void *flusher_thread(void *arg)
 			if (jobs[k].skipped) {
 				/* nothing sent */
 			} else if (jobs[k].r == 0) {
-				c->flushed_ops++;
+				c->flushed_ops += !jobs[k].s.partial;
 				c->flushed_bytes += jobs[k].bytes;
 			} else if (jobs[k].link_failed) {
 				link_failed = 1;

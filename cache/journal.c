@@ -199,6 +199,14 @@ int hs_journal_has_pending_create(struct hs_cache *c, uint64_t ino)
 	return hs_meta_exists(c, sql, (int64_t)ino);
 }
 
+int hs_journal_has_staged(struct hs_cache *c, uint64_t ino)
+{
+	static const char sql[] = "SELECT 1 FROM journal WHERE ino=?"
+				  " AND op=" HS_SQL(HS_J_CREATE)
+				  " AND (flags & " HS_SQL(HS_JF_STAGED) ") LIMIT 1";
+	return hs_meta_exists(c, sql, (int64_t)ino);
+}
+
 /* True if @ino has a row that blocks coalescing: one being sent, one the
  * host refused, or a hard link made from it. */
 static int has_blocker(struct hs_cache *c, uint64_t ino)
@@ -434,6 +442,19 @@ int hs_journal_done(struct hs_cache *c, const struct hs_jentry *e)
 		r = add_local(c, e->ino, -1);
 	hs_jgen_bump(c, e->ino);
 	return r;
+}
+
+int hs_journal_staged(struct hs_cache *c, int64_t seq)
+{
+	static const char sql[] = "UPDATE journal SET state=" HS_SQL(HS_JS_PENDING) ","
+				  " flags=flags | " HS_SQL(HS_JF_STAGED) " WHERE seq=?";
+	sqlite3_stmt *st = hs_meta_prepare(c, sql);
+
+	if (!st)
+		return -EIO;
+	sqlite3_bind_int64(st, 1, seq);
+	hs_jgen_bump_all(c);
+	return hs_meta_step(c, st);
 }
 
 int hs_journal_counts(struct hs_cache *c, uint64_t *ret_pending,

@@ -13,7 +13,8 @@
  * for it (f->fetched).  Readers move its goal (f->st_until) ahead of where
  * they read; once it reached the goal and no reader moved it for IDLE_MS,
  * or at the end of the file, on an error, when the host copy changed, or
- * when the cache closes, it closes the handle, gives the connection back
+ * when the cache closes, or when the cache has no room left for what it
+ * reads (hs_cache_room(): all it holds is the guest's changes), it closes the handle, gives the connection back
  * and ends.  Readers whose blocks a failed stream did not bring fetch them
  * themselves (hs_file_fetch), which reports the error or waits for a
  * reconnect as any cold read does; a stream never waits for one.
@@ -130,7 +131,9 @@ static void *stream_main(void *arg)
 			e = HS_MIN(b + CHUNK_BLOCKS, nb);
 		f->st_next = b; /* in flight: readers of [b, e) wait for it */
 		pthread_mutex_unlock(&f->lock);
+		/* room first (evict.c); none: the readers read through */
 		r = stopping(c) ? -ECANCELED :
+		    hs_cache_room(c, f->ino, (e - b) * HS_BLOCK) < 0 ? -ENOSPC :
 		    read_range(c, t, rf, buf, (size_t)((e - b) * HS_BLOCK),
 			       b * HS_BLOCK);
 		pthread_mutex_lock(&f->lock);

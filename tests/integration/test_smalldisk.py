@@ -141,9 +141,6 @@ def test_mount_on_full_cache_disk(hostshare_only, mount_factory, small_fs, timin
     os.unlink(filler)
 
 
-@pytest.mark.xfail(strict=True, reason="clean blocks are evicted as whole "
-                   "files, not by the block while a file is read (issue: the "
-                   "guest's disk is finite, item 2)")
 @pytest.mark.timeout(300)
 def test_cold_read_larger_than_cache(hostshare_only, mount_factory, small_fs, timing):
     """A host file 4x the cache's disk reads cold, byte-identical, and the
