@@ -218,6 +218,19 @@ void *hs_bitmap_save(const struct hs_bitmap *b, size_t *ret_len)
 	return out;
 }
 
+uint64_t hs_bitmap_count_saved(const void *buf, size_t len)
+{
+	const unsigned char *p = buf;
+	uint64_t n = 0, w;
+	size_t i;
+
+	for (i = 0; i + 8 <= len; i += 8) {
+		memcpy(&w, p + i, 8);
+		n += (uint64_t)__builtin_popcountll(w); /* (any byte order) */
+	}
+	return n;
+}
+
 int hs_bitmap_load(struct hs_bitmap *b, const void *buf, size_t len)
 {
 	const unsigned char *p = buf;

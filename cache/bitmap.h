@@ -43,5 +43,7 @@ void hs_bitmap_move(struct hs_bitmap *dst, struct hs_bitmap *src);
 void *hs_bitmap_save(const struct hs_bitmap *b, size_t *ret_len);
 /* Replaces @b's contents by a saved form; -ENOMEM, -EINVAL. */
 int hs_bitmap_load(struct hs_bitmap *b, const void *buf, size_t len);
+/* Set bits in a saved form (no copy made). */
+uint64_t hs_bitmap_count_saved(const void *buf, size_t len);
 
 #endif

@@ -317,6 +317,8 @@ struct hs_cache {
 	atomic_uint_fast64_t use_clock; /* evict.c: the extents' use clock */
 	atomic_int_fast64_t pressed_at; /* a writer waited for room (mono ns) */
 	atomic_int_fast64_t progress_at; /* the host last took data (mono ns) */
+	atomic_uint_fast64_t unacked; /* evict.c: hs_file_unacked() when */
+	atomic_int_fast64_t unacked_at; /* last counted (mono ns) */
 	int punch_warned;           /* a hole could not be punched: said once */
 	uint64_t cache_bytes;       /* last walk of the data folder, and */
 	int64_t cache_bytes_at;     /* when (monotonic ns); see cache_bytes() */
@@ -385,6 +387,12 @@ int hs_meta_load_maps(struct hs_cache *c, uint64_t ino, struct hs_bitmap *presen
 int hs_meta_save_maps(struct hs_cache *c, uint64_t ino,
 		      const struct hs_bitmap *present, const struct hs_bitmap *dirty,
 		      int64_t trunc_min);
+/* Calls @fn for each file with a pending create or data row whose stored
+ * dirty map is not empty, with the number of blocks it marks; 0 or -errno.
+ * Caller holds db_lock (and so must not take file locks in @fn). */
+int hs_meta_each_dirty(struct hs_cache *c,
+		       void (*fn)(void *arg, uint64_t ino, uint64_t blocks),
+		       void *arg);
 sqlite3_stmt *hs_meta_prepare(struct hs_cache *c, const char *sql);
 /* Steps a bound statement that returns nothing (or one row to ignore)
  * and resets it: 0 or -errno. */
@@ -490,6 +498,10 @@ void hs_file_remove_data(struct hs_cache *c, uint64_t ino);
 /* Drops the clean cached data of @ino (it is read from the host again when
  * needed); -EBUSY while it holds changes not on the host yet. */
 int hs_file_evict(struct hs_cache *c, uint64_t ino, uint64_t *ret_bytes);
+/* Bytes of the guest's changes not acknowledged by the host yet: the
+ * DIRTY and WRITING blocks of loaded files and the stored dirty maps of
+ * the others (evict.c asks under pressure).  Caller holds nothing. */
+uint64_t hs_file_unacked(struct hs_cache *c);
 /* True while @ino is open for writing; caller holds nothing. */
 int hs_file_writing(struct hs_cache *c, uint64_t ino);
 /* True if @ino is loaded (open, or being read or sent). */
@@ -568,8 +580,9 @@ void hs_evict_touch(struct hs_cache *c, struct hs_file *f, uint64_t first,
 		    uint64_t last, int unread);
 /* Makes room for @bytes more cached data within cache_size and the disk's
  * floor, evicting clean data (never @ino's whole file; its clean blocks
- * may go); -ENOSPC when what is left is the guest's changes.  No locks. */
-int hs_cache_room(struct hs_cache *c, uint64_t ino, uint64_t bytes);
+ * may go); -ENOSPC when what is left is the guest's changes, or for a
+ * @write, when they fill half the room.  No locks. */
+int hs_cache_room(struct hs_cache *c, uint64_t ino, uint64_t bytes, int write);
 /* A writer that found no room waits a moment for the flusher (and marks
  * the cache pressed); -ENOSPC once the host took nothing for op_timeout
  * since @since (monotonic ns the writer began waiting).  No locks. */

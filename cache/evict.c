@@ -22,8 +22,9 @@
  * over a hole.  Each pass frees a little more than asked (SLACK), so not
  * every request has to.
  *
- * Writers: when nothing clean is left, a write that needs new blocks
- * waits (hs_cache_wait_room()) while the host keeps taking data: it marks
+ * Writers: when nothing clean is left, or the guest's changes not on the
+ * host yet fill half the room (write_may_evict()), a write that needs new
+ * blocks waits (hs_cache_wait_room()) while the host keeps taking data: it marks
  * the cache pressed, which makes the flusher send at once what it would
  * otherwise hold back (delays, files still open for writing: write-behind,
  * flusher.c), and whatever the host acknowledged becomes clean and can be
@@ -47,6 +48,8 @@
 #define UNREAD (1ULL << 62)
 /* How long a writer's wait keeps the cache pressed. */
 #define PRESSED_NS HS_NSEC_PER_SEC
+/* How long a count of the unacknowledged changes serves. */
+#define UNACKED_NS (50 * HS_NSEC_PER_MSEC)
 /* How often a waiting writer looks again. */
 #define WAIT_STEP_NS (50 * HS_NSEC_PER_MSEC)
 
@@ -292,7 +295,8 @@ static uint64_t evict_open(struct hs_cache *c, uint64_t want)
 	size_t n = collect(c, &v), i, j, k;
 	uint64_t freed = 0, ext[32];
 
-	qsort(v, n, sizeof(*v), by_use);
+	if (n > 1)
+		qsort(v, n, sizeof(*v), by_use);
 	for (i = 0; i < n; i = j) {
 		/* a run of the same file's extents, at most 32 MiB worth */
 		for (j = i, k = 0; j < n && v[j].f == v[i].f && k < HS_ARRAY_SIZE(ext) &&
@@ -310,12 +314,34 @@ static uint64_t evict_open(struct hs_cache *c, uint64_t want)
 
 /* ---- the entry points ---- */
 
-int hs_cache_room(struct hs_cache *c, uint64_t ino, uint64_t bytes)
+/* May a write evict clean data to make room?  Not while the guest's
+ * changes the host has not taken fill half of it (the kernel's dirty
+ * ratio): the writer waits for the flusher instead.  When the link stalls
+ * under a copy, the copy stops there, and what was cached for reading
+ * stays readable.  Counted at most every UNACKED_NS. */
+static int write_may_evict(struct hs_cache *c, uint64_t room)
+{
+	int64_t now = hs_now_ns(), at = atomic_load(&c->unacked_at);
+	uint64_t u;
+
+	if (now - at < UNACKED_NS) {
+		u = atomic_load(&c->unacked);
+	} else {
+		u = hs_file_unacked(c);
+		atomic_store(&c->unacked, u);
+		atomic_store(&c->unacked_at, now);
+	}
+	return u < room / 2;
+}
+
+int hs_cache_room(struct hs_cache *c, uint64_t ino, uint64_t bytes, int write)
 {
 	uint64_t room, want = deficit(c, bytes, &room), freed;
 
 	if (!want)
 		return 0;
+	if (write && !write_may_evict(c, room))
+		return -ENOSPC;
 	/* a little more, so that not every request has to */
 	want += HS_MAX(HS_MIN(room / 16, (uint64_t)16 << 20), (uint64_t)1 << 20);
 	freed = evict_closed(c, want, ino);

@@ -423,6 +423,66 @@ static struct hs_file *loaded_file(struct hs_cache *c, uint64_t ino)
 	return NULL;
 }
 
+struct stored {
+	struct { uint64_t ino, blocks; } *v;
+	size_t n, cap;
+};
+
+static void add_stored(void *arg, uint64_t ino, uint64_t blocks)
+{
+	struct stored *s = arg;
+
+	if (s->n == s->cap) {
+		size_t cap = s->cap ? s->cap * 2 : 64;
+		void *nv = realloc(s->v, cap * sizeof(*s->v));
+
+		if (!nv)
+			return; /* counted short: a write may evict a little more */
+		s->v = nv;
+		s->cap = cap;
+	}
+	s->v[s->n].ino = ino;
+	s->v[s->n++].blocks = blocks;
+}
+
+uint64_t hs_file_unacked(struct hs_cache *c)
+{
+	struct stored s = { NULL, 0, 0 };
+	uint64_t blocks = 0;
+	struct hs_file *f;
+	size_t i;
+	unsigned b;
+
+	/* the database first (db_lock is taken inside file locks, never
+	 * around them), then the loaded files, whose blocks are newer */
+	pthread_mutex_lock(&c->db_lock);
+	hs_meta_each_dirty(c, add_stored, &s);
+	pthread_mutex_unlock(&c->db_lock);
+	pthread_mutex_lock(&c->files_lock);
+	for (i = 0; i < s.n; i++) {
+		f = loaded_file(c, s.v[i].ino);
+		if (!f) {
+			blocks += s.v[i].blocks;
+			continue;
+		}
+		pthread_mutex_lock(&f->lock);
+		if (!f->loaded)
+			blocks += s.v[i].blocks;
+		pthread_mutex_unlock(&f->lock);
+	}
+	for (b = 0; b < HS_ARRAY_SIZE(c->files); b++) {
+		for (f = c->files[b]; f; f = f->next) {
+			pthread_mutex_lock(&f->lock);
+			if (f->loaded)
+				blocks += f->blk.ndirty + f->blk.nwriting;
+			pthread_mutex_unlock(&f->lock);
+		}
+	}
+	pthread_mutex_unlock(&c->files_lock);
+	free(s.v);
+	return blocks * HS_BLOCK;
+}
+
 int hs_file_writing(struct hs_cache *c, uint64_t ino)
 {
 	struct hs_file *f;
@@ -598,7 +658,7 @@ int hs_file_fetch(struct hs_cache *c, struct hs_file *f, uint64_t first,
 	}
 	/* room for it first (evicting clean data); none: the reader gets
 	 * the bytes without caching them (read_through()) */
-	if (hs_cache_room(c, f->ino, len) < 0) {
+	if (hs_cache_room(c, f->ino, len, 0) < 0) {
 		free(buf);
 		hs_inode_release(&in);
 		return -ENOSPC;
@@ -956,7 +1016,7 @@ static int room_for_write(struct hs_cache *c, struct hs_file *f, uint64_t off,
 	int64_t since = 0;
 	int r = 0, have_sem = 0;
 
-	while (hs_cache_room(c, f->ino, len) < 0 && needs_blocks(c, f, off, len)) {
+	while (hs_cache_room(c, f->ino, len, 1) < 0 && needs_blocks(c, f, off, len)) {
 		if (!since) {
 			struct timespec ts = hs_deadline_ts(
 				hs_deadline_in_ms(c->cfg.op_timeout_ms));

@@ -1751,6 +1751,8 @@ static void *flusher_thread(void *arg)
 		pthread_mutex_lock(&c->flush_lock);
 		force = c->force;
 		pthread_mutex_unlock(&c->flush_lock);
+		/* a writer waiting for room: everything goes now (evict.c) */
+		force = force || hs_cache_pressed(c);
 		at = ready_at(c, &jobs[0].e, &hold);
 		if ((!force || hold) && at > hs_now_ns()) {
 			/* newer rows are due later still: only this file's

@@ -693,6 +693,30 @@ int hs_meta_load_maps(struct hs_cache *c, uint64_t ino, struct hs_bitmap *presen
 	return r;
 }
 
+int hs_meta_each_dirty(struct hs_cache *c,
+		       void (*fn)(void *arg, uint64_t ino, uint64_t blocks),
+		       void *arg)
+{
+	static const char sql[] =
+		"SELECT ino, dirty FROM inode WHERE ino IN (SELECT ino FROM journal"
+		" WHERE op IN (" HS_SQL(HS_J_CREATE) "," HS_SQL(HS_J_DATA) "))"
+		" AND length(dirty) > 0";
+	sqlite3_stmt *st = hs_meta_prepare(c, sql);
+	int rc;
+
+	if (!st)
+		return -EIO;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		uint64_t n = hs_bitmap_count_saved(sqlite3_column_blob(st, 1),
+						   (size_t)sqlite3_column_bytes(st, 1));
+
+		if (n)
+			fn(arg, (uint64_t)sqlite3_column_int64(st, 0), n);
+	}
+	sqlite3_reset(st);
+	return rc == SQLITE_DONE ? 0 : hs_meta_errno(c, rc);
+}
+
 int hs_meta_save_maps(struct hs_cache *c, uint64_t ino,
 		      const struct hs_bitmap *present, const struct hs_bitmap *dirty,
 		      int64_t trunc_min)

@@ -133,7 +133,7 @@ static void *stream_main(void *arg)
 		pthread_mutex_unlock(&f->lock);
 		/* room first (evict.c); none: the readers read through */
 		r = stopping(c) ? -ECANCELED :
-		    hs_cache_room(c, f->ino, (e - b) * HS_BLOCK) < 0 ? -ENOSPC :
+		    hs_cache_room(c, f->ino, (e - b) * HS_BLOCK, 0) < 0 ? -ENOSPC :
 		    read_range(c, t, rf, buf, (size_t)((e - b) * HS_BLOCK),
 			       b * HS_BLOCK);
 		pthread_mutex_lock(&f->lock);

@@ -7,12 +7,15 @@ how long it took and what reached the host."""
 
 import hashlib
 import os
+import random
 import subprocess
 import tempfile
+import threading
 import time
 
 import pytest
 
+from harness import Peak, fs_used, manifest_diff, patterned_file, tree_manifest
 from harness import sha256_file as sha_file
 
 MiB = 1 << 20
@@ -38,11 +41,6 @@ def small_fs(test_dir):
     yield make
     for d in made:
         subprocess.run(["umount", "-l", d], check=False)
-
-
-def fs_used(path):
-    sv = os.statvfs(path)
-    return (sv.f_blocks - sv.f_bfree) * sv.f_frsize
 
 
 def write_random(path, size, chunk=MiB):
@@ -166,3 +164,130 @@ def test_cold_read_larger_than_cache(hostshare_only, mount_factory, small_fs, ti
     assert h.hexdigest() == want
     sv = os.statvfs(fs)
     assert peak < sv.f_blocks * sv.f_frsize, "the cache filled its disk"
+
+
+def cp(src, dst, timing, what):
+    t0 = time.monotonic()
+    r = subprocess.run(["cp", "-r", src, dst], capture_output=True, text=True)
+    took = time.monotonic() - t0
+    timing(what, "%.2f s" % took)
+    return r, took
+
+
+@pytest.mark.timeout(900)
+def test_copy_larger_than_cache(hostshare_only, mount_factory, small_fs, test_dir,
+                                timing):
+    """Default options, the cache on a 256 MiB disk: cp of a 1 GiB file
+    returns, flush --wait succeeds, the host copy is byte-identical, the
+    disk never went below its floor; the file then reads back cold."""
+    fs = small_fs(256)
+    src = os.path.join(test_dir, "src.bin")
+    want = patterned_file(src, 1024 * MiB)
+    mnt = mount_factory(options=["cache_dir=" + fs])
+    st = mnt.status()
+    total = os.statvfs(fs).f_blocks * os.statvfs(fs).f_frsize
+    limit = total - st["disk_min_free"]
+    with Peak(lambda: fs_used(fs)) as p:
+        r, _ = cp(src, mnt.guest("big.bin"), timing, "cp 1 GiB into a 256 MiB cache disk")
+        assert r.returncode == 0, r.stderr
+        t0 = time.monotonic()
+        mnt.flush()
+        timing("... and on the host after", "%.2f s more" % (time.monotonic() - t0))
+    timing("cache disk peak during the copy", "%.0f MiB of a %.0f MiB limit" %
+           (p.peak / MiB, limit / MiB))
+    assert p.peak <= limit + 4 * MiB, "the cache went past its disk's floor"
+    assert sha_file(mnt.host("big.bin")) == want
+    assert mnt.ctl("evict", mnt.path).returncode == 0
+    drop_page_cache()
+    t0 = time.monotonic()
+    assert sha_file(mnt.guest("big.bin")) == want
+    timing("cold read of it back", "%.2f s" % (time.monotonic() - t0))
+    assert mnt.unmount() == 0
+
+
+def small_tree(root, files, seed=15):
+    """@files small files (0-16 KiB) in 50 folders below @root."""
+    rng = random.Random(seed)
+    for i in range(files):
+        d = os.path.join(root, "d%02d" % (i % 50))
+        os.makedirs(d, exist_ok=True)
+        with open(os.path.join(d, "f%05d" % i), "wb") as f:
+            f.write(rng.randbytes(rng.randrange(0, 16384)))
+
+
+@pytest.mark.timeout(900)
+def test_tree_and_big_file_with_cache_size(hostshare_only, mount_factory, test_dir,
+                                           timing):
+    """cache_size=128M: a 5,000-file tree and a 1 GiB file copied in; the
+    cache stays within its size and the host gets both, identical."""
+    src = os.path.join(test_dir, "src")
+    small_tree(os.path.join(src, "tree"), 5000)
+    want = patterned_file(os.path.join(src, "big.bin"), 1024 * MiB)
+    mnt = mount_factory(options=["cache_size=128M"])
+    with Peak(lambda: mnt.status()["cache_bytes"], every=0.25) as p:
+        r, _ = cp(os.path.join(src, "tree"), mnt.guest("tree"), timing,
+                  "cp -r of 5,000 files, cache_size=128M")
+        assert r.returncode == 0, r.stderr
+        r, _ = cp(os.path.join(src, "big.bin"), mnt.guest("big.bin"), timing,
+                  "cp of 1 GiB, cache_size=128M")
+        assert r.returncode == 0, r.stderr
+        t0 = time.monotonic()
+        mnt.flush(timeout=600)
+        timing("... both on the host after", "%.2f s more" % (time.monotonic() - t0))
+    timing("cache peak", "%.0f MiB (cache_size 128 MiB)" % (p.peak / MiB))
+    assert p.peak <= 128 * MiB + 16 * MiB, "the cache grew past cache_size"
+    diff = manifest_diff(tree_manifest(os.path.join(src, "tree"), mtimes=False),
+                         tree_manifest(mnt.host("tree"), mtimes=False))
+    assert not diff, diff
+    assert sha_file(mnt.host("big.bin")) == want
+
+
+@pytest.mark.timeout(600)
+def test_kill9_during_write_behind(hostshare_only, mount_factory, small_fs, timing):
+    """kill -9 while a big file is written behind (staged on the host under
+    its temporary name): after a remount every file closed before is on
+    the host intact, and no partial file ever appears under a final name."""
+    fs = small_fs(256)
+    mnt = mount_factory(options=["cache_dir=" + fs])
+    closed = {}
+    for name in ("a.bin", "b.bin"):
+        closed[name] = write_random(mnt.guest(name), 16 * MiB)
+    written = [0]
+    base = os.urandom(MiB)
+
+    def writer():
+        try:
+            with open(mnt.guest("big.bin"), "wb") as f:
+                while written[0] < 1024 * MiB:
+                    f.write(base)
+                    written[0] += MiB
+        except OSError:
+            pass                            # the daemon is gone
+    t = threading.Thread(target=writer, daemon=True)
+    t.start()
+    host = mnt.host()
+    t0 = time.monotonic()
+    staged = []
+    while not staged and time.monotonic() - t0 < 60:
+        staged = [n for n in os.listdir(host) if n.startswith(".hs-tmp.big.bin")]
+        time.sleep(0.02)
+    assert staged, "nothing written behind within 60 s"
+    time.sleep(0.3)                          # mid-send
+    mnt.kill9()
+    t.join(30)
+    timing("kill -9 during write-behind", "after %d MiB written, %.1f MiB staged" %
+           (written[0] // MiB, sum(os.path.getsize(os.path.join(host, n))
+                                   for n in staged) / MiB))
+    assert not os.path.exists(mnt.host("big.bin")), "a partial file under its final name"
+    t0 = time.monotonic()
+    mnt.mount()
+    mnt.flush(timeout=300)
+    timing("remount and flush after the kill", "%.2f s" % (time.monotonic() - t0))
+    for name, want in closed.items():
+        assert sha_file(mnt.host(name)) == want, name
+    left = sorted(os.listdir(host))
+    assert [n for n in left if n.startswith(".hs-tmp.")] == [], left
+    if os.path.exists(mnt.host("big.bin")):
+        # the file open at the kill: what the guest has now, all of it
+        assert sha_file(mnt.host("big.bin")) == sha_file(mnt.guest("big.bin"))
+    assert mnt.unmount() == 0

@@ -242,6 +242,56 @@ def sha256_file(path, bufsize=1 << 20):
             h.update(b)
 
 
+def fs_used(path):
+    """Bytes in use on the file system holding @path."""
+    sv = os.statvfs(path)
+    return (sv.f_blocks - sv.f_bfree) * sv.f_frsize
+
+
+def patterned_file(path, size, chunk=1 << 20):
+    """Writes @size bytes to @path (a multiple of 4 KiB), random but for
+    the first 8 bytes of each 4 KiB block, its number: a block that lands
+    in the wrong place shows.  Cheap for big files.  Returns the sha256."""
+    import hashlib
+    import struct
+    base = os.urandom(chunk)
+    h = hashlib.sha256()
+    with open(path, "wb") as f:
+        for off in range(0, size, chunk):
+            b = bytearray(base[:min(chunk, size - off)])
+            for k in range(0, len(b), 4096):
+                b[k:k + 8] = struct.pack("<Q", (off + k) // 4096)
+            f.write(b)
+            h.update(b)
+    return h.hexdigest()
+
+
+class Peak:
+    """with Peak(measure) as p: ... -- samples measure() every @every
+    seconds in a thread while the block runs; p.peak is the largest value
+    seen (sampled once more at the end)."""
+
+    def __init__(self, measure, every=0.05):
+        self.measure, self.every, self.peak = measure, every, 0
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while True:
+            self.peak = max(self.peak, self.measure())
+            if self._stop.wait(self.every):
+                return
+
+    def __enter__(self):
+        self._t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._t.join()
+        return False
+
+
 def tree_manifest(root, mtimes=True):
     """{relative path: description} of every entry below @root (root
     itself excluded): type, permission bits, and for files size, sha256 and
