@@ -151,6 +151,7 @@ struct doctor {
 };
 
 static int json_out;
+static const char *tool = "doctor"; /* whose messages: "doctor", "pending" */
 
 static void fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
@@ -158,7 +159,7 @@ static void fatal(const char *fmt, ...)
 {
 	va_list ap;
 
-	fputs("hostsharectl: doctor: ", stderr);
+	fprintf(stderr, "hostsharectl: %s: ", tool);
 	va_start(ap, fmt);
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);
@@ -173,7 +174,7 @@ static void usage_error(const char *fmt, ...)
 {
 	va_list ap;
 
-	fputs("hostsharectl: doctor: ", stderr);
+	fprintf(stderr, "hostsharectl: %s: ", tool);
 	va_start(ap, fmt);
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);
@@ -478,6 +479,12 @@ static void source_cache_dir(struct doctor *d)
 	const char *xdg;
 	size_t i, n;
 
+	if (!d->user[0]) {
+		struct passwd *pw = getpwuid(geteuid());
+
+		snprintf(d->user, sizeof(d->user), "%s",
+			 pw ? pw->pw_name : "root");
+	}
 	if (!d->cache_root[0]) {
 		if (geteuid() == 0)
 			snprintf(d->cache_root, sizeof(d->cache_root),
@@ -505,6 +512,24 @@ static void source_cache_dir(struct doctor *d)
 		 d->dir);
 	snprintf(d->cache_dir, sizeof(d->cache_dir), "%.3800s/%.100s-%016" PRIx64,
 		 d->cache_root, label, hs_fnv1a64(key));
+}
+
+int hs_doctor_cache_folder(const char *source, const char *opts, char *buf,
+			   size_t size)
+{
+	struct doctor *d = calloc(1, sizeof(*d));
+
+	if (!d)
+		return -ENOMEM;
+	tool = "pending";
+	d->port = 22;
+	if (opts)
+		parse_o(d, opts);
+	parse_source(d, source);
+	source_cache_dir(d); /* as hs_doctor_main() does */
+	snprintf(buf, size, "%s", d->cache_dir);
+	free(d);
+	return 0;
 }
 
 /* ---- link checks (own connection) ---- */
@@ -1539,12 +1564,6 @@ int hs_doctor_main(int argc, char **argv)
 		/* [user@]host:[dir], or an agent source (tcp://, unix:,
 		 * vsock://) */
 		parse_source(&d, target);
-		if (!d.user[0]) {
-			struct passwd *pw = getpwuid(geteuid());
-
-			snprintf(d.user, sizeof(d.user), "%s",
-				 pw ? pw->pw_name : "root");
-		}
 		source_cache_dir(&d);
 	} else {
 		fatal("'%s' does not exist", target);
