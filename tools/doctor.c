@@ -40,6 +40,8 @@
  *   host_space
  *             free space on the host's filesystem (statvfs@openssh.com)
  * and local checks: cache_space (the guest disk holding the cache),
+ * cache_limit (a mount: pending data against the room the cache may use,
+ * cache_size= or its disk less min_free=; a warning past half of it),
  * memory, swap, shared_folders (a hypervisor shared folder — vmhgfs-fuse,
  * vboxsf, 9p, virtiofs — mounted on, over or under the same path, from
  * /proc/self/mountinfo), journal (pending work and the age of its oldest
@@ -141,6 +143,9 @@ struct doctor {
 	/* status of the mount (MOUNTPOINT only) */
 	char st_link[32], st_since[64], st_last_error[512];
 	uint64_t pending_ops, pending_bytes, failed_ops;
+	uint64_t cache_limit;       /* cache_size=, 0 none */
+	uint64_t disk_min_free;     /* the floor the cache keeps on its disk */
+	int have_limits;            /* the status gave both */
 	int have_status;
 	int64_t oldest_age_ms;      /* -1: nothing pending (or unknown) */
 	uint64_t earlier_mount_ops;
@@ -313,6 +318,10 @@ static void from_mount(struct doctor *d)
 	d->pending_ops = jget_u64(line, "pending_ops");
 	d->pending_bytes = jget_u64(line, "pending_bytes");
 	d->failed_ops = jget_u64(line, "failed_ops");
+	d->cache_limit = jget_u64(line, "cache_limit");
+	d->disk_min_free = jget_u64(line, "disk_min_free");
+	d->have_limits = jget(line, "cache_limit", NULL, 0) &&
+			 jget(line, "disk_min_free", NULL, 0);
 
 	if (ask_daemon(d->target, "doctor\n", line, sizeof(line), err,
 		       sizeof(err)) < 0)
@@ -1144,6 +1153,45 @@ static void cache_space(struct doctor *d)
 		    "free space on the guest disk holding the cache (or move it with -o cache_dir=)");
 }
 
+/* A mount only: what is pending against the room the cache may use
+ * (cache_size= when set, and never more than the cache disk's size less
+ * the floor it keeps free, min_free=).  Pending data stays in the cache
+ * until the host has it, so once it fills that room writers are held
+ * back: more than half of it pending is a warning. */
+static void cache_limit(struct doctor *d)
+{
+	char b1[32], b2[32], b3[32], b4[32], why[160];
+	uint64_t total, room;
+	struct statvfs sv;
+
+	if (!d->is_mount)
+		return;
+	if (!d->have_limits || !d->cache_dir[0] || statvfs(d->cache_dir, &sv) < 0) {
+		add(d, "cache_limit", V_SKIP, NULL,
+		    "the mount does not say its cache limits");
+		return;
+	}
+	total = (uint64_t)sv.f_blocks * sv.f_frsize;
+	room = total > d->disk_min_free ? total - d->disk_min_free : 0;
+	if (d->cache_limit && d->cache_limit < room) {
+		room = d->cache_limit;
+		snprintf(why, sizeof(why), "cache_size=%s",
+			 human_bytes(d->cache_limit, b3, sizeof(b3)));
+	} else {
+		snprintf(why, sizeof(why), "the cache disk's %s less the %s it keeps free",
+			 human_bytes(total, b3, sizeof(b3)),
+			 human_bytes(d->disk_min_free, b4, sizeof(b4)));
+	}
+	set_value(add(d, "cache_limit",
+		      d->pending_bytes > room / 2 ? V_WARN : V_OK,
+		      "changes not on the host stay in the cache, and writers wait once they fill it: raise -o cache_size= or lower -o min_free=, or put cache_dir= on a bigger disk",
+		      "%s pending of the %s the cache may use (%s)%s",
+		      human_bytes(d->pending_bytes, b1, sizeof(b1)),
+		      human_bytes(room, b2, sizeof(b2)), why,
+		      d->pending_bytes > room / 2 ? ": more than half of it" : ""),
+		  room ? 100.0 * (double)d->pending_bytes / (double)room : 100.0);
+}
+
 static void memory(struct doctor *d)
 {
 	FILE *f = fopen("/proc/meminfo", "re");
@@ -1596,6 +1644,7 @@ int hs_doctor_main(int argc, char **argv)
 	}
 	link_checks(&d);
 	cache_space(&d);
+	cache_limit(&d);
 	memory(&d);
 	shared_folders(&d);
 	journal(&d);
