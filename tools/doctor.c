@@ -527,6 +527,7 @@ int hs_doctor_cache_folder(const char *source, const char *opts, char *buf,
 			   size_t size)
 {
 	struct doctor *d = calloc(1, sizeof(*d));
+	size_t k;
 
 	if (!d)
 		return -ENOMEM;
@@ -537,6 +538,8 @@ int hs_doctor_cache_folder(const char *source, const char *opts, char *buf,
 	parse_source(d, source);
 	source_cache_dir(d); /* as hs_doctor_main() does */
 	snprintf(buf, size, "%s", d->cache_dir);
+	for (k = 0; k < d->n_identity; k++)
+		free(d->identity[k]);
 	free(d);
 	return 0;
 }
