@@ -63,6 +63,7 @@
  * uses the mount's ConnectTimeout).  Single-threaded.
  */
 #include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -523,6 +524,65 @@ static void source_cache_dir(struct doctor *d)
 		 d->cache_root, label, hs_fnv1a64(key));
 }
 
+/* 1 if @dir holds a cache database. */
+static int has_db(const char *dir)
+{
+	char path[PATH_MAX + 16];
+
+	snprintf(path, sizeof(path), "%s/meta.db", dir);
+	return access(path, F_OK) == 0;
+}
+
+/* The port was not given (a mount made with -p whose daemon died leaves
+ * only its source in the mount table): of the folders in the cache root
+ * whose name is this source's for the port the name carries, the one
+ * with the newest database (the latest mount).  1 found (d->cache_dir
+ * set), 0 not. */
+static int folder_of_any_port(struct doctor *d)
+{
+	char want[PATH_MAX * 2 + 8], name[PATH_MAX + 8], db[PATH_MAX + 16];
+	DIR *dir = opendir(d->cache_root);
+	struct dirent *de;
+	struct stat st;
+	const char *dash;
+	char *end;
+	long port, best = 0;
+	int64_t newest = -1;
+
+	if (!dir)
+		return 0;
+	while ((de = readdir(dir))) {
+		/* LABEL-HASH, LABEL = user@host-PORT, HASH 16 hex digits */
+		size_t n = strlen(de->d_name);
+
+		if (n < 19 || de->d_name[n - 17] != '-')
+			continue;
+		snprintf(name, sizeof(name), "%.*s", (int)(n - 17), de->d_name);
+		dash = strrchr(name, '-');
+		if (!dash)
+			continue;
+		errno = 0;
+		port = strtol(dash + 1, &end, 10);
+		if (errno || *end || port <= 0 || port > 65535)
+			continue;
+		d->port = (int)port;
+		source_cache_dir(d);
+		snprintf(want, sizeof(want), "%s/%s", d->cache_root, de->d_name);
+		snprintf(db, sizeof(db), "%s/meta.db", d->cache_dir);
+		if (strcmp(want, d->cache_dir) || stat(db, &st) < 0 ||
+		    (int64_t)st.st_mtime <= newest)
+			continue;
+		newest = (int64_t)st.st_mtime;
+		best = port;
+	}
+	closedir(dir);
+	if (!best)
+		return 0;
+	d->port = (int)best;
+	source_cache_dir(d);
+	return 1;
+}
+
 int hs_doctor_cache_folder(const char *source, const char *opts, char *buf,
 			   size_t size)
 {
@@ -532,11 +592,19 @@ int hs_doctor_cache_folder(const char *source, const char *opts, char *buf,
 	if (!d)
 		return -ENOMEM;
 	tool = "pending";
-	d->port = 22;
 	if (opts)
 		parse_o(d, opts);
 	parse_source(d, source);
-	source_cache_dir(d); /* as hs_doctor_main() does */
+	if (d->kind == HS_TR_SFTP && !d->port) {
+		d->port = 22;
+		source_cache_dir(d);
+		if (!has_db(d->cache_dir) && !folder_of_any_port(d)) {
+			d->port = 22;
+			source_cache_dir(d);
+		}
+	} else {
+		source_cache_dir(d); /* as hs_doctor_main() does */
+	}
 	snprintf(buf, size, "%s", d->cache_dir);
 	for (k = 0; k < d->n_identity; k++)
 		free(d->identity[k]);

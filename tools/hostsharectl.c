@@ -652,11 +652,19 @@ struct offline {
 	char err[512];
 };
 
+static void pending_header(void)
+{
+	printf("%-8s %-8s %9s %8s  %s\n", "OP", "STATE", "BYTES", "AGE",
+	       "PATH");
+}
+
 static int offline_row(void *arg, const struct hs_pending *p)
 {
 	struct offline *o = arg;
 	struct hs_json j;
 
+	if (!o->ls.json && !o->ls.n)
+		pending_header();
 	hs_pending_json(p, &j);
 	hs_json_end(&j);
 	j.s[j.n - 1] = '\0'; /* the line without its newline */
@@ -702,9 +710,6 @@ static int pending_offline(const char *target, const char *opts, int json)
 	} else {
 		die(1, "'%s' does not exist", target);
 	}
-	if (!json)
-		printf("%-8s %-8s %9s %8s  %s\n", "OP", "STATE", "BYTES", "AGE",
-		       "PATH");
 	r = hs_cache_folder_pending(dir, offline_row, &o, o.err, sizeof(o.err));
 	if (r == -ENOENT)
 		die(1, "no cache of '%s' on this guest (no meta.db in '%s')",
@@ -716,12 +721,16 @@ static int pending_offline(const char *target, const char *opts, int json)
 		die(1, "cannot read the cache database '%s/meta.db': %s%s", dir,
 		    o.err, o.ls.n ? " (the rows above were read before it)" : "");
 	}
+	if (!json && !o.ls.n)
+		pending_header();
 	list_end(&o.ls);
 	fflush(stdout);
 	if (o.ls.n)
 		fprintf(stderr, "hostsharectl: the mount is not running: read "
-			"from %s '%s'; its next mount sends these %" PRIu64
-			" changes to the host\n", what, dir, o.ls.n);
+			"from %s '%s'; its next mount sends %s %" PRIu64
+			" change%s to the host\n", what, dir,
+			o.ls.n == 1 ? "this" : "these", o.ls.n,
+			o.ls.n == 1 ? "" : "s");
 	else
 		fprintf(stderr, "hostsharectl: the mount is not running: read "
 			"from %s '%s'; it owes the host nothing\n", what, dir);
@@ -749,8 +758,7 @@ static int cmd_pending(const char *mp, const char *opts, int json)
 	if (!mount_running(mp))
 		return pending_offline(mp, opts, json);
 	if (!json)
-		printf("%-8s %-8s %9s %8s  %s\n", "OP", "STATE", "BYTES", "AGE",
-		       "PATH");
+		pending_header();
 	run_list(mp, "pending\n", json, pending_row);
 	return 0;
 }
