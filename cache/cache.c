@@ -222,7 +222,7 @@ static int ensure_root(struct hs_cache *c, int online, char *err, size_t errlen)
  * host is owed without a word: refused, as a corrupt one is. */
 static int check_db_present(struct hs_cache *c, char *err, size_t errlen)
 {
-	char path[4096 + 16];
+	char path[4096 + 16], note[4096 + 128];
 	struct dirent *de;
 	struct stat st;
 	unsigned i;
@@ -243,11 +243,11 @@ static int check_db_present(struct hs_cache *c, char *err, size_t errlen)
 	}
 	if (!data)
 		return 0;
+	hs_cache_owed_note(c->dir, note, sizeof(note));
 	snprintf(err, errlen, "cache database '%s/meta.db' is missing or empty "
-		 "but the folder holds cached files: what the host is still "
-		 "owed cannot be known; to start over with an empty cache, move "
-		 "the folder '%s' aside (its files stay in its data/)", c->dir,
-		 c->dir);
+		 "but the folder holds cached files; %s; to start over with an "
+		 "empty cache, move the folder '%s' aside (its files stay in its "
+		 "data/)", c->dir, note, c->dir);
 	return -EIO;
 }
 

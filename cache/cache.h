@@ -357,4 +357,23 @@ int hs_cache_journal_info(struct hs_cache *c, const char *dir,
 			  struct hs_cache_journal_info *ret, char *err,
 			  size_t errlen);
 
+/* The journal of the cache folder @dir, whose mount is not running, as
+ * hs_cache_pending() lists it (oldest first), its meta.db opened
+ * read-only (cache/doctor.c).  0 or -errno with one line in @err: -ENOENT
+ * no database in @dir, -EBUSY a running hostshare holds it, -EIO it cannot
+ * be read (rows before the damage have been given to @fn). */
+int hs_cache_folder_pending(const char *dir, hs_pending_fn fn, void *arg,
+			    char *err, size_t errlen);
+/* @p as the control protocol's JSON object (docs/control.md, "pending"),
+ * left open for hs_json_end(): the one encoding of a row, for the daemon's
+ * answer and for hostsharectl reading a folder itself. */
+struct hs_json;
+void hs_pending_json(const struct hs_pending *p, struct hs_json *j);
+/* For a message that tells the user to move the cache folder @dir aside:
+ * "the folder still holds N changes not on the host (see 'hostsharectl
+ * pending DIR')", that it holds none, or that it may hold some when its
+ * journal cannot be read.  Opens meta.db read-only: the caller must have
+ * closed its own connection to it. */
+void hs_cache_owed_note(const char *dir, char *buf, size_t size);
+
 #endif

@@ -475,6 +475,11 @@ int hs_journal_busy(struct hs_cache *c, uint64_t *ret_failed);
  * @err. */
 int hs_journal_info(sqlite3 *db, struct hs_cache_journal_info *ret,
 		    char *err, size_t errlen);
+/* The journal rows of database @db oldest first, as hs_cache_pending()
+ * gives them (cache/doctor.c; statements prepared for this call only).
+ * 0, @fn's non-zero return, or -EIO with the message in @err. */
+int hs_journal_pending(sqlite3 *db, hs_pending_fn fn, void *arg, char *err,
+		       size_t errlen);
 /* Age of the oldest pending entry in ms, -1 when none; db_lock held. */
 int64_t hs_journal_oldest_ms(struct hs_cache *c);
 

@@ -30,6 +30,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -264,8 +265,30 @@ int hs_meta_sync(struct hs_cache *c)
 	return r;
 }
 
+/* The one line of a database this mount cannot use: @what (which names
+ * the file and the reason), what the folder still owes the host and the
+ * way out.  Our own connection is closed first, so the journal can be
+ * read read-only (hs_cache_owed_note()).  Returns @r. */
+static int unusable(struct hs_cache *c, int r, const char *what, char *err,
+		    size_t errlen)
+{
+	char note[PATH_MAX + 128], *p;
+
+	sqlite3_close_v2(c->db);
+	c->db = NULL;
+	hs_cache_owed_note(c->dir, note, sizeof(note));
+	/* moved aside, not deleted: it may be all the host is owed */
+	snprintf(err, errlen, "%s; %s; to start over with an empty cache, "
+		 "move the folder '%s' aside", what, note, c->dir);
+	for (p = err; *p; p++) /* quick_check's report has lines of its own */
+		if (*p == '\n' || *p == '\t')
+			*p = ' ';
+	return r;
+}
+
 int hs_meta_open(struct hs_cache *c, char *err, size_t errlen)
 {
+	char what[PATH_MAX + 600];
 	char *path;
 	int rc, r;
 	sqlite3_stmt *st = NULL;
@@ -293,13 +316,13 @@ int hs_meta_open(struct hs_cache *c, char *err, size_t errlen)
 	rc = sqlite3_step(st);
 	if (rc != SQLITE_ROW ||
 	    strcmp((const char *)sqlite3_column_text(st, 0), "ok") != 0) {
-		snprintf(err, errlen, "cache database '%s' is corrupt: %s "
-			 "(move the cache folder away to start afresh)", path,
-			 rc == SQLITE_ROW ? (const char *)sqlite3_column_text(st, 0) :
-					    sqlite3_errmsg(c->db));
+		snprintf(what, sizeof(what), "corrupt cache database '%s': %.300s",
+			 path, rc == SQLITE_ROW ?
+			 (const char *)sqlite3_column_text(st, 0) :
+			 sqlite3_errmsg(c->db));
 		sqlite3_finalize(st);
 		free(path);
-		return -EIO;
+		return unusable(c, -EIO, what, err, errlen);
 	}
 	sqlite3_finalize(st);
 	rc = sqlite3_exec(c->db, schema, NULL, NULL, NULL);
@@ -340,15 +363,12 @@ int hs_meta_open(struct hs_cache *c, char *err, size_t errlen)
 fail:
 	r = (rc & 0xff) == SQLITE_NOTADB || (rc & 0xff) == SQLITE_CORRUPT ? -EIO :
 	    (rc & 0xff) == SQLITE_FULL ? -ENOSPC : -EIO;
-	/* one line: what, where, and the way out (the folder may still hold
-	 * changes the host has not got: moved aside, not deleted) */
-	snprintf(err, errlen, "%s cache database '%s': %s; to start over with "
-		 "an empty cache, move the folder '%s' aside",
+	snprintf(what, sizeof(what), "%s cache database '%s': %s",
 		 r == -EIO && ((rc & 0xff) == SQLITE_NOTADB ||
 			       (rc & 0xff) == SQLITE_CORRUPT) ? "corrupt" : "cannot open",
-		 path, c->db ? sqlite3_errmsg(c->db) : sqlite3_errstr(rc), c->dir);
+		 path, c->db ? sqlite3_errmsg(c->db) : sqlite3_errstr(rc));
 	free(path);
-	return r;
+	return unusable(c, r, what, err, errlen);
 }
 
 void hs_meta_close(struct hs_cache *c)

@@ -31,6 +31,7 @@
 #include "fs_i.h"
 #include "reply.h"
 #include "ctl_doctor.h"
+#include "common/json.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -72,91 +73,15 @@ struct ctl_client {
 
 /* ---- output ---- */
 
-/* A JSON line being built; on overflow the line is cut and `full` set
- * (never happens with the fields below and their fixed sizes). */
-struct jbuf {
-	char s[16384];
-	size_t n;
-	int full;
-};
-
-static void jraw(struct jbuf *j, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
-
-static void jraw(struct jbuf *j, const char *fmt, ...)
+/* Ends the JSON line @j (common/json.h) and sends it.  0 or -errno. */
+static int jsend(int fd, struct hs_json *j)
 {
-	va_list ap;
-	int r;
-
-	if (j->full)
-		return;
-	va_start(ap, fmt);
-	r = vsnprintf(j->s + j->n, sizeof(j->s) - j->n, fmt, ap);
-	va_end(ap);
-	if (r < 0 || (size_t)r >= sizeof(j->s) - j->n) {
-		j->full = 1;
-		return;
-	}
-	j->n += (size_t)r;
-}
-
-static void jsep(struct jbuf *j)
-{
-	jraw(j, "%s", j->n > 1 ? "," : "");
-}
-
-/* "key":"value" with JSON escaping (bytes >= 0x80 pass as UTF-8). */
-static void jstr(struct jbuf *j, const char *key, const char *v)
-{
-	jsep(j);
-	jraw(j, "\"%s\":\"", key);
-	for (; *v; v++) {
-		unsigned char ch = (unsigned char)*v;
-
-		if (ch == '"' || ch == '\\')
-			jraw(j, "\\%c", ch);
-		else if (ch == '\n')
-			jraw(j, "\\n");
-		else if (ch == '\t')
-			jraw(j, "\\t");
-		else if (ch < 0x20 || ch == 0x7f)
-			jraw(j, "\\u%04x", ch);
-		else
-			jraw(j, "%c", ch);
-	}
-	jraw(j, "\"");
-}
-
-static void jnum(struct jbuf *j, const char *key, uint64_t v)
-{
-	jsep(j);
-	jraw(j, "\"%s\":%" PRIu64, key, v);
-}
-
-static void jbool(struct jbuf *j, const char *key, int v)
-{
-	jsep(j);
-	jraw(j, "\"%s\":%s", key, v ? "true" : "false");
-}
-
-static void jopen(struct jbuf *j)
-{
-	j->n = 0;
-	j->full = 0;
-	jraw(j, "{");
-}
-
-/* Closes the object and sends it as one line.  0 or -errno. */
-static int jsend(int fd, struct jbuf *j)
-{
+	const char *line = hs_json_end(j);
 	size_t off = 0;
 	ssize_t w;
 
-	if (j->full) /* keep the line valid JSON */
-		j->n = 0, j->full = 0, jraw(j, "{\"error\":\"reply too long\"");
-	jraw(j, "}\n");
 	while (off < j->n) {
-		w = send(fd, j->s + off, j->n - off, MSG_NOSIGNAL);
+		w = send(fd, line + off, j->n - off, MSG_NOSIGNAL);
 		if (w < 0) {
 			if (errno == EINTR)
 				continue;
@@ -169,10 +94,10 @@ static int jsend(int fd, struct jbuf *j)
 
 static int send_error(int fd, const char *msg)
 {
-	struct jbuf j;
+	struct hs_json j;
 
-	jopen(&j);
-	jstr(&j, "error", msg);
+	hs_json_open(&j);
+	hs_json_str(&j, "error", msg);
 	return jsend(fd, &j);
 }
 
@@ -200,7 +125,7 @@ static uint64_t eta_s(const struct hs_cache_status *st)
 static void do_status(struct hs_ctl *ctl, int fd)
 {
 	struct hs_cache_status st;
-	struct jbuf j;
+	struct hs_json j;
 	char since[32];
 	int r;
 
@@ -220,33 +145,33 @@ static void do_status(struct hs_ctl *ctl, int fd)
 	st.last_error[sizeof(st.last_error) - 1] = '\0';
 	iso8601(st.link_since_ns, since, sizeof(since));
 
-	jopen(&j);
-	jstr(&j, "mountpoint", ctl->fs->mountpoint);
-	jstr(&j, "source", st.source);
-	jstr(&j, "transport", st.transport);
-	jstr(&j, "link", hs_link_state_name(st.link));
-	jstr(&j, "link_since", since);
-	jnum(&j, "pending_ops", st.pending_ops);
-	jnum(&j, "pending_bytes", st.pending_bytes);
-	jnum(&j, "flushed_ops", st.flushed_ops);
-	jnum(&j, "flushed_bytes", st.flushed_bytes);
-	jnum(&j, "failed_ops", st.failed_ops);
-	jnum(&j, "cache_bytes", st.cache_bytes);
-	jstr(&j, "cache_dir", st.cache_dir);
-	jstr(&j, "last_error", st.last_error);
-	jnum(&j, "pid", (uint64_t)getpid());
-	jnum(&j, "sent_bytes", st.sent_bytes);
-	jnum(&j, "inflight_bytes", st.inflight_bytes);
-	jnum(&j, "rate_bps", st.rate_bps);
-	jnum(&j, "eta_s", eta_s(&st));
-	jnum(&j, "cache_limit", st.cache_limit);
-	jnum(&j, "disk_free", st.disk_free);
-	jnum(&j, "disk_min_free", st.disk_min_free);
-	jnum(&j, "conflicts", st.conflicts);
-	jnum(&j, "oldest_pending_s", st.oldest_pending_ms < 0 ? 0 :
+	hs_json_open(&j);
+	hs_json_str(&j, "mountpoint", ctl->fs->mountpoint);
+	hs_json_str(&j, "source", st.source);
+	hs_json_str(&j, "transport", st.transport);
+	hs_json_str(&j, "link", hs_link_state_name(st.link));
+	hs_json_str(&j, "link_since", since);
+	hs_json_num(&j, "pending_ops", st.pending_ops);
+	hs_json_num(&j, "pending_bytes", st.pending_bytes);
+	hs_json_num(&j, "flushed_ops", st.flushed_ops);
+	hs_json_num(&j, "flushed_bytes", st.flushed_bytes);
+	hs_json_num(&j, "failed_ops", st.failed_ops);
+	hs_json_num(&j, "cache_bytes", st.cache_bytes);
+	hs_json_str(&j, "cache_dir", st.cache_dir);
+	hs_json_str(&j, "last_error", st.last_error);
+	hs_json_num(&j, "pid", (uint64_t)getpid());
+	hs_json_num(&j, "sent_bytes", st.sent_bytes);
+	hs_json_num(&j, "inflight_bytes", st.inflight_bytes);
+	hs_json_num(&j, "rate_bps", st.rate_bps);
+	hs_json_num(&j, "eta_s", eta_s(&st));
+	hs_json_num(&j, "cache_limit", st.cache_limit);
+	hs_json_num(&j, "disk_free", st.disk_free);
+	hs_json_num(&j, "disk_min_free", st.disk_min_free);
+	hs_json_num(&j, "conflicts", st.conflicts);
+	hs_json_num(&j, "oldest_pending_s", st.oldest_pending_ms < 0 ? 0 :
 		 (uint64_t)st.oldest_pending_ms / 1000);
 	st.current[sizeof(st.current) - 1] = '\0';
-	jstr(&j, "current", st.current);
+	hs_json_str(&j, "current", st.current);
 	jsend(fd, &j);
 }
 
@@ -254,31 +179,31 @@ static void do_status(struct hs_ctl *ctl, int fd)
 static int send_conflict(void *arg, const struct hs_conflict *k)
 {
 	char at[32];
-	struct jbuf j;
+	struct hs_json j;
 
 	iso8601(k->at_ns, at, sizeof(at));
-	jopen(&j);
-	jnum(&j, "id", (uint64_t)k->id);
-	jstr(&j, "at", at);
-	jstr(&j, "path", k->path);
-	jstr(&j, "copy", k->copy ? k->copy : "");
-	jstr(&j, "reason", k->reason);
+	hs_json_open(&j);
+	hs_json_num(&j, "id", (uint64_t)k->id);
+	hs_json_str(&j, "at", at);
+	hs_json_str(&j, "path", k->path);
+	hs_json_str(&j, "copy", k->copy ? k->copy : "");
+	hs_json_str(&j, "reason", k->reason);
 	return jsend(*(int *)arg, &j);
 }
 
 static void send_done(int fd, int r, uint64_t count, const char *what)
 {
 	char msg[160];
-	struct jbuf j;
+	struct hs_json j;
 
 	if (r < 0) {
 		snprintf(msg, sizeof(msg), "cannot %s: %s", what, strerror(-r));
 		send_error(fd, msg);
 		return;
 	}
-	jopen(&j);
-	jstr(&j, "event", "done");
-	jnum(&j, "count", count);
+	hs_json_open(&j);
+	hs_json_str(&j, "event", "done");
+	hs_json_num(&j, "count", count);
 	jsend(fd, &j);
 }
 
@@ -314,20 +239,10 @@ static void do_conflicts(struct hs_ctl *ctl, int fd, int clear)
 static int send_pending(void *arg, const struct hs_pending *p)
 {
 	struct lister *l = arg;
-	struct jbuf j;
+	struct hs_json j;
 
 	l->n++;
-	jopen(&j);
-	jnum(&j, "seq", (uint64_t)p->seq);
-	jstr(&j, "op", p->op);
-	jstr(&j, "state", p->state);
-	jstr(&j, "path", p->path ? p->path : "");
-	if (p->path2)
-		jstr(&j, "path2", p->path2);
-	jnum(&j, "bytes", p->bytes);
-	jnum(&j, "age_ms", (uint64_t)p->age_ms);
-	if (p->error)
-		jstr(&j, "error", p->error);
+	hs_pending_json(p, &j);
 	return jsend(l->fd, &j);
 }
 
@@ -342,7 +257,7 @@ static void do_pending(struct hs_ctl *ctl, int fd)
 static void do_evict(struct hs_ctl *ctl, int fd, const char *path)
 {
 	struct hs_evict_result res;
-	struct jbuf j;
+	struct hs_json j;
 	char msg[160];
 	int r = hs_cache_evict(ctl->fs->cache, path, &res);
 
@@ -352,11 +267,11 @@ static void do_evict(struct hs_ctl *ctl, int fd, const char *path)
 		send_error(fd, msg);
 		return;
 	}
-	jopen(&j);
-	jstr(&j, "event", "done");
-	jnum(&j, "files", res.files);
-	jnum(&j, "bytes", res.bytes);
-	jnum(&j, "kept", res.kept);
+	hs_json_open(&j);
+	hs_json_str(&j, "event", "done");
+	hs_json_num(&j, "files", res.files);
+	hs_json_num(&j, "bytes", res.bytes);
+	hs_json_num(&j, "kept", res.kept);
 	jsend(fd, &j);
 }
 
@@ -372,19 +287,19 @@ static int stopping(struct hs_ctl *ctl)
 
 static int send_progress(int fd, const struct hs_cache_status *st)
 {
-	struct jbuf j;
+	struct hs_json j;
 
-	jopen(&j);
-	jstr(&j, "event", "progress");
-	jnum(&j, "pending_ops", st->pending_ops);
-	jnum(&j, "pending_bytes", st->pending_bytes);
-	jnum(&j, "flushed_bytes", st->flushed_bytes);
-	jnum(&j, "sent_bytes", st->sent_bytes);
-	jnum(&j, "inflight_bytes", st->inflight_bytes);
-	jnum(&j, "rate_bps", st->rate_bps);
-	jnum(&j, "eta_s", eta_s(st));
-	jstr(&j, "current", st->current);
-	jstr(&j, "link", hs_link_state_name(st->link));
+	hs_json_open(&j);
+	hs_json_str(&j, "event", "progress");
+	hs_json_num(&j, "pending_ops", st->pending_ops);
+	hs_json_num(&j, "pending_bytes", st->pending_bytes);
+	hs_json_num(&j, "flushed_bytes", st->flushed_bytes);
+	hs_json_num(&j, "sent_bytes", st->sent_bytes);
+	hs_json_num(&j, "inflight_bytes", st->inflight_bytes);
+	hs_json_num(&j, "rate_bps", st->rate_bps);
+	hs_json_num(&j, "eta_s", eta_s(st));
+	hs_json_str(&j, "current", st->current);
+	hs_json_str(&j, "link", hs_link_state_name(st->link));
 	return jsend(fd, &j);
 }
 
@@ -402,7 +317,7 @@ static void do_flush(struct hs_ctl *ctl, int fd, uint64_t timeout_ms)
 	struct hs_cache_status st;
 	hs_deadline_t dl, step;
 	char msg[160];
-	struct jbuf j;
+	struct hs_json j;
 	int r;
 
 	/* Beyond ~30 years is "no timeout" (and would overflow ns). */
@@ -432,9 +347,9 @@ static void do_flush(struct hs_ctl *ctl, int fd, uint64_t timeout_ms)
 
 	memset(&st, 0, sizeof(st));
 	hs_cache_get_status(c, &st);
-	jopen(&j);
-	jstr(&j, "event", "done");
-	jbool(&j, "ok", r == 0);
+	hs_json_open(&j);
+	hs_json_str(&j, "event", "done");
+	hs_json_bool(&j, "ok", r == 0);
 	if (r != 0) {
 		if (r == -EIO)
 			snprintf(msg, sizeof(msg),
@@ -456,7 +371,7 @@ static void do_flush(struct hs_ctl *ctl, int fd, uint64_t timeout_ms)
 		else
 			snprintf(msg, sizeof(msg), "flush failed: %s",
 				 strerror(-r));
-		jstr(&j, "error", msg);
+		hs_json_str(&j, "error", msg);
 	}
 	jsend(fd, &j);
 }

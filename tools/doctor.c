@@ -40,6 +40,8 @@
  *   host_space
  *             free space on the host's filesystem (statvfs@openssh.com)
  * and local checks: cache_space (the guest disk holding the cache),
+ * cache_limit (a mount: pending data against the room the cache may use,
+ * cache_size= or its disk less min_free=; a warning past half of it),
  * memory, swap, shared_folders (a hypervisor shared folder — vmhgfs-fuse,
  * vboxsf, 9p, virtiofs — mounted on, over or under the same path, from
  * /proc/self/mountinfo), journal (pending work and the age of its oldest
@@ -61,6 +63,7 @@
  * uses the mount's ConnectTimeout).  Single-threaded.
  */
 #include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -141,6 +144,9 @@ struct doctor {
 	/* status of the mount (MOUNTPOINT only) */
 	char st_link[32], st_since[64], st_last_error[512];
 	uint64_t pending_ops, pending_bytes, failed_ops;
+	uint64_t cache_limit;       /* cache_size=, 0 none */
+	uint64_t disk_min_free;     /* the floor the cache keeps on its disk */
+	int have_limits;            /* the status gave both */
 	int have_status;
 	int64_t oldest_age_ms;      /* -1: nothing pending (or unknown) */
 	uint64_t earlier_mount_ops;
@@ -151,6 +157,7 @@ struct doctor {
 };
 
 static int json_out;
+static const char *tool = "doctor"; /* whose messages: "doctor", "pending" */
 
 static void fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
@@ -158,7 +165,7 @@ static void fatal(const char *fmt, ...)
 {
 	va_list ap;
 
-	fputs("hostsharectl: doctor: ", stderr);
+	fprintf(stderr, "hostsharectl: %s: ", tool);
 	va_start(ap, fmt);
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);
@@ -173,7 +180,7 @@ static void usage_error(const char *fmt, ...)
 {
 	va_list ap;
 
-	fputs("hostsharectl: doctor: ", stderr);
+	fprintf(stderr, "hostsharectl: %s: ", tool);
 	va_start(ap, fmt);
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);
@@ -312,6 +319,10 @@ static void from_mount(struct doctor *d)
 	d->pending_ops = jget_u64(line, "pending_ops");
 	d->pending_bytes = jget_u64(line, "pending_bytes");
 	d->failed_ops = jget_u64(line, "failed_ops");
+	d->cache_limit = jget_u64(line, "cache_limit");
+	d->disk_min_free = jget_u64(line, "disk_min_free");
+	d->have_limits = jget(line, "cache_limit", NULL, 0) &&
+			 jget(line, "disk_min_free", NULL, 0);
 
 	if (ask_daemon(d->target, "doctor\n", line, sizeof(line), err,
 		       sizeof(err)) < 0)
@@ -478,6 +489,12 @@ static void source_cache_dir(struct doctor *d)
 	const char *xdg;
 	size_t i, n;
 
+	if (!d->user[0]) {
+		struct passwd *pw = getpwuid(geteuid());
+
+		snprintf(d->user, sizeof(d->user), "%s",
+			 pw ? pw->pw_name : "root");
+	}
 	if (!d->cache_root[0]) {
 		if (geteuid() == 0)
 			snprintf(d->cache_root, sizeof(d->cache_root),
@@ -505,6 +522,94 @@ static void source_cache_dir(struct doctor *d)
 		 d->dir);
 	snprintf(d->cache_dir, sizeof(d->cache_dir), "%.3800s/%.100s-%016" PRIx64,
 		 d->cache_root, label, hs_fnv1a64(key));
+}
+
+/* 1 if @dir holds a cache database. */
+static int has_db(const char *dir)
+{
+	char path[PATH_MAX + 16];
+
+	snprintf(path, sizeof(path), "%s/meta.db", dir);
+	return access(path, F_OK) == 0;
+}
+
+/* The port was not given (a mount made with -p whose daemon died leaves
+ * only its source in the mount table): of the folders in the cache root
+ * whose name is this source's for the port the name carries, the one
+ * with the newest database (the latest mount).  1 found (d->cache_dir
+ * set), 0 not. */
+static int folder_of_any_port(struct doctor *d)
+{
+	char want[PATH_MAX * 2 + 8], name[PATH_MAX + 8], db[PATH_MAX + 16];
+	DIR *dir = opendir(d->cache_root);
+	struct dirent *de;
+	struct stat st;
+	const char *dash;
+	char *end;
+	long port, best = 0;
+	int64_t newest = -1;
+
+	if (!dir)
+		return 0;
+	while ((de = readdir(dir))) {
+		/* LABEL-HASH, LABEL = user@host-PORT, HASH 16 hex digits */
+		size_t n = strlen(de->d_name);
+
+		if (n < 19 || de->d_name[n - 17] != '-')
+			continue;
+		snprintf(name, sizeof(name), "%.*s", (int)(n - 17), de->d_name);
+		dash = strrchr(name, '-');
+		if (!dash)
+			continue;
+		errno = 0;
+		port = strtol(dash + 1, &end, 10);
+		if (errno || *end || port <= 0 || port > 65535)
+			continue;
+		d->port = (int)port;
+		source_cache_dir(d);
+		snprintf(want, sizeof(want), "%s/%s", d->cache_root, de->d_name);
+		snprintf(db, sizeof(db), "%s/meta.db", d->cache_dir);
+		if (strcmp(want, d->cache_dir) || stat(db, &st) < 0 ||
+		    (int64_t)st.st_mtime <= newest)
+			continue;
+		newest = (int64_t)st.st_mtime;
+		best = port;
+	}
+	closedir(dir);
+	if (!best)
+		return 0;
+	d->port = (int)best;
+	source_cache_dir(d);
+	return 1;
+}
+
+int hs_doctor_cache_folder(const char *source, const char *opts, char *buf,
+			   size_t size)
+{
+	struct doctor *d = calloc(1, sizeof(*d));
+	size_t k;
+
+	if (!d)
+		return -ENOMEM;
+	tool = "pending";
+	if (opts)
+		parse_o(d, opts);
+	parse_source(d, source);
+	if (d->kind == HS_TR_SFTP && !d->port) {
+		d->port = 22;
+		source_cache_dir(d);
+		if (!has_db(d->cache_dir) && !folder_of_any_port(d)) {
+			d->port = 22;
+			source_cache_dir(d);
+		}
+	} else {
+		source_cache_dir(d); /* as hs_doctor_main() does */
+	}
+	snprintf(buf, size, "%s", d->cache_dir);
+	for (k = 0; k < d->n_identity; k++)
+		free(d->identity[k]);
+	free(d);
+	return 0;
 }
 
 /* ---- link checks (own connection) ---- */
@@ -1119,6 +1224,45 @@ static void cache_space(struct doctor *d)
 		    "free space on the guest disk holding the cache (or move it with -o cache_dir=)");
 }
 
+/* A mount only: what is pending against the room the cache may use
+ * (cache_size= when set, and never more than the cache disk's size less
+ * the floor it keeps free, min_free=).  Pending data stays in the cache
+ * until the host has it, so once it fills that room writers are held
+ * back: more than half of it pending is a warning. */
+static void cache_limit(struct doctor *d)
+{
+	char b1[32], b2[32], b3[32], b4[32], why[160];
+	uint64_t total, room;
+	struct statvfs sv;
+
+	if (!d->is_mount)
+		return;
+	if (!d->have_limits || !d->cache_dir[0] || statvfs(d->cache_dir, &sv) < 0) {
+		add(d, "cache_limit", V_SKIP, NULL,
+		    "the mount does not say its cache limits");
+		return;
+	}
+	total = (uint64_t)sv.f_blocks * sv.f_frsize;
+	room = total > d->disk_min_free ? total - d->disk_min_free : 0;
+	if (d->cache_limit && d->cache_limit < room) {
+		room = d->cache_limit;
+		snprintf(why, sizeof(why), "cache_size=%s",
+			 human_bytes(d->cache_limit, b3, sizeof(b3)));
+	} else {
+		snprintf(why, sizeof(why), "the cache disk's %s less the %s it keeps free",
+			 human_bytes(total, b3, sizeof(b3)),
+			 human_bytes(d->disk_min_free, b4, sizeof(b4)));
+	}
+	set_value(add(d, "cache_limit",
+		      d->pending_bytes > room / 2 ? V_WARN : V_OK,
+		      "changes not on the host stay in the cache, and writers wait once they fill it: raise -o cache_size= or lower -o min_free=, or put cache_dir= on a bigger disk",
+		      "%s pending of the %s the cache may use (%s)%s",
+		      human_bytes(d->pending_bytes, b1, sizeof(b1)),
+		      human_bytes(room, b2, sizeof(b2)), why,
+		      d->pending_bytes > room / 2 ? ": more than half of it" : ""),
+		  room ? 100.0 * (double)d->pending_bytes / (double)room : 100.0);
+}
+
 static void memory(struct doctor *d)
 {
 	FILE *f = fopen("/proc/meminfo", "re");
@@ -1539,12 +1683,6 @@ int hs_doctor_main(int argc, char **argv)
 		/* [user@]host:[dir], or an agent source (tcp://, unix:,
 		 * vsock://) */
 		parse_source(&d, target);
-		if (!d.user[0]) {
-			struct passwd *pw = getpwuid(geteuid());
-
-			snprintf(d.user, sizeof(d.user), "%s",
-				 pw ? pw->pw_name : "root");
-		}
 		source_cache_dir(&d);
 	} else {
 		fatal("'%s' does not exist", target);
@@ -1577,6 +1715,7 @@ int hs_doctor_main(int argc, char **argv)
 	}
 	link_checks(&d);
 	cache_space(&d);
+	cache_limit(&d);
 	memory(&d);
 	shared_folders(&d);
 	journal(&d);

@@ -3,7 +3,7 @@
  *   hostsharectl status [--json] [MOUNTPOINT]
  *   hostsharectl flush --wait [--timeout SECONDS] [--json] MOUNTPOINT
  *   hostsharectl conflicts [--clear] [--json] MOUNTPOINT
- *   hostsharectl pending [--json] MOUNTPOINT
+ *   hostsharectl pending [--json] [-p PORT] [-o OPTS] MOUNTPOINT|CACHE_FOLDER|SOURCE
  *   hostsharectl evict [--json] MOUNTPOINT [PATH]
  *
  * Talks the line protocol of common/ctl.h to the daemon's control socket:
@@ -16,25 +16,37 @@
  * is silent otherwise unless it fails.  Exit status: 0 done, 1 failed
  * (one line "hostsharectl: <what>" on stderr), 2 usage error.
  *
- * Single-threaded.  Links only common/.  Not done here: talking to mounts
- * of other users (the daemon refuses them by design).
+ * pending of a mount that is not running (no control socket answers):
+ * the cache folder given, or the one of a SOURCE (-o/-p as the doctor
+ * takes them) or of a mountpoint in /etc/fstab, is read by libhs
+ * (hs_cache_folder_pending(), meta.db opened read-only) and each row
+ * goes through the daemon's own encoding (hs_pending_json()) and the same
+ * printing as the daemon's lines; one line on stderr says so.
+ *
+ * Single-threaded.  Links libhs (the doctor, pending of a folder).  Not
+ * done here: talking to mounts of other users (the daemon refuses them by
+ * design).
  */
 #include <errno.h>
 #include <inttypes.h>
 #include <libgen.h>
 #include <limits.h>
 #include <math.h>
+#include <mntent.h>
 #include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "cache/cache.h"
 #include "common/common.h"
 #include "common/ctl.h"
+#include "common/json.h"
 #include "ctljson.h"
 #include "common/version.h"
 #include "doctor.h"
@@ -51,7 +63,8 @@ static void usage(FILE *f)
 	fputs("usage: hostsharectl status [--json] [MOUNTPOINT]\n"
 	      "       hostsharectl flush --wait [--timeout SECONDS] [--json] MOUNTPOINT\n"
 	      "       hostsharectl conflicts [--clear] [--json] MOUNTPOINT\n"
-	      "       hostsharectl pending [--json] MOUNTPOINT\n"
+	      "       hostsharectl pending [--json] [-p PORT] [-o OPTIONS]\n"
+	      "                            MOUNTPOINT | CACHE_FOLDER | SOURCE\n"
 	      "       hostsharectl evict [--json] MOUNTPOINT [PATH]\n"
 	      "       hostsharectl doctor [--json] [--no-write] MOUNTPOINT | SOURCE\n"
 	      "       hostsharectl --help | --version\n"
@@ -62,7 +75,8 @@ static void usage(FILE *f)
 	      "             until all of it is there (exit 0) or it fails (exit 1)\n"
 	      "  conflicts  files changed on both sides, and where the guest's\n"
 	      "             version went; --clear empties the list once handled\n"
-	      "  pending    the changes not on the host yet, oldest first\n"
+	      "  pending    the changes not on the host yet, oldest first (also of\n"
+	      "             a mount not running: from its cache folder)\n"
 	      "  evict      drop cached data that is on the host (of PATH, or of\n"
 	      "             the whole mount); changes not sent yet are kept\n"
 	      "  doctor     check link, host, clocks, disks and memory: a verdict\n"
@@ -482,33 +496,49 @@ static int cmd_flush(const char *mp, uint64_t timeout_ms, int json)
 	return 1;
 }
 
-/* Sends @req and collects the object lines up to {"event":"done"}: with
- * @json they are printed as one JSON array; otherwise @row formats each.
+/* A listing being printed: with @json its objects as one JSON array,
+ * otherwise each through @row.  The daemon's lines and the rows read
+ * from a cache folder go through the same two calls. */
+struct listing {
+	int json;
+	uint64_t n; /* objects printed */
+	void (*row)(const char *line);
+};
+
+static void list_row(struct listing *ls, const char *line)
+{
+	if (ls->json)
+		printf("%s\n%s", ls->n ? "," : "[", line);
+	else
+		ls->row(line);
+	ls->n++;
+}
+
+static void list_end(struct listing *ls)
+{
+	if (ls->json)
+		fputs(ls->n ? "\n]\n" : "[]\n", stdout);
+}
+
+/* Sends @req and collects the object lines up to {"event":"done"}.
  * Returns the done line's count. */
 static uint64_t run_list(const char *mp, const char *req, int json,
 			 void (*row)(const char *line))
 {
 	struct reader rd = { .fd = connect_mount(mp) };
+	struct listing ls = { .json = json, .row = row };
 	char v[32];
 	const char *line;
-	uint64_t n = 0;
 
 	send_line(rd.fd, req);
-	if (json)
-		fputs("[", stdout);
 	while ((line = next_line(&rd))) {
 		check_error(line, mp);
 		if (jget(line, "event", v, sizeof(v)) && !strcmp(v, "done")) {
-			if (json)
-				fputs(n ? "\n]\n" : "]\n", stdout);
+			list_end(&ls);
 			close(rd.fd);
 			return jget_u64(line, "count");
 		}
-		if (json)
-			printf("%s\n%s", n ? "," : "", line);
-		else
-			row(line);
-		n++;
+		list_row(&ls, line);
 	}
 	die(1, "the daemon closed the connection before the answer ended");
 	return 0;
@@ -570,11 +600,165 @@ static void pending_row(const char *line)
 	       path, path2[0] ? " -> " : "", path2, err[0] ? ": " : "", err);
 }
 
-static int cmd_pending(const char *mp, int json)
+/* ---- pending of a mount that is not running ---- */
+
+/* @p as an absolute path, also when @p itself cannot be resolved (a
+ * mountpoint whose daemon died: ENOTCONN): its folder's real path plus
+ * its last component. */
+static void abs_path(const char *p, char *out, size_t size)
 {
+	char tmp[PATH_MAX], dir[PATH_MAX], *base;
+
+	if (realpath(p, out))
+		return;
+	snprintf(tmp, sizeof(tmp), "%s", p);
+	base = basename(tmp);
+	snprintf(dir, sizeof(dir), "%s", p);
+	if (!realpath(dirname(dir), dir))
+		snprintf(dir, sizeof(dir), ".");
+	if (snprintf(out, size, "%s/%s", strcmp(dir, "/") ? dir : "", base) >=
+	    (int)size)
+		die(1, "'%s': the path is too long", p);
+}
+
+/* The source and options of the hostshare mount at @mp in table @file
+ * (/etc/fstab: with its options; /proc/self/mounts: a mount whose daemon
+ * died, without them).  1 found, 0 not. */
+static int mount_entry(const char *file, const char *mp, char *src,
+		       size_t srclen, char *opts, size_t optslen)
+{
+	FILE *f = setmntent(file, "re");
+	struct mntent *m;
+	int found = 0;
+
+	if (!f)
+		return 0;
+	while (!found && (m = getmntent(f))) {
+		if (strcmp(m->mnt_type, "fuse.hostshare") &&
+		    strcmp(m->mnt_type, "hostshare"))
+			continue;
+		if (strcmp(m->mnt_dir, mp))
+			continue;
+		snprintf(src, srclen, "%s", m->mnt_fsname);
+		snprintf(opts, optslen, "%s", m->mnt_opts);
+		found = 1;
+	}
+	endmntent(f);
+	return found;
+}
+
+struct offline {
+	struct listing ls;
+	char err[512];
+};
+
+static void pending_header(void)
+{
+	printf("%-8s %-8s %9s %8s  %s\n", "OP", "STATE", "BYTES", "AGE",
+	       "PATH");
+}
+
+static int offline_row(void *arg, const struct hs_pending *p)
+{
+	struct offline *o = arg;
+	struct hs_json j;
+
+	if (!o->ls.json && !o->ls.n)
+		pending_header();
+	hs_pending_json(p, &j);
+	hs_json_end(&j);
+	j.s[j.n - 1] = '\0'; /* the line without its newline */
+	list_row(&o->ls, j.s);
+	return 0;
+}
+
+/* `pending` of @target when no running mount answers for it: a cache
+ * folder, a SOURCE (with the mount options @opts), or a mountpoint that
+ * fstab (or the dead mount's line in mountinfo) names with its source. */
+static int pending_offline(const char *target, const char *opts, int json)
+{
+	struct offline o = { .ls = { .json = json, .row = pending_row } };
+	char dir[PATH_MAX], path[PATH_MAX + 16], mp[PATH_MAX], src[PATH_MAX],
+		mopts[PATH_MAX], all[PATH_MAX * 2 + 2];
+	const char *what;
+	struct stat st;
+	int r, dead;
+
+	r = stat(target, &st) < 0 ? -errno : 0;
+	dead = r == -ENOTCONN;
+	snprintf(path, sizeof(path), "%s/meta.db", target);
+	if (r == 0 && S_ISDIR(st.st_mode) && access(path, F_OK) == 0) {
+		abs_path(target, dir, sizeof(dir));
+		what = "the cache folder";
+	} else if ((r == 0 && S_ISDIR(st.st_mode)) || dead) {
+		abs_path(target, mp, sizeof(mp));
+		if (!mount_entry("/etc/fstab", mp, src, sizeof(src), mopts,
+				 sizeof(mopts)) &&
+		    !mount_entry("/proc/self/mounts", mp, src, sizeof(src),
+				 mopts, sizeof(mopts)))
+			die(1, "'%s' is neither a running hostshare mount, nor a "
+			    "cache folder (no meta.db in it), nor a hostshare "
+			    "mountpoint in /etc/fstab: give its source or its cache folder",
+			    target);
+		snprintf(all, sizeof(all), "%s%s%s", mopts,
+			 opts && mopts[0] ? "," : "", opts ? opts : "");
+		hs_doctor_cache_folder(src, all, dir, sizeof(dir));
+		what = "its cache folder";
+	} else if (strchr(target, ':')) {
+		hs_doctor_cache_folder(target, opts, dir, sizeof(dir));
+		what = "its cache folder";
+	} else {
+		die(1, "'%s' does not exist", target);
+	}
+	r = hs_cache_folder_pending(dir, offline_row, &o, o.err, sizeof(o.err));
+	if (r == -ENOENT)
+		die(1, "no cache of '%s' on this guest (no meta.db in '%s')",
+		    target, dir);
+	if (r == -EBUSY)
+		die(1, "%s", o.err);
+	if (r < 0) {
+		fflush(stdout);
+		die(1, "cannot read the cache database '%s/meta.db': %s%s", dir,
+		    o.err, o.ls.n ? " (the rows above were read before it)" : "");
+	}
+	if (!json && !o.ls.n)
+		pending_header();
+	list_end(&o.ls);
+	fflush(stdout);
+	if (o.ls.n)
+		fprintf(stderr, "hostsharectl: the mount is not running: read "
+			"from %s '%s'; its next mount sends %s %" PRIu64
+			" change%s to the host\n", what, dir,
+			o.ls.n == 1 ? "this" : "these", o.ls.n,
+			o.ls.n == 1 ? "" : "s");
+	else
+		fprintf(stderr, "hostsharectl: the mount is not running: read "
+			"from %s '%s'; it owes the host nothing\n", what, dir);
+	return 0;
+}
+
+/* A running mount answers for @mp: its daemon's control socket takes a
+ * connection. */
+static int mount_running(const char *mp)
+{
+	uid_t uids[2] = { geteuid(), 0 };
+	int i, fd = -1;
+
+	for (i = 0; i < (uids[0] == 0 ? 1 : 2) && fd < 0; i++)
+		if (socket_path_for(mp, uids[i], sock_path, sizeof(sock_path)) == 0)
+			fd = try_connect(sock_path);
+	if (fd < 0)
+		return 0;
+	close(fd);
+	return 1;
+}
+
+static int cmd_pending(const char *mp, const char *opts, int json)
+{
+	if (!mount_running(mp))
+		return pending_offline(mp, opts, json);
 	if (!json)
-		printf("%-8s %-8s %9s %8s  %s\n", "OP", "STATE", "BYTES", "AGE",
-		       "PATH");
+		pending_header();
 	run_list(mp, "pending\n", json, pending_row);
 	return 0;
 }
@@ -630,6 +814,7 @@ static int cmd_evict(const char *mp, const char *path, int json)
 int main(int argc, char **argv)
 {
 	const char *cmd = NULL, *mp = NULL, *path = NULL;
+	char opts[PATH_MAX * 2] = ""; /* -o and -p of pending SOURCE */
 	int json = 0, wait = 0, clear = 0, i;
 	uint64_t timeout_ms = NO_TIMEOUT_MS;
 
@@ -667,6 +852,16 @@ int main(int argc, char **argv)
 				die(2, "invalid value '%s' for option '--timeout'",
 				    v);
 			timeout_ms = (uint64_t)(s * 1000.0 + 0.5);
+		} else if (!strcmp(a, "-o") || !strcmp(a, "-p")) {
+			size_t n = strlen(opts);
+
+			if (++i >= argc)
+				die(2, "option '%s' needs a value", a);
+			if (n + strlen(argv[i]) + 8 >= sizeof(opts))
+				die(2, "option '%s' is too long", a);
+			snprintf(opts + n, sizeof(opts) - n, "%s%s%s",
+				 n ? "," : "", a[1] == 'p' ? "port=" : "",
+				 argv[i]);
 		} else if (a[0] == '-' && a[1]) {
 			die(2, "unknown option '%s' (see 'hostsharectl --help')",
 			    a);
@@ -692,14 +887,17 @@ int main(int argc, char **argv)
 		die(2, "%s takes no '--wait'", cmd);
 	if (clear && strcmp(cmd, "conflicts"))
 		die(2, "%s takes no '--clear'", cmd);
+	if (opts[0] && strcmp(cmd, "pending"))
+		die(2, "%s takes no '-o' or '-p'", cmd);
 	if (!strcmp(cmd, "status"))
 		return mp ? cmd_status(mp, json) : cmd_status_all(json);
 	if (!mp)
-		die(2, "%s: missing MOUNTPOINT", cmd);
+		die(2, "%s: missing %s", cmd, !strcmp(cmd, "pending") ?
+		    "MOUNTPOINT, SOURCE or CACHE_FOLDER" : "MOUNTPOINT");
 	if (!strcmp(cmd, "conflicts"))
 		return cmd_conflicts(mp, clear, json);
 	if (!strcmp(cmd, "pending"))
-		return cmd_pending(mp, json);
+		return cmd_pending(mp, opts[0] ? opts : NULL, json);
 	if (!strcmp(cmd, "evict"))
 		return cmd_evict(mp, path, json);
 	if (!wait)

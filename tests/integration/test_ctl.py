@@ -203,6 +203,95 @@ def test_pending_lists_the_journal(hostshare_only, mount_factory):
     assert json.loads(ctl("pending", "--json", mnt.path).stdout) == []
 
 
+def one_error_line(cp):
+    """A failure of hostsharectl: exit 1 and one line on stderr."""
+    assert cp.returncode == 1, (cp.returncode, cp.stdout, cp.stderr)
+    lines = cp.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("hostsharectl: "), cp.stderr
+    return lines[0]
+
+
+@pytest.mark.timeout(150)
+def test_pending_of_a_mount_not_running(hostshare_only, mount_factory):
+    """`pending` works without a daemon (a mount that refuses to start
+    must still show what its cache owes the host): on the cache folder and
+    on the source, after a SIGKILL and after an unmount, the same rows as
+    the live listing, text and JSON, and one line on stderr saying the
+    mount is not running and its next mount sends them.  A folder that is
+    no cache, a damaged database and a cache in use: one line, exit 1."""
+    mnt = mount_factory(options=["writeback_delay=60000"])
+    os.mkdir(mnt.guest("dir"))
+    write(mnt.guest("dir/new.txt"), b"z" * 5000)
+    os.rename(mnt.guest("dir/new.txt"), mnt.guest("dir/renamed.txt"))
+    os.symlink("dir/renamed.txt", mnt.guest("link"))
+    folder = mnt.status()["cache_dir"]
+    live = json.loads(ctl("pending", "--json", mnt.path).stdout)
+    live_text = ctl("pending", mnt.path).stdout.splitlines()
+    assert len(live) >= 3, live
+
+    # the running mount holds its database: the folder says where to ask
+    line = one_error_line(ctl("pending", folder, check=False))
+    assert "in use by a running hostshare" in line and \
+        "'hostsharectl pending' on its mountpoint" in line, line
+
+    cmd = mnt.command()
+    source = cmd[-2]
+    mount_opts = cmd[cmd.index("-o") + 1]
+    mnt.kill9()
+
+    def same_rows(rows):
+        key = lambda r: (r["seq"], r["op"], r["path"], r.get("path2"), r["bytes"], r["state"])
+        assert [key(r) for r in rows] == [key(r) for r in live], (rows, live)
+        for r, l in zip(rows, live):
+            assert set(r) == set(l), (r, l)
+            assert l["age_ms"] <= r["age_ms"] < l["age_ms"] + 60000, (r, l)
+
+    # the source with the mount's options; with only cache_dir= (no port,
+    # as a dead mount's line in the mount table gives it) the folder of
+    # that source for the port its name carries
+    only_root = "cache_dir=" + mnt.cache_dir
+    for target in ([folder], ["-o", mount_opts, source], ["-o", only_root, source]):
+        cp = ctl("pending", "--json", *target)
+        same_rows(json.loads(cp.stdout))
+        assert cp.stderr.count("\n") == 1, cp.stderr
+        assert "the mount is not running" in cp.stderr and folder in cp.stderr and \
+            "next mount sends these %d changes" % len(live) in cp.stderr, cp.stderr
+        text = ctl("pending", *target).stdout.splitlines()
+        assert len(text) == len(live_text), (text, live_text)
+        for t, l in zip(text, live_text):   # the same rows, the ages aside
+            assert t.split()[:2] == l.split()[:2] and \
+                t.split("  ")[-1] == l.split("  ")[-1], (t, l)
+
+    # the killed mount's mountpoint is a plain folder now, in no fstab
+    line = one_error_line(ctl("pending", mnt.path, check=False))
+    assert "not a running hostshare mount" in line.replace("neither a", "not a") and \
+        "give its source or its cache folder" in line, line
+    line = one_error_line(ctl("pending", mnt.path + "-none", check=False))
+    assert "does not exist" in line, line
+    empty = os.path.join(os.path.dirname(folder), "empty")
+    os.mkdir(empty)
+    line = one_error_line(ctl("pending", "-o", "cache_dir=" + empty, "nobody@nowhere:/x",
+                              check=False))
+    assert "no cache of" in line and "no meta.db" in line, line
+
+    # a damaged copy of the database: one line, never a crash
+    damaged = os.path.join(os.path.dirname(folder), "damaged")
+    os.mkdir(damaged)
+    with open(os.path.join(damaged, "meta.db"), "wb") as f:
+        f.write(os.urandom(8192))
+    line = one_error_line(ctl("pending", damaged, check=False))
+    assert "cannot read the cache database '%s/meta.db'" % damaged in line, line
+
+    # the next mount sends them; then the folder owes nothing
+    mnt.mount()
+    mnt.flush()
+    assert os.path.islink(mnt.host("link"))
+    assert os.path.getsize(mnt.host("dir/renamed.txt")) == 5000
+    mnt.unmount()
+    cp = ctl("pending", "--json", folder)
+    assert json.loads(cp.stdout) == [] and "owes the host nothing" in cp.stderr, cp
+
+
 @pytest.mark.timeout(120)
 def test_evict_drops_clean_data_only(hostshare_only, mount_factory):
     mnt = mount_factory(options=["writeback_delay=60000"])

@@ -3,8 +3,11 @@
 exit, nothing mounted and no process left behind.  hostshare only: the
 messages are hostshare's."""
 
+import json
 import os
 import re
+import signal
+import sqlite3
 import subprocess
 import time
 
@@ -178,21 +181,60 @@ def test_help():
     assert "usage" in text and "mountpoint" in text.replace(" ", ""), text[:2000]
 
 
+def leave_pending(sshd, where, names):
+    """Mounts with writeback held back, writes @names, SIGKILLs the daemon
+    (an unmount would send them) and detaches the mount: the journal then
+    owes the host one create each; its WAL is checkpointed into meta.db."""
+    mnt, cache, host = where
+    ok = hs(opts(sshd, cache, extra=["writeback_delay=60000"]) + [sshd.source(host), mnt])
+    assert ok[0] == 0, ok
+    for n in names:
+        with open(os.path.join(mnt, n), "wb") as f:
+            f.write(b"p" * 1000)
+    for pid in leftover_daemons(mnt):
+        os.kill(pid, signal.SIGKILL)
+        harness.wait_pid_gone(pid, 10)
+    harness.fusermount(mnt, lazy=True)
+    db = [os.path.join(d, "meta.db") for d, _, fs in os.walk(cache) if "meta.db" in fs][0]
+    con = sqlite3.connect(db)
+    con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    con.close()
+
+
+def damage_index_page(db):
+    """Garbage over the root page of an index the journal listing does not
+    read: the mount's integrity check fails, the journal stays readable."""
+    con = sqlite3.connect("file:%s?mode=ro" % db, uri=True)
+    page = con.execute("SELECT rootpage FROM sqlite_master WHERE name='dentry_ino'").fetchone()[0]
+    size = con.execute("PRAGMA page_size").fetchone()[0]
+    con.close()
+    with open(db, "r+b") as f:
+        f.seek((page - 1) * size)
+        f.write(b"\xa5" * size)
+
+
 @SSH_SOURCE
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "unreadable",
-                                    "emptied", "missing"])
+                                    "emptied", "missing", "index"])
 def test_corrupt_cache_database(sshd, where, damage):
-    """A damaged cache database: one line naming the file and saying how
-    to recover, never a crash, and nothing mounted."""
+    """A damaged cache database: one line naming the file, saying what the
+    folder still owes the host (how many changes and 'hostsharectl
+    pending', or that it may hold some when the journal cannot be read)
+    and how to recover, never a crash, and nothing mounted."""
     mnt, cache, host = where
-    populate_cache(sshd, where)
+    if damage == "index":
+        leave_pending(sshd, where, ["a", "b", "c"])
+    else:
+        populate_cache(sshd, where)
     dbs = [os.path.join(d, "meta.db") for d, _, fs in os.walk(cache) if "meta.db" in fs]
     assert len(dbs) == 1, dbs
     db = dbs[0]
     for extra in ("-wal", "-shm"):
         if os.path.exists(db + extra):
             os.unlink(db + extra)
-    if damage == "garbage":
+    if damage == "index":
+        damage_index_page(db)
+    elif damage == "garbage":
         with open(db, "r+b") as f:
             f.seek(0)
             f.write(os.urandom(4096))
@@ -214,4 +256,15 @@ def test_corrupt_cache_database(sshd, where, damage):
     line = one_line_failure(hs(opts(sshd, cache) + [sshd.source(host), mnt]), mnt,
                             "cache database")
     assert db in line, line
-    assert "hostsharectl" in line or "remove" in line or "move" in line, line
+    assert "move the folder '%s' aside" % os.path.dirname(db) in line, line
+    if damage == "index":
+        folder = os.path.dirname(db)
+        assert "the folder still holds 3 changes not on the host (see " \
+            "'hostsharectl pending %s')" % folder in line, line
+        cp = subprocess.run([harness.hostsharectl_bin(), "pending", "--json", folder],
+                            capture_output=True, text=True, timeout=30)
+        assert cp.returncode == 0, cp
+        assert [(r["op"], r["path"]) for r in json.loads(cp.stdout)] == \
+            [("create", "/a"), ("create", "/b"), ("create", "/c")], cp.stdout
+    else:
+        assert "the folder may hold changes the host has not got" in line, line

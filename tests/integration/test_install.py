@@ -185,7 +185,7 @@ def test_man_page_has_every_option(hostshare_only):
     usage = harness.run([harness.hostsharectl_bin(), "--help"], timeout=30).stdout
     for cmd in re.findall(r"hostsharectl (\w+)", usage):
         assert re.search(r"\b%s\b" % cmd, page), cmd
-    for check in LINK_CHECKS + ["link", "cache_space", "memory", "swap",
+    for check in LINK_CHECKS + ["link", "cache_space", "cache_limit", "memory", "swap",
                                 "shared_folders", "journal", "errors"]:
         assert re.search(r"\b%s\b" % check, page), check
 
@@ -223,7 +223,7 @@ def test_doctor_healthy_mount(hostshare_only, mount_factory, timing, transport):
     took = time.monotonic() - t0
     assert rep["ok"], rep
     want = expected_link_checks(transport)
-    for name in ["link", "journal", "errors", "shared_folders"]:
+    for name in ["link", "journal", "errors", "shared_folders", "cache_limit"]:
         want[name] = "ok"
     for name, verdict in want.items():
         assert checks[name]["verdict"] == verdict, checks[name]
@@ -261,6 +261,27 @@ def test_doctor_healthy_mount(hostshare_only, mount_factory, timing, transport):
 
 
 
+
+
+@pytest.mark.timeout(120)
+def test_doctor_cache_limit_small(hostshare_only, mount_factory):
+    """More pending than half the room the cache may use (cache_size=
+    here): a warning saying so and what to do; once it is on the host, ok."""
+    mnt = mount_factory(options=["writeback_delay=60000", "cache_size=4M"])
+    with open(mnt.guest("big"), "wb") as f:
+        f.write(os.urandom(3 << 20))
+    rep, checks = doctor_json("--no-write", mnt.path)
+    c = checks["cache_limit"]
+    assert c["verdict"] == "warn", c
+    assert "3.0 MiB pending of the 4.0 MiB the cache may use (cache_size=4.0 MiB)" \
+        in c["detail"], c
+    assert "cache_size=" in c["fix"] and "min_free=" in c["fix"] and \
+        "bigger disk" in c["fix"], c
+    assert 74 < c["value"] < 76, c
+    mnt.flush()
+    rep, checks = doctor_json("--no-write", mnt.path)
+    assert checks["cache_limit"]["verdict"] == "ok", checks["cache_limit"]
+    assert checks["cache_limit"]["detail"].startswith("0 B pending"), checks["cache_limit"]
 
 
 @pytest.mark.timeout(180)

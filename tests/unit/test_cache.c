@@ -8,6 +8,7 @@
  */
 #include "cache/cache.h"
 #include "cache/cache_i.h" /* hs_notify_push: the events a transport reports */
+#include "common/json.h"
 #include "common/proto.h"
 #include "tests/lib/check.h"
 #include "tests/lib/faulty.h"
@@ -537,6 +538,72 @@ static void test_journal_info(void)
 	hs_cache_close(c);
 	CHECK_EQ(hs_cache_journal_info(NULL, "/nonexistent-hs", &ji, err,
 				       sizeof(err)), -ENOENT);
+}
+
+/* Rows of a listing as their JSON objects without the age (which moves):
+ * hs_pending_json() is the one encoding both listings use. */
+struct rows {
+	char text[8192];
+	int n;
+};
+
+static int collect_row(void *arg, const struct hs_pending *p)
+{
+	struct rows *r = arg;
+	struct hs_pending q = *p;
+	struct hs_json j;
+	size_t n = strlen(r->text);
+
+	q.age_ms = 0;
+	hs_pending_json(&q, &j);
+	snprintf(r->text + n, sizeof(r->text) - n, "%s", hs_json_end(&j));
+	r->n++;
+	return 0;
+}
+
+/* `hostsharectl pending` of a folder whose mount is not running
+ * (hs_cache_folder_pending()) lists what the open cache lists, and the
+ * note of a move-aside message counts the same rows. */
+static void test_folder_pending(void)
+{
+	struct rows live = { "", 0 }, folder = { "", 0 };
+	struct hs_cache *c = open_cache(600000);
+	struct hs_handle *h;
+	struct stat st;
+	char err[256], note[512], want[600];
+
+	CHECK_OK(hs_cache_mkdir(c, 1, "fp-dir", 0755, &st, dl()));
+	h = create(c, 1, "fp-a", "0123456789", NULL);
+	hs_cache_release(c, h);
+	CHECK_OK(hs_cache_symlink(c, 1, "fp-link", "fp-a", &st, dl()));
+	CHECK_OK(hs_cache_pending(c, collect_row, &live));
+	CHECK_EQ(live.n, 3);
+	CHECK(strstr(live.text, "\"op\":\"create\",\"state\":\"pending\","
+		     "\"path\":\"/fp-a\",\"bytes\":10,"));
+	CHECK_EQ(hs_cache_folder_pending(cachedir, collect_row, &folder, err,
+					 sizeof(err)), -EBUSY);
+	CHECK(strstr(err, "'hostsharectl pending' on its mountpoint"));
+	hs_cache_close(c);
+
+	CHECK_OK(hs_cache_folder_pending(cachedir, collect_row, &folder, err,
+					 sizeof(err)));
+	CHECK_EQ(folder.n, 3);
+	CHECK_STR_EQ(folder.text, live.text);
+	hs_cache_owed_note(cachedir, note, sizeof(note));
+	snprintf(want, sizeof(want), "the folder still holds 3 changes not on "
+		 "the host (see 'hostsharectl pending %s')", cachedir);
+	CHECK_STR_EQ(note, want);
+
+	CHECK_EQ(hs_cache_folder_pending("/nonexistent-hs", collect_row, &folder,
+					 err, sizeof(err)), -ENOENT);
+	hs_cache_owed_note("/nonexistent-hs", note, sizeof(note));
+	CHECK(strstr(note, "may hold changes the host has not got"));
+
+	c = open_cache(0);
+	CHECK_OK(hs_cache_sync(c, dl()));
+	hs_cache_close(c);
+	hs_cache_owed_note(cachedir, note, sizeof(note));
+	CHECK_STR_EQ(note, "the folder holds no change the host has not got");
 }
 
 /* Names in the host folder that contain @part. */
@@ -1352,6 +1419,7 @@ int main(void)
 	test_stream_ends_at_eof();
 	test_replay_after_close();
 	test_journal_info();
+	test_folder_pending();
 	test_cut_send_is_no_conflict();
 	test_lost_create_answer();
 	test_resend_says_so();
