@@ -84,61 +84,17 @@ uint64_t hs_cache_conflict_count(struct hs_cache *c)
 	return n;
 }
 
-static const char *state_name(int state)
-{
-	switch (state) {
-	case HS_JS_PENDING:
-		return "pending";
-	case HS_JS_RUNNING:
-		return "sending";
-	case HS_JS_FAILED:
-		return "refused";
-	}
-	return "?";
-}
-
 int hs_cache_pending(struct hs_cache *c, hs_pending_fn fn, void *arg)
 {
-	/* bytes: what a CREATE or DATA row has to move, at most the size
-	 * (the dirty map would say exactly, but a listing does not load it) */
-	static const char sql[] =
-		"SELECT j.seq, j.op, j.state, j.path, j.path2, j.created, j.error,"
-		" CASE WHEN j.op IN (" HS_SQL(HS_J_CREATE) "," HS_SQL(HS_J_DATA) ")"
-		" THEN coalesce(i.size, 0) ELSE 0 END,"
-		" i.hpath FROM journal j LEFT JOIN inode i ON i.ino=j.ino"
-		" ORDER BY j.seq";
-	int64_t now = hs_wall_ns();
-	sqlite3_stmt *st;
-	int rc, r = 0;
+	char err[256];
+	int r;
 
+	/* the same listing as of a folder not mounted (cache/doctor.c) */
 	pthread_mutex_lock(&c->db_lock);
-	st = hs_meta_prepare(c, sql);
-	if (!st) {
-		pthread_mutex_unlock(&c->db_lock);
-		return -EIO;
-	}
-	while (r == 0 && (rc = sqlite3_step(st)) == SQLITE_ROW) {
-		int op = sqlite3_column_int(st, 1);
-		const char *path = (const char *)sqlite3_column_text(st, 3);
-		struct hs_pending p = {
-			.seq = sqlite3_column_int64(st, 0),
-			.op = hs_jop_name(op),
-			.state = state_name(sqlite3_column_int(st, 2)),
-			.path = path ? path : (const char *)sqlite3_column_text(st, 8),
-			.path2 = op == HS_J_SYMLINK ? NULL :
-				 (const char *)sqlite3_column_text(st, 4),
-			.age_ms = (now - sqlite3_column_int64(st, 5)) / HS_NSEC_PER_MSEC,
-			.error = (const char *)sqlite3_column_text(st, 6),
-			.bytes = (uint64_t)sqlite3_column_int64(st, 7),
-		};
-		if (p.age_ms < 0)
-			p.age_ms = 0;
-		r = fn(arg, &p);
-	}
-	if (r == 0 && rc != SQLITE_DONE)
-		r = hs_meta_errno(c, rc);
-	sqlite3_reset(st);
+	r = hs_journal_pending(c->db, fn, arg, err, sizeof(err));
 	pthread_mutex_unlock(&c->db_lock);
+	if (r == -EIO)
+		hs_log(HS_LOG_WARNING, "cache: cannot list the journal: %s", err);
 	return r;
 }
 
