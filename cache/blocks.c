@@ -16,7 +16,8 @@
  *                       still ABSENT), hs_blocks_write()/_truncate() for
  *                       a gap or new part past the old end (zeros)
  *   any -> DIRTY        hs_blocks_write() (WRITING -> WRITING2)
- *   DIRTY -> WRITING    hs_blocks_snapshot()
+ *   DIRTY -> WRITING    hs_blocks_snapshot(), _snapshot_first() (the
+ *                       first dirty blocks only)
  *   WRITING -> CLEAN    hs_blocks_sent() (WRITING2 -> DIRTY)
  *   WRITING -> DIRTY    hs_blocks_send_failed(), but blocks cut off since
  *                       the snapshot -> ABSENT
@@ -43,13 +44,12 @@
  *      claims blocks the guest cut off as data; the persisted cut is the
  *      smaller of the cut and the send's (hs_blocks_saved_cut()).
  *
- * The next step (the bounded cache: an LRU evictor of single blocks, and
- * write-behind) needs: hs_blocks_may_drop() to ask whether a block's bytes
- * are on the host now, hs_blocks_evict() over a run with a callback that
- * punches the hole, and npresent for the bytes a file holds; a per-block
- * LRU list would hang off struct hs_file, touched where fill/write are
- * called.  Not handled here: the data version (file.c drops a fetch that
- * belongs to an older host copy before it reaches hs_blocks_fill()).
+ * The evictor (evict.c) asks hs_blocks_may_drop() whether a block's bytes
+ * are on the host now and drops runs with hs_blocks_evict(), whose
+ * callback punches the hole; its use clock per 1 MiB extent hangs off
+ * struct hs_file, touched where fill and write are called.  Not handled
+ * here: the data version (file.c drops a fetch that belongs to an older
+ * host copy before it reaches hs_blocks_fill()).
  */
 #include "blocks.h"
 
@@ -327,6 +327,46 @@ int64_t hs_blocks_snapshot(struct hs_blocks *b, uint64_t size)
 	b->send_cut = cut;
 	b->sending++;
 	/* the persisted maps stay dirty|writing until the send ends */
+	CHECKED(b, size);
+	return cut;
+}
+
+int64_t hs_blocks_snapshot_first(struct hs_blocks *b, uint64_t size,
+				 uint64_t max)
+{
+	uint64_t from = 0, to, n, left = max;
+	int64_t cut = b->cut;
+
+	if (max == 0 || b->ndirty <= max)
+		return hs_blocks_snapshot(b, size);
+	/* the writing set grows to the last block it takes first, so that
+	 * no set below can fail half-way */
+	while (left > 0 &&
+	       (from = hs_bitmap_next_set(&b->dirty, from, HS_BITMAP_NONE)) !=
+		       HS_BITMAP_NONE) {
+		to = hs_bitmap_next_clear(&b->dirty, from, HS_BITMAP_NONE);
+		if (to == HS_BITMAP_NONE)
+			to = b->dirty.nbits;
+		n = HS_MIN(to - from, left);
+		left -= n;
+		from += n;
+	}
+	if (from == 0 || hs_bitmap_set(&b->writing, from - 1, from) < 0)
+		return hs_blocks_snapshot(b, size);
+	to = from; /* everything dirty below @to goes */
+	for (from = 0; (from = hs_bitmap_next_set(&b->dirty, from, to)) !=
+		       HS_BITMAP_NONE; from = n) {
+		n = hs_bitmap_next_clear(&b->dirty, from, to);
+		if (n == HS_BITMAP_NONE)
+			n = to;
+		hs_bitmap_set(&b->writing, from, n); /* (no growth) */
+		hs_bitmap_clear(&b->dirty, from, n);
+	}
+	b->nwriting = hs_bitmap_count(&b->writing);
+	b->ndirty = hs_bitmap_count(&b->dirty);
+	b->cut = -1;
+	b->send_cut = cut;
+	b->sending++;
 	CHECKED(b, size);
 	return cut;
 }

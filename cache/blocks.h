@@ -92,6 +92,11 @@ int hs_blocks_truncate(struct hs_blocks *b, uint64_t old, uint64_t size);
  * carries (-1: none).  The flusher reads b->writing without the lock
  * until it ends the snapshot: nothing else changes it meanwhile. */
 int64_t hs_blocks_snapshot(struct hs_blocks *b, uint64_t size);
+/* The same for the first dirty blocks only, about @max of them (0: all):
+ * a write-behind send of a file still being written, so that what it
+ * sends is clean, and may be evicted, sooner. */
+int64_t hs_blocks_snapshot_first(struct hs_blocks *b, uint64_t size,
+				 uint64_t max);
 /* The host acknowledged: WRITING -> CLEAN, WRITING2 -> DIRTY. */
 void hs_blocks_sent(struct hs_blocks *b, uint64_t size);
 /* The send failed: WRITING -> DIRTY but blocks the guest cut off since

@@ -145,6 +145,7 @@ static void send_pieces(struct par_send *p, struct hs_transport *t,
 		atomic_fetch_add(&p->bytes, len);
 		atomic_fetch_add(&p->c->sent_bytes, len);
 		atomic_fetch_add(&p->c->inflight_sent, len);
+		hs_cache_progress(p->c);
 	}
 	if (r < 0) {
 		int zero = 0;
@@ -330,7 +331,10 @@ static int take_snapshot(struct hs_cache *c, const struct hs_jentry *e,
 		s->partial = staged_send(c, s->f, e); /* (before the snapshot
 						       * empties the dirty set) */
 		s->size = s->f->size;
-		s->trunc = hs_blocks_snapshot(&s->f->blk, s->size);
+		/* a staged send takes the first HS_WB_BYTES: the writer
+		 * waiting for room gets them back as soon as they land */
+		s->trunc = hs_blocks_snapshot_first(
+			&s->f->blk, s->size, s->partial ? HS_WB_BYTES / HS_BLOCK : 0);
 		s->snapped = 1;
 		s->mtime = s->f->mtime;
 	}
@@ -1734,7 +1738,7 @@ static void *flusher_thread(void *arg)
 	while (!stopping(c)) {
 		struct flush_job jobs[HS_FLUSH_BATCH_MAX];
 		int64_t at;
-		int r, force, n, k, par = 1, link_failed = 0, hold;
+		int r, force, n, k, par = 1, link_failed = 0, hold, progress = 0;
 
 		memset(jobs, 0, sizeof(jobs));
 		for (k = 0; k < HS_FLUSH_BATCH_MAX; k++) {
@@ -1786,6 +1790,7 @@ static void *flusher_thread(void *arg)
 			} else if (jobs[k].r == 0) {
 				c->flushed_ops += !jobs[k].s.partial;
 				c->flushed_bytes += jobs[k].bytes;
+				progress = 1;
 			} else if (jobs[k].link_failed) {
 				link_failed = 1;
 			} else {
@@ -1798,6 +1803,8 @@ static void *flusher_thread(void *arg)
 			backoff = HS_NSEC_PER_SEC / 4;
 		pthread_cond_broadcast(&c->done_cond);
 		pthread_mutex_unlock(&c->flush_lock);
+		if (progress)
+			hs_cache_progress(c); /* a row done, even one of no data */
 		if (link_failed) {
 			wait_until(c, hs_now_ns() + backoff);
 			backoff = HS_MIN(backoff * 2, 8 * HS_NSEC_PER_SEC);

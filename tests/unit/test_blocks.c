@@ -194,6 +194,62 @@ static void test_transitions(void)
 	hs_blocks_release(&b);
 }
 
+/* A write-behind snapshot takes the first dirty blocks only, across runs;
+ * the rest stays DIRTY and goes with the next one. */
+static void test_snapshot_first(void)
+{
+	struct hs_blocks b;
+	int64_t cut;
+
+	hs_blocks_init(&b);
+	size = 0;
+	CHECK_OK(hs_blocks_write(&b, size, 0, 10 * B));
+	size = 10 * B;
+	hs_blocks_snapshot(&b, size);
+	hs_blocks_sent(&b, size);
+	CHECK_OK(hs_blocks_write(&b, size, 1 * B, 2 * B));
+	CHECK_OK(hs_blocks_write(&b, size, 5 * B, 3 * B));
+	CHECK_OK(hs_blocks_truncate(&b, size, 9 * B));
+	size = 9 * B;
+	states(&b, "cddccdddc");
+	cut = hs_blocks_snapshot_first(&b, size, 3);
+	CHECK_EQ(cut, 9 * B);            /* the first send carries the cut */
+	states(&b, "cwwccwddc");
+	CHECK_EQ(b.nwriting, 3);
+	CHECK_EQ(b.ndirty, 2);
+	ok(&b);
+	saved_is(&b, "011001110");
+	/* written again meanwhile: WRITING2, and DIRTY past the first */
+	CHECK_OK(hs_blocks_write(&b, size, 2 * B, 1));
+	states(&b, "cwWccwddc");
+	hs_blocks_sent(&b, size);
+	states(&b, "ccdcccddc");
+	ok(&b);
+	/* @max at or past what is dirty, or 0: all of it */
+	cut = hs_blocks_snapshot_first(&b, size, 3);
+	CHECK_EQ(cut, -1);
+	states(&b, "ccwcccwwc");
+	hs_blocks_send_failed(&b, size, cut);
+	states(&b, "ccdcccddc");
+	cut = hs_blocks_snapshot_first(&b, size, 0);
+	states(&b, "ccwcccwwc");
+	hs_blocks_sent(&b, size);
+	CHECK(!hs_blocks_busy(&b));
+	ok(&b);
+	/* a big file: the first 1,000 of 5,000 dirty blocks, in one run */
+	CHECK_OK(hs_blocks_write(&b, size, 0, 5000 * B));
+	size = 5000 * B;
+	hs_blocks_snapshot_first(&b, size, 1000);
+	CHECK_EQ(b.nwriting, 1000);
+	CHECK_EQ(hs_blocks_state(&b, 999), HS_BLK_WRITING);
+	CHECK_EQ(hs_blocks_state(&b, 1000), HS_BLK_DIRTY);
+	ok(&b);
+	hs_blocks_sent(&b, size);
+	CHECK_EQ(b.ndirty, 4000);
+	ok(&b);
+	hs_blocks_release(&b);
+}
+
 /* Each invariant broken by hand is caught. */
 static void test_checker_fails(void)
 {
@@ -248,6 +304,7 @@ static void test_checker_fails(void)
 int main(void)
 {
 	test_transitions();
+	test_snapshot_first();
 	test_checker_fails();
 	return 0;
 }
