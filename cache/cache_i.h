@@ -596,6 +596,9 @@ int hs_cache_wait_room(struct hs_cache *c, int64_t since);
 int hs_cache_pressed(struct hs_cache *c);
 /* The host acknowledged data (flusher). */
 void hs_cache_progress(struct hs_cache *c);
+/* Changes became clean (the end of a send): a writer waiting for room
+ * counts them again at once (flusher). */
+void hs_cache_acked(struct hs_cache *c);
 /* How far ahead of its readers a stream may read: a quarter of the room. */
 uint64_t hs_cache_ahead_max(struct hs_cache *c);
 /* Evicts clean data while the cache is above cache_size (flusher, idle). */

@@ -378,6 +378,11 @@ void hs_cache_progress(struct hs_cache *c)
 	}
 }
 
+void hs_cache_acked(struct hs_cache *c)
+{
+	atomic_store(&c->unacked_at, 0); /* the next write counts again */
+}
+
 int hs_cache_wait_room(struct hs_cache *c, int64_t since)
 {
 	int64_t now = hs_now_ns();

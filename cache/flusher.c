@@ -364,12 +364,14 @@ static void end_snapshot(struct hs_cache *c, struct snap *s, int ok)
 	if (!f)
 		return;
 	pthread_mutex_lock(&f->lock);
-	if (!s->snapped)
+	if (!s->snapped) {
 		f->blk.changed = 1; /* (as a send always did) */
-	else if (ok)
+	} else if (ok) {
 		hs_blocks_sent(&f->blk, f->size);
-	else
+		hs_cache_acked(c);
+	} else {
 		hs_blocks_send_failed(&f->blk, f->size, s->trunc);
+	}
 	hs_file_persist(c, f);
 	pthread_mutex_unlock(&f->lock);
 	hs_file_put(c, f);
