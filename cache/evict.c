@@ -370,12 +370,9 @@ int hs_cache_pressed(struct hs_cache *c)
 
 void hs_cache_progress(struct hs_cache *c)
 {
+	/* no wake-up: room comes only at the end of a send, whose
+	 * done_cond broadcast wakes the writers */
 	atomic_store(&c->progress_at, hs_now_ns());
-	if (atomic_load(&c->pressed_at)) {
-		pthread_mutex_lock(&c->flush_lock);
-		pthread_cond_broadcast(&c->done_cond);
-		pthread_mutex_unlock(&c->flush_lock);
-	}
 }
 
 void hs_cache_acked(struct hs_cache *c)

@@ -454,7 +454,9 @@ uint64_t hs_file_unacked(struct hs_cache *c)
 	unsigned b;
 
 	/* the database first (db_lock is taken inside file locks, never
-	 * around them), then the loaded files, whose blocks are newer */
+	 * around them), then the loaded files, whose blocks are newer.  A
+	 * count cut short (a failed query, no memory) only lets a writer
+	 * evict a little more clean data: nothing unsent is ever dropped */
 	pthread_mutex_lock(&c->db_lock);
 	hs_meta_each_dirty(c, add_stored, &s);
 	pthread_mutex_unlock(&c->db_lock);
@@ -616,11 +618,34 @@ static ssize_t host_read(struct hs_cache *c, const char *path, char *buf,
 	return r < 0 ? r : (ssize_t)got;
 }
 
+/* @len bytes at @off of @in's host copy into @buf, as one of the workers
+ * that may wait on the host (fetch_sem): the bytes read (the rest of @buf
+ * is left as it is), 0 for a file the host does not have yet (its
+ * unwritten blocks are zeros), or -errno. */
+static ssize_t read_host_copy(struct hs_cache *c, const struct hs_inode *in,
+			      char *buf, size_t len, uint64_t off, hs_deadline_t dl)
+{
+	struct timespec ts = hs_deadline_ts(dl);
+	ssize_t got;
+
+	if (!in->hpath)
+		/* the host copy this data came from is gone (unlinked while
+		 * open, or deleted on the host): say so rather than invent
+		 * zeros */
+		return in->host_size > 0 ? -EIO : 0;
+	if (in->host_size == 0)
+		return 0;
+	if (sem_clockwait(&c->fetch_sem, CLOCK_MONOTONIC, &ts) < 0)
+		return -ETIMEDOUT;
+	got = host_read(c, in->hpath, buf, len, off, dl);
+	sem_post(&c->fetch_sem);
+	return got;
+}
+
 int hs_file_fetch(struct hs_cache *c, struct hs_file *f, uint64_t first,
 		  uint64_t last, hs_deadline_t dl)
 {
 	struct hs_inode in;
-	struct timespec ts;
 	uint64_t dver, len, size;
 	ssize_t got;
 	char *buf;
@@ -647,40 +672,15 @@ int hs_file_fetch(struct hs_cache *c, struct hs_file *f, uint64_t first,
 		hs_inode_release(&in);
 		return -ENOMEM;
 	}
-	got = 0;
-	if (!in.hpath && in.host_size > 0) {
-		/* the host copy this data came from is gone (unlinked while
-		 * open, or deleted on the host): say so rather than invent
-		 * zeros */
-		free(buf);
-		hs_inode_release(&in);
-		return -EIO;
-	}
 	/* room for it first (evicting clean data); none: the reader gets
 	 * the bytes without caching them (read_through()) */
-	if (hs_cache_room(c, f->ino, len, 0) < 0) {
-		free(buf);
-		hs_inode_release(&in);
-		return -ENOSPC;
-	}
-	if (in.hpath && in.host_size != 0) {
-		ts = hs_deadline_ts(dl);
-		if (sem_clockwait(&c->fetch_sem, CLOCK_MONOTONIC, &ts) < 0) {
-			free(buf);
-			hs_inode_release(&in);
-			return -ETIMEDOUT;
-		}
-		got = host_read(c, in.hpath, buf, len, first * HS_BLOCK, dl);
-		sem_post(&c->fetch_sem);
-		if (got < 0) {
-			free(buf);
-			hs_inode_release(&in);
-			return (int)got;
-		}
-	}
-	/* else: a file the host does not have (yet): its unwritten blocks
-	 * are zeros */
+	got = hs_cache_room(c, f->ino, len, 0) < 0 ? -ENOSPC :
+		read_host_copy(c, &in, buf, len, first * HS_BLOCK, dl);
 	hs_inode_release(&in);
+	if (got < 0) {
+		free(buf);
+		return (int)got;
+	}
 	pthread_mutex_lock(&f->lock);
 	r = hs_file_land(c, f, dver, buf, first, last);
 	pthread_mutex_unlock(&f->lock);
@@ -791,8 +791,7 @@ static ssize_t read_through(struct hs_cache *c, struct hs_file *f, char *buf,
 {
 	uint64_t b, e, first = off / HS_BLOCK, last = (off + size + HS_BLOCK - 1) / HS_BLOCK;
 	struct hs_inode in;
-	struct timespec ts = hs_deadline_ts(dl);
-	ssize_t got = 0;
+	ssize_t got;
 	int r;
 
 	pthread_mutex_lock(&c->db_lock);
@@ -800,14 +799,7 @@ static ssize_t read_through(struct hs_cache *c, struct hs_file *f, char *buf,
 	pthread_mutex_unlock(&c->db_lock);
 	if (r < 0)
 		return r;
-	if (in.hpath && in.host_size != 0) {
-		if (sem_clockwait(&c->fetch_sem, CLOCK_MONOTONIC, &ts) < 0) {
-			hs_inode_release(&in);
-			return -ETIMEDOUT;
-		}
-		got = host_read(c, in.hpath, buf, size, off, dl);
-		sem_post(&c->fetch_sem);
-	}
+	got = read_host_copy(c, &in, buf, size, off, dl);
 	hs_inode_release(&in);
 	if (got < 0)
 		return got;

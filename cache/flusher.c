@@ -1076,8 +1076,7 @@ static int64_t ready_at(struct hs_cache *c, const struct hs_jentry *e, int *hold
 			at = HS_MAX(at, f->last_write_ns + delay);
 		if (wb_due(c, f)) {
 			at = 0; /* write-behind: while it is written */
-		} else if (f->writers > 0 && (e->flags & HS_JF_STAGED) &&
-			   staged_send(c, f, e)) {
+		} else if ((e->flags & HS_JF_STAGED) && staged_send(c, f, e)) {
 			/* finished at its close (which wakes us) */
 			at = HS_MIN(f->last_write_ns + OPEN_FILE_MAX_WAIT_NS,
 				    e->created_ns + STAGED_MAX_NS);
@@ -1803,10 +1802,10 @@ static void *flusher_thread(void *arg)
 		c->current[0] = '\0';
 		if (!link_failed)
 			backoff = HS_NSEC_PER_SEC / 4;
-		pthread_cond_broadcast(&c->done_cond);
-		pthread_mutex_unlock(&c->flush_lock);
 		if (progress)
 			hs_cache_progress(c); /* a row done, even one of no data */
+		pthread_cond_broadcast(&c->done_cond);
+		pthread_mutex_unlock(&c->flush_lock);
 		if (link_failed) {
 			wait_until(c, hs_now_ns() + backoff);
 			backoff = HS_MIN(backoff * 2, 8 * HS_NSEC_PER_SEC);
