@@ -1079,6 +1079,16 @@ out:
 
 /* ---- removing names ---- */
 
+/* The last name of @x, not a folder, is gone: may its rows be dropped
+ * (hs_journal_unlinked())?  When it never reached the host under a name
+ * of its own: no host path, or only the temporary file a write-behind
+ * staged (that row leaves the temporary file's removal).  db_lock held. */
+static int unsent_file(struct hs_cache *c, const struct hs_inode *x)
+{
+	return !S_ISDIR(x->mode) &&
+	       (!x->hpath || hs_journal_has_staged(c, x->ino) > 0);
+}
+
 /* Drops one name of @x (dentry already removed by the caller); journals
  * the host removal unless it cancels out.  db_lock held, in a transaction. */
 static int drop_name(struct hs_cache *c, struct hs_inode *x, const char *path,
@@ -1089,8 +1099,7 @@ static int drop_name(struct hs_cache *c, struct hs_inode *x, const char *path,
 	int dropped = 0, ndata = 0, r;
 
 	r = set_nlink(c, x->ino, nlink);
-	if (r == 0 && nlink == 0 && !S_ISDIR(x->mode) &&
-	    (!x->hpath || hs_journal_has_staged(c, x->ino) > 0))
+	if (r == 0 && nlink == 0 && unsent_file(c, x))
 		r = hs_journal_unlinked(c, x->ino, &dropped);
 	if (r == 0 && !dropped && nlink == 0 && S_ISREG(x->mode))
 		/* its unsent changes go, and so does its cached data once
@@ -1306,8 +1315,7 @@ int hs_cache_rename(struct hs_cache *c, uint64_t parent, const char *name,
 		r = hs_meta_del_dentry(c, newparent, newname);
 		if (r == 0)
 			r = set_nlink(c, tino, nl);
-		if (r == 0 && nl == 0 && !S_ISDIR(t.mode) &&
-		    (!t.hpath || hs_journal_has_staged(c, tino) > 0))
+		if (r == 0 && nl == 0 && unsent_file(c, &t))
 			r = hs_journal_unlinked(c, tino, &dropped);
 		replaced = !dropped;
 		if (r < 0)
