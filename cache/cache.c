@@ -710,8 +710,11 @@ int hs_cache_setattr(struct hs_cache *c, uint64_t ino, const struct stat *attr,
 	/* Through a descriptor, or of a file open for writing (tar sets
 	 * owner, mode and times of each file it extracts before closing
 	 * it, by path as the kernel sends fchown/fchmod/futimens): made
-	 * durable by the file's close, like its data. */
-	deferred = h || hs_file_writing(c, ino);
+	 * durable by the file's close, like its data.  Not a truncate by
+	 * path: the handle that makes the file "open" may be one already
+	 * closed whose release is still on its way (the kernel sends it
+	 * after close() returned), and no close would commit it then. */
+	deferred = h || (hs_file_writing(c, ino) && !(to_set & HS_SET_SIZE));
 
 	pthread_mutex_lock(&c->db_lock);
 	r = hs_meta_begin(c);
